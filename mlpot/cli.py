@@ -1,0 +1,208 @@
+"""``mlpot`` command line: thin argument parsing over library functions users can call too.
+
+    mlpot new-model --arch nequip --species H,C,N,O --cutoff 5.0 -o model.pt
+    mlpot info model.pt
+    mlpot md --model model.pt --system alanine-dipeptide --engine openmm --steps 5000 --out traj.dcd
+    mlpot systems
+    mlpot demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _hyperparameters(pairs: List[str]) -> Dict[str, Any]:
+    result = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"mlpot: --hp expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        result[key.strip()] = _parse_value(value)
+    return result
+
+
+def new_model(arch: str, species: List[str], cutoff: float, out: Path, dtype: str = "float32", size: str = "default",
+              hyperparameters: Optional[Dict[str, Any]] = None, seed: int = 0, energy_scale: float = 1.0) -> Dict[str, Any]:
+    """Build a randomly initialised model and write it as a model file; returns its metadata."""
+    from mlpot.deploy import save_model
+    from mlpot.models import build_model, describe
+
+    description = describe(arch, species, cutoff, dtype=dtype, size=size, hyperparameters=hyperparameters,
+                           energy_scale=energy_scale)
+    model = build_model(description, seed=seed)
+    return save_model(model, description, out, provenance={"created_by": "mlpot new-model", "seed": seed,
+                                                           "trained": False})
+
+
+def format_metadata(metadata: Dict[str, Any], path: Path) -> str:
+    """Human-readable summary of a model file's metadata."""
+    lines = [f"model file     {path}"]
+    lines.append(f"format         {metadata['format']} v{metadata['format_version']}")
+    lines.append(f"architecture   {metadata['arch']}  ({metadata['dtype']})")
+    lines.append(f"species        {', '.join(metadata['species'])}")
+    lines.append(f"cutoff         {metadata['cutoff']} Å")
+    lines.append(f"units          length {metadata['units']['length']}, energy {metadata['units']['energy']}")
+    lines.append("hyperparameters")
+    for key, value in metadata["hyperparameters"].items():
+        lines.append(f"  {key:<22} {value}")
+    shifts = ", ".join(f"{s}: {e:.6g}" for s, e in zip(metadata["species"], metadata["energy_shift"]))
+    lines.append(f"energy shift   {shifts} eV;  energy scale {metadata['energy_scale']:.6g} eV")
+    lines.append("versions       " + ", ".join(f"{k} {v}" for k, v in metadata["versions"].items()))
+    lines.append(f"created        {metadata['created']}")
+    lines.append(f"content hash   {metadata['content_hash']}")
+    lines.append(f"provenance     {json.dumps(metadata.get('provenance'))}")
+    return "\n".join(lines)
+
+
+def _cmd_new_model(args) -> int:
+    species = [s for s in args.species.replace(" ", "").split(",") if s]
+    metadata = new_model(args.arch, species, args.cutoff, Path(args.output), dtype=args.dtype, size=args.size,
+                         hyperparameters=_hyperparameters(args.hp), seed=args.seed, energy_scale=args.energy_scale)
+    print(f"wrote {args.output}: {metadata['arch']} model for {', '.join(metadata['species'])}, "
+          f"cutoff {metadata['cutoff']} Å, {metadata['dtype']}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from mlpot.deploy import read_metadata
+
+    metadata = read_metadata(args.model)
+    print(json.dumps(metadata, indent=1) if args.json else format_metadata(metadata, Path(args.model)))
+    return 0
+
+
+def _print_md_result(result) -> None:
+    print(f"{result.engine}: {result.steps} steps of {result.timestep_fs} fs on {result.system} "
+          f"({result.n_atoms} atoms) in {result.wall_seconds:.1f} s: {result.steps_per_second:.1f} steps/s, "
+          f"{result.ns_per_day:.3f} ns/day")
+    print(f"final potential energy {result.final_potential_energy_eV:.4f} eV, temperature {result.final_temperature_K:.0f} K")
+    print(f"trajectory {result.trajectory} (topology {result.topology})")
+
+
+def _cmd_md(args) -> int:
+    from mlpot.plugins.simulate import run_md
+
+    result = run_md(args.model, args.system, engine=args.engine, steps=args.steps, temperature_K=args.temperature,
+                    timestep_fs=args.timestep, friction_per_ps=args.friction, out=args.out,
+                    report_interval=args.report_interval, seed=args.seed, platform=args.platform,
+                    device=args.device, resume=args.resume, progress=not args.quiet)
+    _print_md_result(result)
+    return 0
+
+
+def _cmd_systems(args) -> int:
+    from mlpot.systems import list_systems
+
+    for spec in list_systems():
+        aliases = f" (also: {', '.join(spec.aliases)})" if spec.aliases else ""
+        print(f"{spec.name:<24} {'periodic' if spec.periodic else 'molecule':<9} {spec.description}{aliases}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    """Default system → model file → OpenMM MD with the model → trajectory and ns/day."""
+    from mlpot.plugins.simulate import run_md
+    from mlpot.systems import load_atoms
+
+    out = Path(args.out)
+    atoms = load_atoms(args.system)
+    species = sorted(set(atoms.get_chemical_symbols()))
+    model_path = out / "model.pt"
+    print(f"[1/2] building an untrained {args.arch} model for {args.system} ({', '.join(species)}) -> {model_path}")
+    # untrained weights: a small energy scale keeps the random forces (and so the MD) gentle
+    new_model(args.arch, species, 5.0, model_path, dtype="float32", seed=0, energy_scale=DEMO_ENERGY_SCALE_EV)
+    print(f"[2/2] {args.steps} steps of OpenMM Langevin MD at 300 K through openmm-torch's TorchForce")
+    result = run_md(model_path, args.system, engine="openmm", steps=args.steps, temperature_K=300.0,
+                    timestep_fs=0.5, out=out / "traj.dcd", report_interval=100)
+    _print_md_result(result)
+    return 0
+
+
+DEMO_ENERGY_SCALE_EV = 0.01
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlpot", description="Learned equivariant interatomic potentials for OpenMM and ASE.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("new-model", help="write a randomly initialised model file",
+                       description="Build an untrained model (EGNN or NequIP-style) and write it as a TorchScript model file.")
+    p.add_argument("--arch", choices=["egnn", "nequip"], required=True, help="architecture")
+    p.add_argument("--species", required=True, help="comma-separated element symbols, e.g. H,C,N,O")
+    p.add_argument("--cutoff", type=float, default=5.0, help="neighbour cutoff in Å (default 5.0)")
+    p.add_argument("--size", default="default", help="hyperparameter preset: default or nequip-matched")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one hyperparameter, e.g. --hp num_layers=4 (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for the initial weights")
+    p.add_argument("--energy-scale", type=float, default=1.0,
+                   help="eV per unit of network output (training sets it from the data; default 1.0)")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
+    p.set_defaults(func=_cmd_new_model)
+
+    p = sub.add_parser("info", help="print the metadata stored in a model file")
+    p.add_argument("model", help="model file")
+    p.add_argument("--json", action="store_true", help="print the raw JSON metadata")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("md", help="run molecular dynamics with a model",
+                       description="Langevin MD of a named system (see `mlpot systems`) or a PDB file.")
+    p.add_argument("--model", required=True, help="model file")
+    p.add_argument("--system", default="alanine-dipeptide", help="system name or PDB path (default alanine-dipeptide)")
+    p.add_argument("--engine", choices=["openmm", "ase"], default="openmm")
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    p.add_argument("--friction", type=float, default=1.0, help="Langevin friction, 1/ps (default 1)")
+    p.add_argument("--report-interval", type=int, default=100, help="steps between frames and checks (default 100)")
+    p.add_argument("--out", default="traj.dcd", help="DCD trajectory; topology written beside it as .pdb")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--platform", default=None, help="OpenMM platform (default CUDA if present, else CPU)")
+    p.add_argument("--device", default="cpu", help="torch device for the ASE engine")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint OUT.chk (OpenMM)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_md)
+
+    p = sub.add_parser("systems", help="list the shipped molecular systems")
+    p.set_defaults(func=_cmd_systems)
+
+    p = sub.add_parser("demo", help="build a model for the default system and run it in OpenMM")
+    p.add_argument("--system", default="alanine-dipeptide")
+    p.add_argument("--arch", choices=["egnn", "nequip"], default="nequip")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from mlpot.deploy import ModelFileError
+    from mlpot.plugins.simulate import SimulationUnstableError
+
+    try:
+        return args.func(args)
+    except (ModelFileError, ValueError, FileNotFoundError, KeyError, SimulationUnstableError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"mlpot {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mlpot {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

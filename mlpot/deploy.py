@@ -1,0 +1,226 @@
+"""The one model-file format: a TorchScript archive with JSON metadata inside.
+
+A model file is what ``torch.jit.save`` writes (a zip archive) plus one extra entry,
+``mlpot_metadata.json``, holding everything needed to use the model without guessing:
+
+    format, format_version      what this file is and which reader it needs
+    arch, hyperparameters       how the network was built (enough to rebuild and retrain it)
+    species, atomic_numbers     the elements, in species-index order
+    cutoff                      Å
+    units                       {"length": "Angstrom", "energy": "eV"}: what the model's inputs/outputs mean
+    dtype                       float32 or float64
+    energy_shift, energy_scale  per-species reference energies (eV) and global scale
+    versions                    mlpot, torch, e3nn, vesin-torch, python at save time
+    created                     UTC time stamp
+    content_hash                sha256 of the parameters and buffers, checked on load
+    provenance                  training information, when the model was trained (else null)
+
+The compiled module is a :class:`mlpot.models.potential.Potential`: ``forward`` gives per-atom
+energies, ``compute`` energies, forces and stress. Plugins only ever go through :func:`load_model`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import platform
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+
+import mlpot
+
+FORMAT_NAME = "mlpot-model"
+FORMAT_VERSION = 1
+METADATA_ENTRY = "mlpot_metadata.json"
+MODEL_UNITS = {"length": "Angstrom", "energy": "eV"}
+
+# keys every metadata dict must have (format_version 1)
+REQUIRED_KEYS = (
+    "format", "format_version", "arch", "hyperparameters", "species", "atomic_numbers", "cutoff",
+    "units", "dtype", "energy_shift", "energy_scale", "versions", "created", "content_hash",
+)
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, corrupt, truncated, or incompatible with this mlpot."""
+
+
+def _versions() -> Dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"mlpot": mlpot.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    for package in ("e3nn", "vesin-torch"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def content_hash(module: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes), in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(data.dtype).encode())
+        digest.update(str(tuple(data.shape)).encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def compile_model(model: torch.nn.Module) -> torch.jit.ScriptModule:
+    """TorchScript-compile a :class:`Potential` (e3nn modules included); errors say so plainly."""
+    from e3nn.util.jit import script
+
+    try:
+        return script(model.eval())
+    except Exception as error:  # re-raised with context: a model that cannot compile cannot be deployed
+        raise RuntimeError(
+            f"mlpot: the model could not be compiled to TorchScript, so it cannot be deployed: {error}"
+        ) from error
+
+
+def save_model(
+    model: torch.nn.Module,
+    description: Dict[str, Any],
+    path: Union[str, Path],
+    provenance: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Compile ``model`` and write it with its metadata to ``path``; returns the metadata written.
+
+    ``description`` is the dict from :func:`mlpot.models.describe` the model was built from
+    (the current ``energy_shift`` and ``energy_scale`` are read back from the model itself).
+    """
+    path = Path(path)
+    compiled = compile_model(model)
+    metadata = dict(description)
+    metadata.update(
+        {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "units": dict(MODEL_UNITS),
+            "energy_shift": [float(x) for x in model.energy_shift.tolist()],
+            "energy_scale": float(model.energy_scale),
+            "versions": _versions(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "content_hash": content_hash(compiled),
+            "provenance": provenance,
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    torch.jit.save(compiled, str(temporary), _extra_files={METADATA_ENTRY: json.dumps(metadata, indent=1)})
+    temporary.replace(path)  # never leave a half-written model file under the final name
+    return metadata
+
+
+def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
+    """The metadata of a model file, validated, without loading the network."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("/extra/" + METADATA_ENTRY)]
+            if not names:
+                raise ModelFileError(
+                    f"{path} is not an mlpot model file: it has no {METADATA_ENTRY} entry "
+                    "(was it written with torch.save or by another package? make one with `mlpot new-model` "
+                    "or mlpot.deploy.save_model)"
+                )
+            text = archive.read(names[0]).decode()
+    except zipfile.BadZipFile as error:
+        raise ModelFileError(
+            f"{path} is corrupt or truncated: it is not a readable TorchScript zip archive ({error})"
+        ) from error
+    except (OSError, zipfile.LargeZipFile, RuntimeError) as error:
+        raise ModelFileError(f"{path} could not be read as a model file: {error}") from error
+    try:
+        metadata = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ModelFileError(f"{path}: its metadata is not valid JSON ({error})") from error
+    _check_compatible(metadata, path)
+    return metadata
+
+
+def _check_compatible(metadata: Dict[str, Any], path: Path) -> None:
+    if metadata.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path}: metadata format is {metadata.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path}: invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} uses model-file format version {version}, but this mlpot ({mlpot.__version__}) reads "
+            f"versions up to {FORMAT_VERSION}: upgrade mlpot to use it"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in metadata]
+    if missing:
+        raise ModelFileError(f"{path}: metadata lacks required keys {missing}")
+    if metadata["units"] != MODEL_UNITS:
+        raise ModelFileError(f"{path}: unsupported units {metadata['units']}, expected {MODEL_UNITS}")
+
+
+@dataclass
+class DeployedModel:
+    """A loaded model file: the compiled :class:`Potential` and its metadata."""
+
+    module: torch.jit.ScriptModule
+    metadata: Dict[str, Any]
+    path: Path
+
+    @property
+    def cutoff(self) -> float:
+        """Neighbour cutoff, Å."""
+        return float(self.metadata["cutoff"])
+
+    @property
+    def species(self) -> List[str]:
+        return list(self.metadata["species"])
+
+    @property
+    def atomic_numbers(self) -> List[int]:
+        return list(self.metadata["atomic_numbers"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float64 if self.metadata["dtype"] == "float64" else torch.float32
+
+    def check_elements(self, atomic_numbers: Sequence[int]) -> None:
+        """Raise ``ValueError`` naming every element the model does not know."""
+        from ase.data import chemical_symbols
+
+        unknown = sorted(set(int(z) for z in atomic_numbers) - set(self.atomic_numbers))
+        if unknown:
+            names = ", ".join(chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z) for z in unknown)
+            raise ValueError(
+                f"element(s) {names} not supported by model {self.path.name}, which knows only "
+                f"{', '.join(self.species)}"
+            )
+
+
+def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> DeployedModel:
+    """Load a model file onto ``device`` after validating it.
+
+    Raises :class:`ModelFileError` for a missing, corrupt, truncated, foreign or too-new file, and when
+    the parameters do not match the content hash recorded at save time.
+    """
+    import vesin_torch  # noqa: F401  registers the neighbour-list class the compiled model calls
+
+    path = Path(path)
+    metadata = read_metadata(path)
+    try:
+        module = torch.jit.load(str(path), map_location=torch.device(device))
+    except RuntimeError as error:
+        raise ModelFileError(f"{path} is corrupt or incompatible: TorchScript could not load it ({error})") from error
+    if content_hash(module) != metadata["content_hash"]:
+        raise ModelFileError(
+            f"{path} is corrupt: its parameters do not match the content hash recorded when it was saved"
+        )
+    return DeployedModel(module=module.eval(), metadata=metadata, path=path)

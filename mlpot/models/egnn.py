@@ -1,0 +1,107 @@
+"""E(n)-equivariant graph neural network (Satorras, Hoogeboom & Welling, ICML 2021).
+
+Each layer l computes, for an edge from neighbour j to centre i with vector r_ij (Å):
+
+    m_ij   = f_cut(|r_ij^0|) * phi_e(h_i, h_j, |r_ij^l|^2 / r_c^2, a_ij)
+    x_i   <- x_i + sum_j (x_i - x_j) phi_x(m_ij) / avg_num_neighbors      (optional coordinate update)
+    h_i   <- h_i + phi_h(h_i, sum_j m_ij / avg_num_neighbors)
+
+Messages depend only on invariants (squared distances and the Bessel expansion a_ij of the input
+distance), so the per-atom energy read out from h is E(3)-invariant. Coordinates are tracked as
+per-atom displacements added to the input edge vectors, which keeps periodic images consistent.
+f_cut (a polynomial envelope) makes every message vanish smoothly at the cutoff.
+"""
+
+import torch
+from torch import nn
+
+from mlpot.models.radial import BesselBasis, PolynomialCutoff
+
+
+def _mlp(sizes: list, final_activation: bool = False) -> nn.Sequential:
+    layers: list = []
+    for k in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[k], sizes[k + 1]))
+        if k < len(sizes) - 2 or final_activation:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class EGNNLayer(nn.Module):
+    def __init__(self, hidden: int, num_basis: int, cutoff: float, avg_num_neighbors: float, update_coords: bool):
+        super().__init__()
+        self.inverse_cutoff_squared = 1.0 / (cutoff * cutoff)
+        self.inverse_avg_neighbors = 1.0 / avg_num_neighbors
+        self.update_coords = update_coords
+        self.edge_mlp = _mlp([2 * hidden + 1 + num_basis, hidden, hidden], final_activation=True)
+        self.node_mlp = _mlp([2 * hidden, hidden, hidden])
+        self.coord_mlp = _mlp([hidden, hidden, 1])
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        displacements: torch.Tensor,
+        edge_index: torch.Tensor,
+        input_vectors: torch.Tensor,
+        radial_features: torch.Tensor,
+        cutoff_weights: torch.Tensor,
+    ):
+        centre, neighbour = edge_index[0], edge_index[1]
+        vectors = input_vectors + displacements[neighbour] - displacements[centre]
+        squared = (vectors * vectors).sum(dim=1, keepdim=True) * self.inverse_cutoff_squared
+        edge_input = torch.cat([features[centre], features[neighbour], squared, radial_features], dim=1)
+        messages = self.edge_mlp(edge_input) * cutoff_weights
+        aggregated = torch.zeros_like(features).index_add_(0, centre, messages) * self.inverse_avg_neighbors
+        features = features + self.node_mlp(torch.cat([features, aggregated], dim=1))
+        if self.update_coords:
+            # x_i - x_j = -r_ij; tanh keeps the update bounded, cutoff weight keeps it smooth
+            weights = torch.tanh(self.coord_mlp(messages)) * cutoff_weights
+            shift = torch.zeros_like(displacements).index_add_(0, centre, -vectors * weights)
+            displacements = displacements + shift * self.inverse_avg_neighbors
+        return features, displacements
+
+
+class EGNN(nn.Module):
+    """EGNN representation: ``(species, edge_index, edge_vectors) -> one scalar per atom``.
+
+    Args:
+        num_species: number of elements the model knows.
+        cutoff: Å.
+        hidden: width of node features and MLPs.
+        num_layers: message-passing layers.
+        num_basis: Bessel functions encoding the input distance (edge attribute a_ij).
+        avg_num_neighbors: normalisation of the sums over neighbours.
+        update_coords: apply the equivariant coordinate update of the paper.
+    """
+
+    def __init__(
+        self,
+        num_species: int,
+        cutoff: float,
+        hidden: int = 64,
+        num_layers: int = 4,
+        num_basis: int = 8,
+        avg_num_neighbors: float = 10.0,
+        update_coords: bool = True,
+        polynomial_p: int = 6,
+    ):
+        super().__init__()
+        self.embedding = nn.Embedding(num_species, hidden)
+        self.basis = BesselBasis(cutoff, num_basis)
+        self.cutoff_fn = PolynomialCutoff(cutoff, polynomial_p)
+        self.layers = nn.ModuleList(
+            [EGNNLayer(hidden, num_basis, cutoff, avg_num_neighbors, update_coords) for _ in range(num_layers)]
+        )
+        self.readout = _mlp([hidden, hidden, 1])
+
+    def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        distances = torch.linalg.norm(edge_vectors, dim=1)
+        radial_features = self.basis(distances)
+        cutoff_weights = self.cutoff_fn(distances).unsqueeze(-1)
+        features = self.embedding(species).to(edge_vectors.dtype)
+        displacements = torch.zeros(species.shape[0], 3, dtype=edge_vectors.dtype, device=edge_vectors.device)
+        for layer in self.layers:
+            features, displacements = layer(
+                features, displacements, edge_index, edge_vectors, radial_features, cutoff_weights
+            )
+        return self.readout(features).squeeze(-1)

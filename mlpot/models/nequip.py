@@ -1,0 +1,169 @@
+"""NequIP-style tensor-field network on e3nn (Batzner et al., Nat. Commun. 2022).
+
+Node features are e3nn irreps, e.g. ``32x0e + 32x1o`` (lmax 1, natural parity) or with
+``parity=True`` every parity ``32x0e + 32x0o + 32x1o + 32x1e``. One interaction layer:
+
+    self-connection   sc_i = FCTP(h_i, one_hot(species_i))
+    convolution       c_i  = Linear( sum_j  TP_w(|r_ij|)( Linear(h)_j , Y(r_ij/|r_ij|) ) / sqrt(avg_num_neighbors) )
+    gate              h_i <- Gate(c_i + sc_i)  (+ h_i when the irreps match: residual)
+
+where Y are spherical harmonics up to ``lmax`` and the tensor-product weights w come from an MLP
+of a Bessel expansion of |r_ij| times a polynomial cutoff envelope (so messages vanish smoothly at
+the cutoff). A linear readout of the scalars gives one number per atom.
+"""
+
+from typing import List
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet, Gate
+from e3nn.util.jit import compile_mode
+from torch import nn
+
+from mlpot.models.radial import BesselBasis, PolynomialCutoff
+
+
+def hidden_irreps(num_features: int, lmax: int, parity: bool) -> o3.Irreps:
+    """``num_features`` channels of every l <= lmax; both parities when ``parity`` else (-1)^l only."""
+    irreps = []
+    for l in range(lmax + 1):
+        natural = (-1) ** l
+        irreps.append((num_features, (l, natural)))
+        if parity:
+            irreps.append((num_features, (l, -natural)))
+    return o3.Irreps(irreps)
+
+
+@compile_mode("script")
+class InteractionBlock(nn.Module):
+    """One NequIP convolution + self-connection + gate, with residual when shapes allow."""
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_target: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        irreps_species: o3.Irreps,
+        num_basis: int,
+        radial_width: int,
+        radial_depth: int,
+        avg_num_neighbors: float,
+    ):
+        super().__init__()
+        scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_target if ir.l == 0]).simplify()
+        gated = o3.Irreps([(mul, ir) for mul, ir in irreps_target if ir.l > 0]).simplify()
+        gates = o3.Irreps([(mul, "0e") for mul, _ in gated]).simplify()
+        self.gate = Gate(
+            scalars,
+            [torch.nn.functional.silu if ir.p == 1 else torch.tanh for _, ir in scalars],
+            gates,
+            [torch.sigmoid for _ in gates],
+            gated,
+        )
+        irreps_pre_gate = self.gate.irreps_in
+
+        self.linear_up = o3.Linear(irreps_in, irreps_in)
+        mid: List[tuple] = []
+        instructions: List[tuple] = []
+        for i_in, (mul, ir_in) in enumerate(irreps_in):
+            for i_sh, (_, ir_sh) in enumerate(irreps_sh):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in irreps_pre_gate:
+                        instructions.append((i_in, i_sh, len(mid), "uvu", True))
+                        mid.append((mul, ir_out))
+        irreps_mid = o3.Irreps(mid)
+        irreps_mid_sorted, permutation, _ = irreps_mid.sort()
+        instructions = [(i_in, i_sh, permutation[i_out], mode, train) for i_in, i_sh, i_out, mode, train in instructions]
+        self.tensor_product = o3.TensorProduct(
+            irreps_in, irreps_sh, irreps_mid_sorted, instructions, shared_weights=False, internal_weights=False
+        )
+        self.radial_mlp = FullyConnectedNet(
+            [num_basis] + [radial_width] * radial_depth + [self.tensor_product.weight_numel], torch.nn.functional.silu
+        )
+        self.linear_down = o3.Linear(irreps_mid_sorted.simplify(), irreps_pre_gate)
+        self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, irreps_species, irreps_pre_gate)
+        self.residual = irreps_in == self.gate.irreps_out
+        self.inverse_sqrt_neighbors = avg_num_neighbors ** -0.5
+        self.irreps_out = self.gate.irreps_out
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        one_hot: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_basis: torch.Tensor,
+    ) -> torch.Tensor:
+        centre, neighbour = edge_index[0], edge_index[1]
+        weights = self.radial_mlp(edge_basis)
+        messages = self.tensor_product(self.linear_up(features)[neighbour], edge_sh, weights)
+        aggregated = torch.zeros(
+            features.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device
+        ).index_add_(0, centre, messages)
+        convolved = self.linear_down(aggregated * self.inverse_sqrt_neighbors)
+        updated = self.gate(convolved + self.self_connection(features, one_hot))
+        if self.residual:
+            updated = updated + features
+        return updated
+
+
+@compile_mode("script")
+class NequIP(nn.Module):
+    """NequIP representation: ``(species, edge_index, edge_vectors) -> one scalar per atom``.
+
+    Args:
+        num_species: number of elements the model knows.
+        cutoff: Å.
+        num_features: channels per irrep.
+        lmax: highest angular momentum of features and spherical harmonics.
+        parity: carry both parities of every l (as NequIP's ``parity: true``), else (-1)^l only.
+        num_layers: interaction layers.
+        num_basis: Bessel functions; ``polynomial_p``: envelope exponent.
+        radial_width, radial_depth: MLP making tensor-product weights from the radial basis.
+        avg_num_neighbors: normalisation of the neighbour sum.
+    """
+
+    def __init__(
+        self,
+        num_species: int,
+        cutoff: float,
+        num_features: int = 32,
+        lmax: int = 1,
+        parity: bool = False,
+        num_layers: int = 3,
+        num_basis: int = 8,
+        polynomial_p: int = 6,
+        radial_width: int = 64,
+        radial_depth: int = 2,
+        avg_num_neighbors: float = 10.0,
+    ):
+        super().__init__()
+        self.num_species = num_species
+        irreps_species = o3.Irreps(f"{num_species}x0e")
+        irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+        self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
+        self.basis = BesselBasis(cutoff, num_basis)
+        self.cutoff_fn = PolynomialCutoff(cutoff, polynomial_p)
+        self.embedding = o3.Linear(irreps_species, o3.Irreps(f"{num_features}x0e"))
+        target = hidden_irreps(num_features, lmax, parity)
+        irreps = o3.Irreps(f"{num_features}x0e")
+        blocks = []
+        for _ in range(num_layers):
+            block = InteractionBlock(
+                irreps, target, irreps_sh, irreps_species, num_basis, radial_width, radial_depth, avg_num_neighbors
+            )
+            blocks.append(block)
+            irreps = block.irreps_out
+        self.layers = nn.ModuleList(blocks)
+        self.readout_hidden = o3.Linear(irreps, o3.Irreps(f"{max(num_features // 2, 1)}x0e"))
+        self.readout = o3.Linear(o3.Irreps(f"{max(num_features // 2, 1)}x0e"), o3.Irreps("1x0e"))
+
+    def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        one_hot = torch.nn.functional.one_hot(species, self.num_species).to(edge_vectors.dtype)
+        distances = torch.linalg.norm(edge_vectors, dim=1)
+        edge_sh = self.spherical_harmonics(edge_vectors)
+        edge_basis = self.basis(distances) * self.cutoff_fn(distances).unsqueeze(-1)
+        features = self.embedding(one_hot)
+        for layer in self.layers:
+            features = layer(features, one_hot, edge_index, edge_sh, edge_basis)
+        return self.readout(self.readout_hidden(features)).squeeze(-1)

@@ -1,0 +1,100 @@
+"""The one neighbour list, used inside every compiled model (ASE and OpenMM paths alike).
+
+Lengths are in Å. The search itself is done by vesin-torch (a cell list for large systems,
+brute force for small ones, both exact), which returns integer pairs and integer cell shifts;
+the edge vectors are then built here from the positions and the cell so that gradients with
+respect to positions (forces) and cell (stress) flow through ordinary torch operations.
+
+Everything in this module is TorchScript-compatible: OpenMM's ``TorchForce`` runs it in C++.
+"""
+
+from typing import List, Tuple
+
+import torch
+from vesin_torch import NeighborList
+
+
+def perpendicular_widths(cell: torch.Tensor) -> torch.Tensor:
+    """Distances between opposite faces of the cell, shape ``(3,)``, Å.
+
+    ``cell`` holds the lattice vectors as rows, shape ``(3, 3)``, Å. For axis k the width is
+    ``volume / |a_{k+1} x a_{k+2}|``; a cutoff sphere fits in the cell iff ``2 * cutoff <= width``.
+    """
+    cross = torch.stack(
+        [
+            torch.linalg.cross(cell[1], cell[2]),
+            torch.linalg.cross(cell[2], cell[0]),
+            torch.linalg.cross(cell[0], cell[1]),
+        ]
+    )
+    volume = torch.abs(torch.dot(cell[0], cross[0]))
+    return volume / torch.linalg.norm(cross, dim=1)
+
+
+def check_positions_and_cell(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> None:
+    """Raise ``ValueError`` naming the problem for non-finite input or a box too small for the cutoff.
+
+    A periodic axis narrower than ``2 * cutoff`` would let an atom see two images of the same
+    neighbour, which the minimum-image convention used by OpenMM and by most training data does not
+    describe; mlpot refuses it rather than compute something the user did not mean.
+    """
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError("mlpot: positions must have shape (n_atoms, 3)")
+    if not bool(torch.isfinite(positions).all()):
+        bad = torch.nonzero(~torch.isfinite(positions).all(dim=1)).flatten()
+        raise ValueError(
+            "mlpot: positions contain NaN or infinite values (first bad atom index "
+            + str(int(bad[0]))
+            + "); the simulation or input structure is broken"
+        )
+    if bool(pbc.any()):
+        if not bool(torch.isfinite(cell).all()):
+            raise ValueError("mlpot: the periodic cell contains NaN or infinite values")
+        widths = perpendicular_widths(cell.to(torch.float64))
+        for axis in range(3):
+            if bool(pbc[axis]) and float(widths[axis]) < 2.0 * cutoff:
+                raise ValueError(
+                    "mlpot: periodic box too small for the cutoff: the width along axis "
+                    + str(axis)
+                    + " is "
+                    + str(float(torch.round(widths[axis], decimals=4)))
+                    + " Å but must be at least 2 x cutoff = "
+                    + str(2.0 * cutoff)
+                    + " Å (replicate the cell, e.g. ase.Atoms.repeat, or use a smaller cutoff)"
+                )
+
+
+def neighbor_pairs(
+    positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All ordered pairs (i, j), i != j or different image, closer than ``cutoff``.
+
+    Args:
+        positions: ``(n_atoms, 3)`` Å.
+        cell: ``(3, 3)`` Å, lattice vectors as rows (ignored on non-periodic axes).
+        pbc: ``(3,)`` bool, periodicity per axis.
+        cutoff: Å.
+
+    Returns:
+        edge_index: ``(2, n_edges)`` int64, rows (centre i, neighbour j); both directions are listed.
+        cell_shifts: ``(n_edges, 3)`` in units of the lattice vectors (positions dtype), so that
+        the vector from i to j is ``positions[j] - positions[i] + cell_shifts @ cell``.
+    """
+    check_positions_and_cell(positions, cell, pbc, cutoff)
+    calculator = NeighborList(cutoff=cutoff, full_list=True)
+    # vesin searches in float64 on the tensors' own device (CPU or CUDA)
+    points = positions.detach().to(torch.float64)
+    box = cell.detach().to(torch.float64)
+    if not bool(pbc.any()):
+        box = torch.zeros(3, 3, dtype=torch.float64, device=positions.device)
+    result: List[torch.Tensor] = calculator.compute(points, box, pbc.cpu(), "ijS")
+    edge_index = torch.stack([result[0], result[1]]).to(positions.device)
+    cell_shifts = result[2].to(dtype=positions.dtype, device=positions.device)
+    return edge_index, cell_shifts
+
+
+def edge_vectors(
+    positions: torch.Tensor, cell: torch.Tensor, edge_index: torch.Tensor, cell_shifts: torch.Tensor
+) -> torch.Tensor:
+    """Vectors from centre i to neighbour j, ``(n_edges, 3)`` Å, differentiable in positions and cell."""
+    return positions[edge_index[1]] - positions[edge_index[0]] + cell_shifts @ cell

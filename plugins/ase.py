@@ -1,0 +1,69 @@
+"""ASE calculator for mlpot model files.
+
+    from mlpot.plugins.ase import MLPotCalculator
+    atoms.calc = MLPotCalculator("model.pt", device="cpu")
+
+ASE and the model both work in Å and eV, so no unit conversion happens here. Properties:
+``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å), and for cells
+periodic along all three axes ``stress`` (eV/Å^3, Voigt order xx yy zz yz xz xy, ASE's sign).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from mlpot.deploy import DeployedModel, load_model
+
+
+class MLPotCalculator(Calculator):
+    """Energies, forces and stress from an mlpot model file (or an already loaded :class:`DeployedModel`)."""
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: Union[str, Path, DeployedModel],
+        device: Union[str, torch.device] = "cpu",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        self.model = model if isinstance(model, DeployedModel) else load_model(model, device=self.device)
+        self.model.module.to(self.device)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        self.model.check_elements(atoms.numbers)
+        positions = atoms.get_positions()
+        if not np.all(np.isfinite(positions)):
+            bad = int(np.flatnonzero(~np.all(np.isfinite(positions), axis=1))[0])
+            raise ValueError(f"atom {bad} ({atoms[bad].symbol}) has a NaN or infinite position")
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        want_stress = "stress" in properties
+        if want_stress and not pbc.all():
+            raise PropertyNotImplementedError("stress needs a cell periodic along all three axes")
+        results = self.model.module.compute(
+            torch.as_tensor(positions, dtype=self.model.dtype, device=self.device),
+            torch.as_tensor(atoms.numbers, dtype=torch.long, device=self.device),
+            torch.as_tensor(np.asarray(atoms.cell), dtype=self.model.dtype, device=self.device),
+            torch.as_tensor(pbc, device=self.device),
+            True,
+            bool(want_stress or pbc.all()),
+            False,
+        )
+        energy = float(results["energy"].detach())
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": results["energies"].detach().cpu().numpy().astype(np.float64),
+            "forces": results["forces"].detach().cpu().numpy().astype(np.float64),
+        }
+        if "stress" in results:
+            stress = results["stress"].detach().cpu().numpy().astype(np.float64)
+            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
