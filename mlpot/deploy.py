@@ -192,6 +192,28 @@ class DeployedModel:
     def dtype(self) -> torch.dtype:
         return torch.float64 if self.metadata["dtype"] == "float64" else torch.float32
 
+    def compute(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+        forces: bool = True,
+        stress: bool = False,
+    ) -> Dict[str, torch.Tensor]:
+        """Run the compiled model's ``compute`` (Å, eV; see :class:`Potential`).
+
+        An input the model refuses (NaN positions, a box too small for the cutoff, an unknown element)
+        raises ``ValueError`` with the model's message rather than TorchScript's traceback.
+        """
+        try:
+            return self.module.compute(positions, atomic_numbers, cell, pbc, forces, stress, False)
+        except (RuntimeError, torch.jit.Error) as error:
+            message = _user_message(error)
+            if message is None:
+                raise
+            raise ValueError(message) from None
+
     def check_elements(self, atomic_numbers: Sequence[int]) -> None:
         """Raise ``ValueError`` naming every element the model does not know."""
         from ase.data import chemical_symbols
@@ -203,6 +225,14 @@ class DeployedModel:
                 f"element(s) {names} not supported by model {self.path.name}, which knows only "
                 f"{', '.join(self.species)}"
             )
+
+
+def _user_message(error: Exception) -> Optional[str]:
+    """The ``mlpot: ...`` message a compiled model raised, without TorchScript's traceback around it."""
+    for line in reversed(str(error).splitlines()):
+        if "mlpot: " in line:
+            return line[line.index("mlpot: ") + len("mlpot: "):]
+    return None
 
 
 def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> DeployedModel:

@@ -50,7 +50,7 @@ def check_positions_and_cell(positions: torch.Tensor, cell: torch.Tensor, pbc: t
     if bool(pbc.any()):
         if not bool(torch.isfinite(cell).all()):
             raise ValueError("mlpot: the periodic cell contains NaN or infinite values")
-        widths = perpendicular_widths(cell.to(torch.float64))
+        widths = perpendicular_widths(cell.detach().to(torch.float64))
         for axis in range(3):
             if bool(pbc[axis]) and float(widths[axis]) < 2.0 * cutoff:
                 raise ValueError(

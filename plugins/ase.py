@@ -18,6 +18,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from mlpot.deploy import DeployedModel, load_model
+from mlpot.neighbors import check_positions_and_cell
 
 
 class MLPotCalculator(Calculator):
@@ -48,14 +49,17 @@ class MLPotCalculator(Calculator):
         want_stress = "stress" in properties
         if want_stress and not pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic along all three axes")
-        results = self.model.module.compute(
-            torch.as_tensor(positions, dtype=self.model.dtype, device=self.device),
+        positions_A = torch.as_tensor(positions, dtype=self.model.dtype, device=self.device)
+        cell_A = torch.as_tensor(np.asarray(atoms.cell), dtype=self.model.dtype, device=self.device)
+        pbc_flags = torch.as_tensor(pbc, device=self.device)
+        check_positions_and_cell(positions_A, cell_A, pbc_flags, self.model.cutoff)
+        results = self.model.compute(
+            positions_A,
             torch.as_tensor(atoms.numbers, dtype=torch.long, device=self.device),
-            torch.as_tensor(np.asarray(atoms.cell), dtype=self.model.dtype, device=self.device),
-            torch.as_tensor(pbc, device=self.device),
-            True,
-            bool(want_stress or pbc.all()),
-            False,
+            cell_A,
+            pbc_flags,
+            forces=True,
+            stress=bool(want_stress or pbc.all()),
         )
         energy = float(results["energy"].detach())
         self.results = {

@@ -211,7 +211,8 @@ def _run_ase(*, model, system, steps, temperature_K, timestep_fs, friction_per_p
              platform, device, max_temperature_K, resume, progress) -> MDResult:
     from ase import units as ase_units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.constraints import FixCom
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
     from mlpot.plugins.ase import MLPotCalculator
     from mlpot.systems import get_system, load_atoms, load_openmm
@@ -222,10 +223,11 @@ def _run_ase(*, model, system, steps, temperature_K, timestep_fs, friction_per_p
     atoms = load_atoms(system)
     atoms.calc = MLPotCalculator(model, device=device)
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
     Stationary(atoms)
+    atoms.set_constraint(FixCom())
     dynamics = Langevin(atoms, timestep_fs * ase_units.fs, temperature_K=temperature_K,
-                        friction=friction_per_ps / (1000.0 * ase_units.fs), rng=rng)
+                        friction=friction_per_ps / (1000.0 * ase_units.fs), fixcm=False, rng=rng)
     topology, positions = load_openmm(system)
     topology_path = out.with_suffix(".pdb")
     from openmm import app

@@ -151,4 +151,7 @@ class Potential(nn.Module):
                 volume = torch.abs(torch.linalg.det(cell))
                 results["virial"] = -gradient
                 results["stress"] = gradient / volume
+        if not create_graph:
+            for key in list(results.keys()):
+                results[key] = results[key].detach()
         return results

@@ -1,0 +1,30 @@
+# The two commands a fresh machine needs (both create .venv on first use):
+#   make demo   build a model for the default system and run it in OpenMM
+#   make test   run the test suite (.ci/run calls exactly this)
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all bench clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e ".[test,benchmarks]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mlpot demo
+
+# CI and `make test` skip tests marked slow; `make test-all` runs them too.
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider
+
+test-all: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/md_speed.py
+
+clean-venv:
+	rm -rf $(VENV)

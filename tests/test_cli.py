@@ -1,0 +1,82 @@
+"""The ``mlpot`` command line: the documented commands work and bad input gets a one-line error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mdtraj
+import pytest
+
+from mlpot.cli import main
+from mlpot.deploy import read_metadata
+
+
+def test_console_script_prints_help_listing_the_subcommands():
+    result = subprocess.run([sys.executable, "-m", "mlpot.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("new-model", "info", "md", "systems", "demo"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("arch", ["egnn", "nequip"])
+def test_new_model_writes_a_file_whose_metadata_info_prints(arch, tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    assert main(["new-model", "--arch", arch, "--species", "H,C,N,O", "--cutoff", "4.5", "--hp",
+                 "num_layers=2", "-o", str(path)]) == 0
+    metadata = read_metadata(path)
+    assert metadata["arch"] == arch and metadata["cutoff"] == 4.5 and metadata["hyperparameters"]["num_layers"] == 2
+    capsys.readouterr()
+    assert main(["info", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "species        H, C, N, O" in printed and "cutoff         4.5 Å" in printed
+    assert metadata["content_hash"] in printed
+
+
+@pytest.mark.parametrize("engine", ["openmm", "ase"])
+def test_md_writes_a_trajectory_mdtraj_reads(engine, model_files, tmp_path, capsys):
+    out = tmp_path / "traj.dcd"
+    assert main(["md", "--model", str(model_files[("egnn", "float32")]), "--system", "alanine-dipeptide",
+                 "--engine", engine, "--steps", "40", "--report-interval", "10", "--out", str(out), "--quiet"]) == 0
+    trajectory = mdtraj.load(str(out), top=str(out.with_suffix(".pdb")))
+    assert trajectory.n_frames == 4 and trajectory.n_atoms == 22
+    assert "ns/day" in capsys.readouterr().out
+
+
+def test_md_resume_continues_from_the_checkpoint_and_appends_frames(model_files, tmp_path):
+    out = tmp_path / "traj.dcd"
+    common = ["md", "--model", str(model_files[("egnn", "float32")]), "--report-interval", "10", "--out", str(out), "--quiet"]
+    assert main(common + ["--steps", "20"]) == 0
+    assert main(common + ["--steps", "50", "--resume"]) == 0
+    assert mdtraj.load(str(out), top=str(out.with_suffix(".pdb"))).n_frames == 5
+
+
+def test_md_reports_a_blow_up_naming_the_step(tmp_path, capsys):
+    violent = tmp_path / "violent.pt"
+    main(["new-model", "--arch", "nequip", "--species", "H,C,N,O", "--energy-scale", "5", "-o", str(violent)])
+    code = main(["md", "--model", str(violent), "--steps", "400", "--report-interval", "20",
+                 "--out", str(tmp_path / "t.dcd"), "--quiet"])
+    assert code == 2
+    assert "simulation blew up at step" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["info", "missing.pt"], "does not exist"),
+        (["new-model", "--arch", "egnn", "--species", "H,Xx", "-o", "m.pt"], "unknown element symbol 'Xx'"),
+        (["md", "--model", "{model}", "--system", "no-such-system", "--steps", "10"], "no-such-system"),
+    ],
+)
+def test_bad_input_gives_a_one_line_error_and_exit_code_2(argv, message, model_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(model=model_files[("egnn", "float32")]) for a in argv]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+
+
+def test_md_with_a_model_lacking_an_element_of_the_system_names_it(tmp_path, capsys):
+    path = tmp_path / "hc.pt"
+    main(["new-model", "--arch", "egnn", "--species", "H,C", "-o", str(path)])
+    assert main(["md", "--model", str(path), "--steps", "10", "--out", str(tmp_path / "t.dcd")]) == 2
+    assert "element(s) N, O not supported" in capsys.readouterr().err
