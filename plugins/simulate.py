@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -133,10 +133,52 @@ class TrajectoryWriter:
         self._handle.close()
 
 
-def _progress_bar(total: int, enabled: bool, initial: int = 0):
+@dataclass
+class Snapshot:
+    """The state after a chunk of steps, in model units."""
+
+    energy_eV: float
+    temperature_K: float
+    positions_A: np.ndarray
+    cell_A: Optional[np.ndarray]
+
+
+def _drive(engine: str, system_name: str, topology, advance: Callable[[int], Snapshot], *, steps: int, first_step: int,
+           report_interval: int, timestep_fs: float, out: Path, append: bool, max_temperature_K: float,
+           progress: bool, after_report: Callable[[], None] = lambda: None) -> MDResult:
+    """The loop both engines share: advance a chunk, check stability, write a frame, report, repeat."""
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", disable=not enabled, dynamic_ncols=True)
+    writer = TrajectoryWriter(out, topology, timestep_fs, report_interval, append=append)
+    bar = tqdm(total=steps, initial=first_step, unit="step", disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    done = first_step
+    snapshot = Snapshot(float("nan"), float("nan"), np.empty((0, 3)), None)
+    try:
+        while done < steps:
+            chunk = min(report_interval, steps - done)
+            snapshot = advance(chunk)
+            done += chunk
+            _check_stable(done, snapshot.energy_eV, snapshot.positions_A, snapshot.temperature_K, max_temperature_K)
+            writer.write(snapshot.positions_A, snapshot.cell_A)
+            after_report()
+            bar.set_postfix(E_eV=f"{snapshot.energy_eV:.3f}", T_K=f"{snapshot.temperature_K:.0f}")
+            bar.update(chunk)
+    finally:
+        bar.close()
+        writer.close()
+    seconds = time.perf_counter() - start
+    ran = done - first_step
+    return MDResult(engine, system_name, topology.getNumAtoms(), ran, timestep_fs, seconds, ran / seconds,
+                    _ns_per_day(ran, timestep_fs, seconds), snapshot.energy_eV, snapshot.temperature_K, str(out),
+                    str(out.with_suffix(".pdb")))
+
+
+def _write_topology(path: Path, topology, positions) -> None:
+    from openmm import app
+
+    with open(path, "w") as handle:
+        app.PDBFile.writeFile(topology, positions, handle)
 
 
 def _run_openmm(*, model, system, steps, temperature_K, timestep_fs, friction_per_ps, out, report_interval, seed,
@@ -160,7 +202,6 @@ def _run_openmm(*, model, system, steps, temperature_K, timestep_fs, friction_pe
         platform = "CUDA" if "CUDA" in names else "CPU"
     simulation = app.Simulation(topology, omm_system, integrator, openmm.Platform.getPlatformByName(platform))
     checkpoint = out.with_suffix(out.suffix + ".chk")
-    topology_path = out.with_suffix(".pdb")
     if resume:
         if not checkpoint.exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint {checkpoint} from an earlier run")
@@ -169,49 +210,34 @@ def _run_openmm(*, model, system, steps, temperature_K, timestep_fs, friction_pe
         simulation.context.setPositions(positions)
         simulation.context.setVelocitiesToTemperature(temperature_K * unit.kelvin, seed)
         simulation.currentStep = 0
-        with open(topology_path, "w") as handle:
-            app.PDBFile.writeFile(topology, positions, handle)
-    done = simulation.currentStep
-    if done >= steps:
-        raise ValueError(f"the checkpoint is already at step {done} >= requested {steps} steps")
-    writer = TrajectoryWriter(out, topology, timestep_fs, report_interval, append=resume and out.exists())
+        _write_topology(out.with_suffix(".pdb"), topology, positions)
+    if simulation.currentStep >= steps:
+        raise ValueError(f"the checkpoint is already at step {simulation.currentStep} >= requested {steps} steps")
     n_dof = 3 * topology.getNumAtoms() - 3
-    bar = _progress_bar(steps, progress, initial=done)
-    start = time.perf_counter()
-    start_step = done
-    energy_eV = temperature = float("nan")
-    try:
-        while done < steps:
-            chunk = min(report_interval, steps - done)
-            simulation.step(chunk)
-            done += chunk
-            state = simulation.context.getState(getEnergy=True, getPositions=True)
-            energy_eV = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / KJ_PER_MOL_PER_EV
-            kinetic_eV = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) / KJ_PER_MOL_PER_EV
-            temperature = 2.0 * kinetic_eV / (n_dof * BOLTZMANN_EV_PER_K)
-            positions_A = state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)
-            _check_stable(done, energy_eV, positions_A, temperature, max_temperature_K)
-            cell_A = None
-            if topology.getPeriodicBoxVectors() is not None:
-                cell_A = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom)
-            writer.write(positions_A, cell_A)
-            simulation.saveCheckpoint(str(checkpoint))
-            bar.set_postfix(E_eV=f"{energy_eV:.3f}", T_K=f"{temperature:.0f}")
-            bar.update(chunk)
-    finally:
-        bar.close()
-        writer.close()
-    seconds = time.perf_counter() - start
-    ran = done - start_step
-    return MDResult("openmm", spec.name, topology.getNumAtoms(), ran, timestep_fs, seconds, ran / seconds,
-                    _ns_per_day(ran, timestep_fs, seconds), energy_eV, temperature, str(out), str(topology_path))
+    periodic = topology.getPeriodicBoxVectors() is not None
+
+    def advance(chunk: int) -> Snapshot:
+        simulation.step(chunk)
+        state = simulation.context.getState(getEnergy=True, getPositions=True)
+        kinetic_eV = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) / KJ_PER_MOL_PER_EV
+        return Snapshot(
+            energy_eV=state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / KJ_PER_MOL_PER_EV,
+            temperature_K=2.0 * kinetic_eV / (n_dof * BOLTZMANN_EV_PER_K),
+            positions_A=state.getPositions(asNumpy=True).value_in_unit(unit.angstrom),
+            cell_A=state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom) if periodic else None,
+        )
+
+    return _drive("openmm", spec.name, topology, advance, steps=steps, first_step=simulation.currentStep,
+                  report_interval=report_interval, timestep_fs=timestep_fs, out=out, append=resume and out.exists(),
+                  max_temperature_K=max_temperature_K, progress=progress,
+                  after_report=lambda: simulation.saveCheckpoint(str(checkpoint)))
 
 
 def _run_ase(*, model, system, steps, temperature_K, timestep_fs, friction_per_ps, out, report_interval, seed,
              platform, device, max_temperature_K, resume, progress) -> MDResult:
     from ase import units as ase_units
-    from ase.md.langevin import Langevin
     from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
     from mlpot.plugins.ase import MLPotCalculator
@@ -229,30 +255,17 @@ def _run_ase(*, model, system, steps, temperature_K, timestep_fs, friction_per_p
     dynamics = Langevin(atoms, timestep_fs * ase_units.fs, temperature_K=temperature_K,
                         friction=friction_per_ps / (1000.0 * ase_units.fs), fixcm=False, rng=rng)
     topology, positions = load_openmm(system)
-    topology_path = out.with_suffix(".pdb")
-    from openmm import app
+    _write_topology(out.with_suffix(".pdb"), topology, positions)
 
-    with open(topology_path, "w") as handle:
-        app.PDBFile.writeFile(topology, positions, handle)
-    bar = _progress_bar(steps, progress)
-    start = time.perf_counter()
-    done = 0
-    energy_eV = temperature = float("nan")
-    writer = TrajectoryWriter(out, topology, timestep_fs, report_interval)
-    try:
-        while done < steps:
-            chunk = min(report_interval, steps - done)
-            dynamics.run(chunk)
-            done += chunk
-            energy_eV = float(atoms.get_potential_energy())
-            temperature = float(atoms.get_temperature())
-            _check_stable(done, energy_eV, atoms.positions, temperature, max_temperature_K)
-            writer.write(atoms.positions, np.asarray(atoms.cell) if atoms.pbc.any() else None)
-            bar.set_postfix(E_eV=f"{energy_eV:.3f}", T_K=f"{temperature:.0f}")
-            bar.update(chunk)
-    finally:
-        bar.close()
-        writer.close()
-    seconds = time.perf_counter() - start
-    return MDResult("ase", spec.name, len(atoms), done, timestep_fs, seconds, done / seconds,
-                    _ns_per_day(done, timestep_fs, seconds), energy_eV, temperature, str(out), str(topology_path))
+    def advance(chunk: int) -> Snapshot:
+        dynamics.run(chunk)
+        return Snapshot(
+            energy_eV=float(atoms.get_potential_energy()),
+            temperature_K=float(atoms.get_temperature()),
+            positions_A=atoms.positions.copy(),
+            cell_A=np.asarray(atoms.cell) if atoms.pbc.any() else None,
+        )
+
+    return _drive("ase", spec.name, topology, advance, steps=steps, first_step=0, report_interval=report_interval,
+                  timestep_fs=timestep_fs, out=out, append=False, max_temperature_K=max_temperature_K,
+                  progress=progress)
