@@ -35,10 +35,18 @@ __all__ = [
     "load_openmm",
 ]
 
-SYSTEMS_DIR: Path = Path(
-    os.environ.get("MLPOT_SYSTEMS_DIR") or Path(__file__).resolve().parent.parent / "systems"
-)
-"""The folder holding the system files: ``$MLPOT_SYSTEMS_DIR`` if set, else the repository's ``systems/``."""
+def _systems_dir() -> Path:
+    if os.environ.get("MLPOT_SYSTEMS_DIR"):
+        return Path(os.environ["MLPOT_SYSTEMS_DIR"])
+    checkout = Path(__file__).resolve().parent.parent / "systems"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "systems_data"  # an installed wheel carries systems/ here
+
+
+SYSTEMS_DIR: Path = _systems_dir()
+"""The folder holding the system files: ``$MLPOT_SYSTEMS_DIR`` if set, else the checkout's ``systems/``,
+else the copy installed with the package."""
 
 NameOrPath = Union[str, "os.PathLike[str]"]
 
