@@ -59,7 +59,7 @@ class MLPotCalculator(Calculator):
             cell_A,
             pbc_flags,
             forces=True,
-            stress=bool(want_stress or pbc.all()),
+            stress=want_stress,
         )
         energy = float(results["energy"].detach())
         self.results = {

@@ -46,7 +46,8 @@ class MDResult:
         return asdict(self)
 
 
-def _ns_per_day(steps: int, timestep_fs: float, seconds: float) -> float:
+def ns_per_day(steps: int, timestep_fs: float, seconds: float) -> float:
+    """Simulated nanoseconds per day of wall time."""
     return steps * timestep_fs * 1e-6 / seconds * 86400.0 if seconds > 0 else float("nan")
 
 
@@ -170,7 +171,7 @@ def _drive(engine: str, system_name: str, topology, advance: Callable[[int], Sna
     seconds = time.perf_counter() - start
     ran = done - first_step
     return MDResult(engine, system_name, topology.getNumAtoms(), ran, timestep_fs, seconds, ran / seconds,
-                    _ns_per_day(ran, timestep_fs, seconds), snapshot.energy_eV, snapshot.temperature_K, str(out),
+                    ns_per_day(ran, timestep_fs, seconds), snapshot.energy_eV, snapshot.temperature_K, str(out),
                     str(out.with_suffix(".pdb")))
 
 
