@@ -157,7 +157,18 @@ def create_force(
     force = openmmtorch.TorchForce(compiled)
     force.setOutputsForces(True)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
+    force.__deepcopy__ = refuse_copy  # copy.deepcopy looks the method up on the instance
     return force
+
+
+def refuse_copy(memo):
+    """openmm-torch 1.5 from PyPI crashes the process (segmentation fault) when a TorchForce is copied
+    (copy.deepcopy, XmlSerializer.deserialize) or nested in a CustomCVForce; refuse with a message instead."""
+    raise RuntimeError(
+        "an mlpot TorchForce cannot be copied: openmm-torch 1.5 (PyPI build) crashes when a TorchForce is "
+        "copied, deserialized or placed in a CustomCVForce. openmm-ml's createMixedSystem(interpolate=True) "
+        "needs that and is not available with this build; create the force again with create_force instead"
+    )
 
 
 def create_system(model: Union[str, Path, DeployedModel], topology, remove_cm_motion: bool = True):

@@ -49,8 +49,12 @@ class MLPotImpl(MLPotentialImpl):
         **args,
     ):
         """Add one TorchForce acting on ``atoms`` (all particles when ``None``) in ``forceGroup``."""
-        from mlpot.plugins.openmm import create_force
+        from mlpot.plugins.openmm import create_force, refuse_copy
 
+        if system.getNumParticles() == 0:
+            # openmm-ml builds ML terms in an empty System only to deep-copy them into a CustomCVForce
+            # (createMixedSystem(interpolate=True)), which crashes openmm-torch 1.5: say so instead.
+            refuse_copy(None)
         force = create_force(self.modelPath, topology, atoms=atoms)
         force.setForceGroup(forceGroup)
         system.addForce(force)

@@ -139,3 +139,41 @@ def test_nve_with_verlet_conserves_total_energy(arch, model_files):
     print(f"NVE {arch}: drift {drift:.2e}, fluctuation {fluctuation:.2e} (relative to mean kinetic energy)")
     # stated bound: total energy moves by less than 0.1 % of the kinetic energy over 1 ps
     assert drift < 1e-3 and fluctuation < 1e-3, (drift, fluctuation)
+
+
+def test_copying_the_force_is_refused_with_a_message_instead_of_crashing(model_files):
+    """openmm-torch 1.5 (PyPI) segfaults when a TorchForce is deep-copied, which openmm-ml's
+    createMixedSystem(interpolate=True) does; the plugin turns that into an error naming the cause."""
+    import copy
+
+    from openmmml import MLPotential
+
+    topology, _ = load_openmm("alanine-dipeptide")
+    with pytest.raises(RuntimeError, match="cannot be copied: openmm-torch 1.5"):
+        copy.deepcopy(create_force(model_files[("egnn", "float32")], topology))
+    mm_system = app.ForceField(*get_system("alanine-dipeptide").forcefield_files).createSystem(
+        topology, nonbondedMethod=app.NoCutoff)
+    potential = MLPotential("mlpot", modelPath=str(model_files[("egnn", "float32")]))
+    with pytest.raises(RuntimeError, match="interpolate=True.* not available"):
+        potential.createMixedSystem(topology, mm_system, list(range(22)), interpolate=True)
+
+
+@pytest.mark.slow
+def test_nve_in_a_periodic_water_box_conserves_total_energy(model_files):
+    """0.5 fs Verlet, float64 EGNN, 1000 steps of the 192-atom water box (minimum image across the box)."""
+    topology, positions = load_openmm("water-192")
+    system = create_system(model_files[("egnn", "float64")], topology, remove_cm_motion=False)
+    integrator = openmm.VerletIntegrator(0.5 * unit.femtosecond)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(positions)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 2)
+    totals, kinetic = [], []
+    for _ in range(20):
+        integrator.step(50)
+        state = context.getState(getEnergy=True)
+        k = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        totals.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) + k)
+        kinetic.append(k)
+    drift = abs(totals[-1] - totals[0]) / np.mean(kinetic)
+    print(f"NVE water-192: drift {drift:.2e} (relative to mean kinetic energy)")
+    assert drift < 1e-3
