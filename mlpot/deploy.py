@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 import mlpot
+from mlpot import runtime
 
 FORMAT_NAME = "mlpot-model"
 FORMAT_VERSION = 1
@@ -74,22 +75,11 @@ def content_hash(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def configure_torchscript() -> None:
-    """Process-wide TorchScript setting every mlpot model runs under: no TensorExpr fusion.
-
-    TorchScript's TensorExpr fuser compiles fused kernels specialised to the input shapes it has
-    seen, and compiles again for each new shape (measured here: 1–3 s per new shape for a NequIP
-    model on CPU). In MD the number of neighbour pairs changes every few steps, so with the fuser on
-    a simulation spends most of its time recompiling. Without it the first call is the only slow one.
-    """
-    torch._C._jit_set_texpr_fuser_enabled(False)
-
-
 def compile_model(model: torch.nn.Module) -> torch.jit.ScriptModule:
     """TorchScript-compile a :class:`Potential` (e3nn modules included); errors say so plainly."""
     from e3nn.util.jit import script
 
-    configure_torchscript()
+    runtime.configure()
     try:
         return script(model.eval())
     except Exception as error:  # re-raised with context: a model that cannot compile cannot be deployed
@@ -257,7 +247,7 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
 
     path = Path(path)
     metadata = read_metadata(path)
-    configure_torchscript()
+    runtime.configure()
     try:
         module = torch.jit.load(str(path), map_location=torch.device(device))
     except RuntimeError as error:
