@@ -112,30 +112,51 @@ def test_box_too_small_for_the_cutoff_is_refused_when_the_force_is_made(model_fi
         create_force(model_files[("egnn", "float32")], topology)
 
 
+@pytest.mark.parametrize("atoms, message", [([0, 1, 99], r"atom indices \[99\] out of range for a system of 22"),
+                                            ([0, 1, 1], "contain duplicates")])
+def test_bad_ml_subset_indices_are_refused(atoms, message, model_files):
+    topology, _ = load_openmm("alanine-dipeptide")
+    with pytest.raises(ValueError, match=message):
+        create_force(model_files[("egnn", "float32")], topology, atoms=atoms)
+
+
+def test_atom_without_element_is_refused_by_name(model_files):
+    topology = app.Topology()
+    residue = topology.addResidue("DUM", topology.addChain())
+    topology.addAtom("X1", None, residue)
+    with pytest.raises(ValueError, match=r"atom 0 \(X1 in residue DUM\) has no element"):
+        create_force(model_files[("egnn", "float32")], topology)
+
+
 def test_create_force_needs_a_topology_or_atomic_numbers(model_files):
     with pytest.raises(TypeError, match="needs the topology"):
         create_force(model_files[("egnn", "float32")])
 
 
-@pytest.mark.parametrize("arch", ["egnn", "nequip"])
-def test_nve_with_verlet_conserves_total_energy(arch, model_files):
-    """0.5 fs Verlet, float64 model, 2000 steps of alanine dipeptide from 300 K velocities."""
-    topology, positions = load_openmm("alanine-dipeptide")
-    system = create_system(model_files[(arch, "float64")], topology, remove_cm_motion=False)
+def _nve_energies(model_path, system_name, reports, steps_per_report, seed):
+    """Total and kinetic energies (kJ/mol) along Verlet NVE at 0.5 fs from 300 K velocities."""
+    topology, positions = load_openmm(system_name)
+    system = create_system(model_path, topology, remove_cm_motion=False)
     integrator = openmm.VerletIntegrator(0.5 * unit.femtosecond)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
     context.setPositions(positions)
-    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, seed)
     totals, kinetic = [], []
-    for _ in range(40):
-        integrator.step(50)
+    for _ in range(reports):
+        integrator.step(steps_per_report)
         state = context.getState(getEnergy=True)
         k = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         totals.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) + k)
         kinetic.append(k)
-    totals = np.array(totals)
-    drift = abs(totals[-1] - totals[0]) / np.mean(kinetic)
-    fluctuation = totals.std() / np.mean(kinetic)
+    return np.array(totals), np.array(kinetic)
+
+
+@pytest.mark.parametrize("arch", ["egnn", "nequip"])
+def test_nve_with_verlet_conserves_total_energy(arch, model_files):
+    """0.5 fs Verlet, float64 model, 2000 steps of alanine dipeptide from 300 K velocities."""
+    totals, kinetic = _nve_energies(model_files[(arch, "float64")], "alanine-dipeptide", 40, 50, seed=1)
+    drift = abs(totals[-1] - totals[0]) / kinetic.mean()
+    fluctuation = totals.std() / kinetic.mean()
     print(f"NVE {arch}: drift {drift:.2e}, fluctuation {fluctuation:.2e} (relative to mean kinetic energy)")
     # stated bound: total energy moves by less than 0.1 % of the kinetic energy over 1 ps
     assert drift < 1e-3 and fluctuation < 1e-3, (drift, fluctuation)
@@ -161,19 +182,7 @@ def test_copying_the_force_is_refused_with_a_message_instead_of_crashing(model_f
 @pytest.mark.slow
 def test_nve_in_a_periodic_water_box_conserves_total_energy(model_files):
     """0.5 fs Verlet, float64 EGNN, 1000 steps of the 192-atom water box (minimum image across the box)."""
-    topology, positions = load_openmm("water-192")
-    system = create_system(model_files[("egnn", "float64")], topology, remove_cm_motion=False)
-    integrator = openmm.VerletIntegrator(0.5 * unit.femtosecond)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
-    context.setPositions(positions)
-    context.setVelocitiesToTemperature(300 * unit.kelvin, 2)
-    totals, kinetic = [], []
-    for _ in range(20):
-        integrator.step(50)
-        state = context.getState(getEnergy=True)
-        k = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-        totals.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) + k)
-        kinetic.append(k)
-    drift = abs(totals[-1] - totals[0]) / np.mean(kinetic)
+    totals, kinetic = _nve_energies(model_files[("egnn", "float64")], "water-192", 20, 50, seed=2)
+    drift = abs(totals[-1] - totals[0]) / kinetic.mean()
     print(f"NVE water-192: drift {drift:.2e} (relative to mean kinetic energy)")
     assert drift < 1e-3
