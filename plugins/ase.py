@@ -11,7 +11,7 @@ periodic along all three axes ``stress`` (eV/Å^3, Voigt order xx yy zz yz xz xy
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import torch
