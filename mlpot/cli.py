@@ -4,6 +4,10 @@
     mlpot info model.pt
     mlpot md --model model.pt --system alanine-dipeptide --engine openmm --steps 5000 --out traj.dcd
     mlpot systems
+    mlpot train config.yaml                      (or: mlpot train --data FILE --arch nequip --out DIR)
+    mlpot train config.yaml --resume
+    mlpot eval runs/eth/model.pt --data test.extxyz
+    mlpot data inspect my.extxyz
     mlpot demo
 """
 
@@ -112,25 +116,111 @@ def _cmd_systems(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    """Default system → model file → OpenMM MD with the model → trajectory and ns/day."""
+    """Shipped ethanol DFT data → trained model file → OpenMM MD with it → errors, trajectory and ns/day."""
+    from mlpot.evaluate import format_metrics
     from mlpot.plugins.simulate import run_md
-    from mlpot.systems import load_atoms
+    from mlpot.systems import SYSTEMS_DIR
+    from mlpot.train import TrainConfig, train
 
     out = Path(args.out)
-    atoms = load_atoms(args.system)
-    species = sorted(set(atoms.get_chemical_symbols()))
-    model_path = out / "model.pt"
-    print(f"[1/2] building an untrained {args.arch} model for {args.system} ({', '.join(species)}) -> {model_path}")
-    # untrained weights: a small energy scale keeps the random forces (and so the MD) gentle
-    new_model(args.arch, species, 5.0, model_path, dtype="float32", seed=0, energy_scale=DEMO_ENERGY_SCALE_EV)
-    print(f"[2/2] {args.steps} steps of OpenMM Langevin MD at 300 K through openmm-torch's TorchForce")
-    result = run_md(model_path, args.system, engine="openmm", steps=args.steps, temperature_K=300.0,
-                    timestep_fs=0.5, out=out / "traj.dcd", report_interval=100)
-    _print_md_result(result)
+    config = TrainConfig.from_dict({
+        "data": {"files": [str(SYSTEMS_DIR / "ethanol" / "dft.extxyz")], "val_fraction": 0.05, "test_fraction": 0.1},
+        "model": {"arch": args.arch},
+        "training": {"epochs": 100000, "max_time_minutes": args.minutes, "batch_size": 5, "lr": 0.01},
+        "out": str(out / "train"),
+    })
+    resume = (out / "train" / "checkpoint.pt").exists()
+    print(f"[1/2] training a {args.arch} model on the shipped ethanol B3LYP/6-31G* set for {args.minutes:g} min "
+          f"-> {out / 'train'}{' (continuing the previous demo run)' if resume else ''}")
+    result = train(config, resume=resume)
+    print(f"test split ({result.metrics['test']['frames']} frames) after {result.epochs_done} epochs:")
+    print(format_metrics(result.metrics["test"]))
+    print(f"[2/2] {args.steps} steps of OpenMM Langevin MD of ethanol at 300 K through openmm-torch's TorchForce")
+    md = run_md(result.model_path, "ethanol", engine="openmm", steps=args.steps, temperature_K=300.0,
+                timestep_fs=0.5, out=out / "traj.dcd", report_interval=100)
+    _print_md_result(md)
     return 0
 
 
-DEMO_ENERGY_SCALE_EV = 0.01
+
+
+def _data_spec(args):
+    from mlpot.data import DataSpec
+
+    return DataSpec(energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key,
+                    energy_unit=args.energy_unit, length_unit=args.length_unit, index=args.index)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--energy-key", default="energy", help="name of the energy label (default energy)")
+    p.add_argument("--forces-key", default="forces", help="name of the forces label (default forces)")
+    p.add_argument("--stress-key", default="stress", help="name of the stress or virial label (default stress)")
+    p.add_argument("--energy-unit", default="eV", help="eV, meV, kcal/mol, kJ/mol or Hartree (default eV)")
+    p.add_argument("--length-unit", default="Angstrom", help="Angstrom, nm or Bohr (default Angstrom)")
+    p.add_argument("--index", default=":", help="frames to use, ASE syntax (default ':' = all)")
+
+
+def train_config_from_args(args):
+    """The :class:`TrainConfig` of ``mlpot train``: the YAML file (if any), then flags, then ``--set``."""
+    from mlpot.train import TrainConfig, apply_override, load_config
+
+    config = load_config(args.config) if args.config else TrainConfig()
+    if args.data:
+        config.data.files = list(args.data)
+    for flag, section, key in (("arch", "model", "arch"), ("size", "model", "size"), ("epochs", "training", "epochs"),
+                               ("device", "training", "device"), ("max_time", "training", "max_time_minutes")):
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    if args.out:
+        config.out = args.out
+    for assignment in args.set:
+        apply_override(config, assignment)
+    return config
+
+
+def _cmd_train(args) -> int:
+    from mlpot.train import TrainingInterrupted, train
+
+    config = train_config_from_args(args)
+    try:
+        result = train(config, resume=args.resume, quiet=args.quiet)
+    except TrainingInterrupted as stop:
+        print(f"mlpot train: {stop}", file=sys.stderr)
+        return 130
+    if result.model_path is None:  # not the main process of a distributed run
+        return 0
+    from mlpot.evaluate import format_metrics
+
+    print(f"stopped after {result.epochs_done} epochs ({result.stopped_because}); model file {result.model_path}")
+    for split in ("val", "test"):
+        if split in result.metrics:
+            print(f"{split} split ({result.metrics[split]['frames']} frames):")
+            print(format_metrics(result.metrics[split]))
+    print(f"log, plots and metrics in {result.out}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from mlpot.evaluate import evaluate_model_file, format_metrics, write_evaluation
+
+    metrics, accumulator = evaluate_model_file(args.model, args.data, _data_spec(args), device=args.device,
+                                               check_units=not args.no_unit_check)
+    print(f"{args.model} on {', '.join(args.data)} ({metrics['frames']} frames):")
+    print(format_metrics(metrics))
+    out = Path(args.out) if args.out else Path(args.model).with_name(Path(args.model).stem + "_eval")
+    write_evaluation(metrics, accumulator, out, title=f"{Path(args.model).name} on {Path(args.data[0]).name}")
+    print(f"metrics.json and parity.png in {out}")
+    return 0
+
+
+def _cmd_data_inspect(args) -> int:
+    from mlpot.data import read_many
+    from mlpot.data.inspect import format_report, inspect_frames
+
+    report = inspect_frames(read_many(args.files, _data_spec(args)))
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 1 if report["problems"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,10 +268,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("systems", help="list the shipped molecular systems")
     p.set_defaults(func=_cmd_systems)
 
-    p = sub.add_parser("demo", help="build a model for the default system and run it in OpenMM")
-    p.add_argument("--system", default="alanine-dipeptide")
+    p = sub.add_parser("train", help="train a model on energies and forces",
+                       description="Train an EGNN or NequIP-style model from a YAML config (see mlpot.train.config) "
+                                   "or from flags; writes the model file, log.csv, plots and metrics.json.")
+    p.add_argument("config", nargs="?", help="YAML config file")
+    p.add_argument("--data", nargs="+", help="training data file(s) (extxyz, ASE db, npz)")
+    p.add_argument("--arch", choices=["egnn", "nequip"], default=None)
+    p.add_argument("--size", default=None, help="hyperparameter preset: default or nequip-matched")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--max-time", type=float, default=None, help="stop after this many minutes of training")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--out", default=None, help="run directory")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set training.lr=0.01 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="errors of a model file on labelled data, with parity plots")
+    p.add_argument("model", help="model file")
+    p.add_argument("--data", nargs="+", required=True, help="labelled data file(s)")
+    p.add_argument("--out", default=None, help="folder for metrics.json and parity.png (default MODEL_eval)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-unit-check", action="store_true", help="skip the unit sanity check of the data")
+    _add_data_arguments(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("inspect", help="frames, elements, energy/force statistics and problems of a dataset")
+    q.add_argument("files", nargs="+", help="data file(s)")
+    q.add_argument("--json", action="store_true")
+    _add_data_arguments(q)
+    q.set_defaults(func=_cmd_data_inspect)
+
+    p = sub.add_parser("demo", help="train on the shipped ethanol DFT set, then run the model in OpenMM")
     p.add_argument("--arch", choices=["egnn", "nequip"], default="nequip")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--minutes", type=float, default=3.0, help="training time (default 3)")
+    p.add_argument("--steps", type=int, default=4000, help="MD steps of 0.5 fs (default 4000)")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.set_defaults(func=_cmd_demo)
     return parser
@@ -195,7 +319,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         return args.func(args)
-    except (ModelFileError, ValueError, FileNotFoundError, KeyError, SimulationUnstableError) as error:
+    except (ModelFileError, ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError,
+            SimulationUnstableError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"mlpot {args.command}: error: {message}", file=sys.stderr)
         return 2

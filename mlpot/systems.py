@@ -110,6 +110,14 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         _AMBER14,
     ),
     (
+        "ethanol",
+        "ethanol/ethanol.pdb",
+        False,
+        "C2H5OH, 9 atoms, vacuum; GFN2-xTB minimum (the molecule of the shipped B3LYP dataset)",
+        (),
+        (),
+    ),
+    (
         "water-192",
         "water/water-192.pdb",
         True,
@@ -193,6 +201,25 @@ def load_openmm(
     elif topology.getPeriodicBoxVectors() is None:
         raise ValueError(f"system {spec.name!r} is registered as periodic but {spec.pdb_path} has no CRYST1 box")
     return topology, pdb.getPositions(asNumpy=True)
+
+
+def topology_from_atoms(atoms: ase.Atoms, residue_name: str = "MOL") -> openmm.app.Topology:
+    """An OpenMM Topology for ``ase.Atoms``: one chain, one residue, atoms named by element + count
+    (C1, C2, H1, ...); the periodic box is set when all three axes are periodic. No bonds (a
+    learned potential does not need them)."""
+    from collections import Counter
+
+    from openmm import app, unit
+
+    topology = app.Topology()
+    residue = topology.addResidue(residue_name, topology.addChain())
+    seen: Counter = Counter()
+    for symbol in atoms.get_chemical_symbols():
+        seen[symbol] += 1
+        topology.addAtom(f"{symbol}{seen[symbol]}", app.Element.getBySymbol(symbol), residue)
+    if atoms.pbc.all():
+        topology.setPeriodicBoxVectors(atoms.cell.array * 0.1 * unit.nanometer)
+    return topology
 
 
 def load_atoms(name_or_path: NameOrPath) -> ase.Atoms:

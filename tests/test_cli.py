@@ -14,7 +14,7 @@ from mlpot.deploy import read_metadata
 
 def test_console_script_prints_help_listing_the_subcommands():
     result = subprocess.run([sys.executable, "-m", "mlpot.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("new-model", "info", "md", "systems", "demo"):
+    for command in ("new-model", "info", "md", "systems", "demo", "train", "eval", "data"):
         assert command in result.stdout
 
 
@@ -80,3 +80,47 @@ def test_md_with_a_model_lacking_an_element_of_the_system_names_it(tmp_path, cap
     main(["new-model", "--arch", "egnn", "--species", "H,C", "-o", str(path)])
     assert main(["md", "--model", str(path), "--steps", "10", "--out", str(tmp_path / "t.dcd")]) == 2
     assert "element(s) N, O not supported" in capsys.readouterr().err
+
+
+ETHANOL = "systems/ethanol/dft.extxyz"
+
+
+def test_train_from_flags_then_eval_and_inspect(tmp_path, capsys):
+    """mlpot train --data ... --arch ... --out ...; mlpot eval MODEL --data ...; mlpot data inspect FILE."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", ETHANOL, "--arch", "egnn", "--epochs", "1", "--out", str(run), "--quiet",
+                 "--set", "data.index=':16'", "--set", "model.hyperparameters={hidden: 8, num_layers: 1}",
+                 "--set", "training.batch_size=4", "--set", "data.val_fraction=0.25"]) == 0
+    printed = capsys.readouterr().out
+    assert "stopped after 1 epochs" in printed and "forces" in printed and (run / "model.pt").exists()
+    assert read_metadata(run / "model.pt")["hyperparameters"]["hidden"] == 8
+
+    assert main(["eval", str(run / "model.pt"), "--data", ETHANOL, "--index", ":5", "--out", str(tmp_path / "ev")]) == 0
+    printed = capsys.readouterr().out
+    assert "(5 frames)" in printed and "meV/Å" in printed
+    assert (tmp_path / "ev" / "parity.png").stat().st_size > 0 and (tmp_path / "ev" / "metrics.json").exists()
+
+    assert main(["data", "inspect", ETHANOL, "--index", ":10"]) == 0
+    assert "elements            C 20, H 60, O 10" in capsys.readouterr().out
+
+
+def test_train_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing.extxyz"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlpot train: error:") and "missing.extxyz: file not found" in err and len(err.splitlines()) == 1
+    config = tmp_path / "bad.yaml"
+    config.write_text("training:\n  learning_rate: 0.1\n")
+    assert main(["train", str(config)]) == 2
+    assert "unknown key(s) ['learning_rate'] in config section 'training'" in capsys.readouterr().err
+    assert main(["train", "--data", ETHANOL, "--set", "training.lr"]) == 2
+    assert "must look like section.key=value" in capsys.readouterr().err
+
+
+def test_data_inspect_exits_nonzero_and_lists_problems(tmp_path, capsys):
+    import ase.io
+
+    frames = ase.io.read(ETHANOL, index=":6")
+    frames[2].calc.results.pop("forces")
+    ase.io.write(tmp_path / "bad.extxyz", frames)
+    assert main(["data", "inspect", str(tmp_path / "bad.extxyz")]) == 1
+    assert "frame 2: no forces label" in capsys.readouterr().out

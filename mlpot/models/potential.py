@@ -87,6 +87,13 @@ class Potential(nn.Module):
         species = self.species_of(atomic_numbers)
         edge_index, cell_shifts = neighbor_pairs(positions, cell, pbc, self.cutoff)
         vectors = edge_vectors(positions, cell, edge_index, cell_shifts)
+        return self.atom_energies(species, edge_index, vectors)
+
+    def atom_energies(self, species: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies (eV) of a graph: species indices ``(n,)``, edges ``(2, e)``, edge vectors ``(e, 3)`` Å.
+
+        The graph may hold several disconnected structures (a training batch).
+        """
         scalars = self.representation(species, edge_index, vectors)
         return self.energy_scale * scalars + self.energy_shift[species]
 

@@ -1,0 +1,152 @@
+"""Check frames before training or evaluation; every problem is a :class:`DataError` naming file and frame.
+
+Per frame: energy and forces present, arrays of the right shape, all values finite, elements known
+(to the model, when one is given), stress finite. Per dataset, a unit sanity check:
+
+* **Absolute scale.** Root-mean-square force components of molecular and materials data in eV/Å
+  lie between ~0.01 and ~10. Above :data:`MAX_FORCE_RMS` (kcal/mol/Å read as eV/Å are 23x too
+  large, meV 1000x) or below :data:`MIN_FORCE_RMS` (Hartree/Bohr read as eV/Å are 51x too small)
+  the units are almost certainly wrong.
+* **Energy-force consistency.** For pairs of similar frames (same atoms, RMS displacement below
+  :data:`PAIR_MAX_RMSD` Å) the energy difference must match the work of the forces along the
+  straight path, ``E_b - E_a ≈ -(F_a + F_b)/2 · (x_b - x_a)``. A least-squares slope between the
+  predicted and the observed differences far from 1 means energies and forces are in
+  inconsistent units (e.g. energy in Hartree, forces in eV/Å).
+
+Both checks can be switched off (``check_units=False``, ``mlpot train ... data.check_units: false``)
+for data that is really that unusual.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Sequence
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from mlpot.data.frames import DataError, Frame
+
+MAX_FORCE_RMS = 15.0  # eV/Å
+MIN_FORCE_RMS = 2e-3  # eV/Å
+PAIR_MAX_RMSD = 0.3  # Å
+MIN_PAIRS = 8
+SLOPE_RANGE = (0.2, 5.0)
+
+
+def validate_frame(frame: Frame, atomic_numbers: Sequence[int] | None = None, need_stress: bool = False) -> None:
+    """Raise :class:`DataError` for the first problem in one frame."""
+    n = frame.n_atoms
+    if n == 0:
+        raise frame.error("the frame has no atoms")
+    if frame.positions.shape != (n, 3):
+        raise frame.error(f"positions have shape {frame.positions.shape}; expected ({n}, 3)")
+    bad_atoms = np.flatnonzero(~np.isfinite(frame.positions).all(axis=1))
+    if bad_atoms.size:
+        raise frame.error(f"positions contain NaN or infinite values (atom index {int(bad_atoms[0])})")
+    unknown_z = sorted({int(z) for z in frame.numbers if not 1 <= z < len(chemical_symbols)})
+    if unknown_z:
+        raise frame.error(f"atomic number(s) {unknown_z} are not chemical elements")
+    if atomic_numbers is not None:
+        unknown = sorted(set(int(z) for z in frame.numbers) - set(int(z) for z in atomic_numbers))
+        if unknown:
+            names = [chemical_symbols[z] for z in unknown]
+            known = [chemical_symbols[z] for z in atomic_numbers]
+            raise frame.error(f"element(s) {names} not known to the model (species {known})")
+    if frame.energy is None:
+        raise frame.error("no energy label (set data.energy_key if it is stored under another name)")
+    if not np.isfinite(frame.energy):
+        raise frame.error(f"energy is {frame.energy}")
+    if frame.forces is None:
+        raise frame.error("no forces label (set data.forces_key if they are stored under another name)")
+    if frame.forces.shape != (n, 3):
+        raise frame.error(f"forces have shape {tuple(frame.forces.shape)}; expected ({n}, 3)")
+    bad_atoms = np.flatnonzero(~np.isfinite(frame.forces).all(axis=1))
+    if bad_atoms.size:
+        raise frame.error(f"forces contain NaN or infinite values (atom index {int(bad_atoms[0])})")
+    if frame.stress is not None and not np.isfinite(frame.stress).all():
+        raise frame.error("stress contains NaN or infinite values")
+    if need_stress and frame.pbc.all() and frame.stress is None:
+        raise frame.error("no stress label but the stress loss weight is non-zero")
+
+
+def validate_frames(
+    frames: Sequence[Frame],
+    atomic_numbers: Sequence[int] | None = None,
+    need_stress: bool = False,
+    check_units: bool = True,
+) -> None:
+    """Validate every frame, then the dataset's units (see the module docstring)."""
+    if len(frames) == 0:
+        raise DataError("<dataset>", None, "no frames")
+    for frame in frames:
+        validate_frame(frame, atomic_numbers, need_stress)
+    if check_units:
+        check_force_scale(frames)
+        check_energy_force_consistency(frames)
+
+
+def force_rms(frames: Iterable[Frame]) -> float:
+    """Root mean square of all force components, eV/Å."""
+    total, count = 0.0, 0
+    for frame in frames:
+        total += float(np.square(frame.forces).sum())
+        count += frame.forces.size
+    return (total / max(count, 1)) ** 0.5
+
+
+def check_force_scale(frames: Sequence[Frame]) -> None:
+    rms = force_rms(frames)
+    source = frames[0].source
+    if rms > MAX_FORCE_RMS:
+        raise DataError(
+            source, None,
+            f"forces look like the wrong unit: RMS force component {rms:.3g} eV/Å is above {MAX_FORCE_RMS} eV/Å "
+            "(kcal/mol/Å read as eV/Å are 23x too large, meV/Å 1000x); set data.energy_unit / data.length_unit, "
+            "or data.check_units: false if they really are this large",
+        )
+    if 0.0 < rms < MIN_FORCE_RMS or rms == 0.0 and len(frames) > 1:
+        raise DataError(
+            source, None,
+            f"forces look like the wrong unit: RMS force component {rms:.3g} eV/Å is below {MIN_FORCE_RMS} eV/Å "
+            "(Hartree/Bohr read as eV/Å are 51x too small); set data.energy_unit / data.length_unit, "
+            "or data.check_units: false",
+        )
+
+
+def similar_pairs(frames: Sequence[Frame], max_rmsd: float = PAIR_MAX_RMSD) -> List[tuple[int, int]]:
+    """Index pairs (i, j) of consecutive same-composition frames less than ``max_rmsd`` Å apart."""
+    pairs = []
+    for i in range(len(frames) - 1):
+        a, b = frames[i], frames[i + 1]
+        if a.n_atoms != b.n_atoms or not np.array_equal(a.numbers, b.numbers) or a.pbc.any() or b.pbc.any():
+            continue
+        rmsd = float(np.sqrt(np.square(b.positions - a.positions).sum(axis=1).mean()))
+        if 0.0 < rmsd < max_rmsd:
+            pairs.append((i, i + 1))
+    return pairs
+
+
+def energy_force_slope(frames: Sequence[Frame], pairs: Sequence[tuple[int, int]]) -> float:
+    """Least-squares slope of the force-predicted energy differences against the observed ones."""
+    predicted, observed = [], []
+    for i, j in pairs:
+        a, b = frames[i], frames[j]
+        predicted.append(-0.5 * float(((a.forces + b.forces) * (b.positions - a.positions)).sum()))
+        observed.append(b.energy - a.energy)
+    predicted, observed = np.array(predicted), np.array(observed)
+    return float((predicted * observed).sum() / max(float((observed * observed).sum()), 1e-300))
+
+
+def check_energy_force_consistency(frames: Sequence[Frame]) -> None:
+    pairs = similar_pairs(frames)
+    if len(pairs) < MIN_PAIRS:
+        return
+    slope = energy_force_slope(frames, pairs)
+    low, high = SLOPE_RANGE
+    if not low <= slope <= high:
+        raise DataError(
+            frames[0].source, None,
+            f"energies and forces look like inconsistent units: along {len(pairs)} pairs of similar frames the "
+            f"forces predict energy changes {slope:.3g} times the stored ones (expected ~1); "
+            "check data.energy_unit / data.length_unit, or set data.check_units: false",
+        )

@@ -1,0 +1,534 @@
+"""``mlpot train``: from a config to a deployed model file, with checkpoints and exact resume.
+
+The run, in order (every step is a small function below):
+
+1. read and validate the data (:mod:`mlpot.data`), split it (saved as ``split.json``);
+2. statistics of the training split → per-species reference energies (``energy_shift``), force
+   RMS (``energy_scale``) and the average neighbour count, written into the model description;
+3. build the model (:func:`mlpot.models.build_model`) and precompute every frame's neighbour graph;
+4. epochs of Adam/AdamW steps on the weighted energy/force/stress loss (:mod:`mlpot.train.loss`),
+   with linear learning-rate warm-up, gradient clipping and an exponential moving average (EMA) of
+   the weights; after each epoch the EMA weights are validated, ReduceLROnPlateau and early stopping
+   look at the validation loss, a CSV row is written and ``checkpoint.pt`` is saved;
+5. the best EMA weights are evaluated on the test split and exported with
+   :func:`mlpot.deploy.save_model` (training provenance in the metadata), with ``metrics.json``,
+   ``log.csv``, ``learning_curve.png`` and ``parity_test.png``.
+
+Exact resume: the batch order of epoch k is a function of (seed, k) only, and the checkpoint
+holds the model, optimiser, scheduler, EMA, RNG states and the position inside the epoch, so a run
+stopped anywhere (Ctrl-C or SIGTERM save a checkpoint before exiting) and resumed with ``--resume``
+takes exactly the steps an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from mlpot.data import (
+    DataSpec, Frame, check_split, collate, compute_statistics, frames_to_graphs, load_split, random_split,
+    read_index_file, read_many, save_split, validate_frames,
+)
+from mlpot.data.graphs import Graph
+from mlpot.data.statistics import DatasetStatistics
+from mlpot.models import DTYPES, atomic_numbers_of, build_model, describe
+from mlpot.train import distributed
+from mlpot.train.config import TrainConfig, save_config
+from mlpot.train.ema import ExponentialMovingAverage
+from mlpot.train.loss import LossWeights, combine, loss_terms
+from mlpot.train.metrics import ErrorAccumulator
+from mlpot.train.predict import predict_batch
+from mlpot.train.report import plot_learning_curve, plot_parity, write_csv
+
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_NAME = "model.pt"
+CHECKPOINT_VERSION = 1
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped by Ctrl-C / SIGTERM after saving a checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    model_path: Path | None
+    epochs_done: int
+    stopped_because: str
+    metrics: Dict[str, Dict[str, float]]
+
+
+# ----------------------------------------------------------------------------------------- data
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_frames(config: TrainConfig) -> tuple[List[Frame], List[int]]:
+    """All frames of ``config.data.files`` validated, and the model's atomic numbers."""
+    data = config.data
+    if not data.files:
+        raise ValueError("no training data: set data.files in the config or pass --data FILE")
+    spec = DataSpec(
+        energy_key=data.energy_key, forces_key=data.forces_key, stress_key=data.stress_key,
+        energy_unit=data.energy_unit, length_unit=data.length_unit, index=data.index,
+    )
+    frames = read_many(data.files, spec)
+    if config.model.species:
+        numbers = atomic_numbers_of(config.model.species)
+    else:
+        numbers = sorted({int(z) for frame in frames for z in frame.numbers if 1 <= z <= 118})
+    validate_frames(
+        frames, numbers, need_stress=config.training.stress_weight > 0, check_units=data.check_units
+    )
+    return frames, numbers
+
+
+def make_split(config: TrainConfig, n_frames: int) -> Dict[str, List[int]]:
+    data = config.data
+    files = {"train": data.train_indices, "val": data.val_indices, "test": data.test_indices}
+    if any(files.values()):
+        if not files["train"]:
+            raise ValueError("explicit index files need at least data.train_indices")
+        split = {name: read_index_file(path) if path else [] for name, path in files.items()}
+    else:
+        split = random_split(n_frames, data.val_fraction, data.test_fraction, data.split_seed)
+    check_split(split, n_frames)
+    return split
+
+
+# ------------------------------------------------------------------------------------ the trainer
+class Trainer:
+    """One training run in ``config.out``. ``resume=True`` continues from its ``checkpoint.pt``."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False, quiet: bool = False):
+        self.config = config
+        self.resume = resume
+        self.quiet = quiet
+        self.out = Path(config.out)
+        self.device = distributed.local_device(config.training.device)
+        self.group = distributed.init_process_group(self.device)
+        self.weights = LossWeights(
+            energy=config.training.energy_weight, forces=config.training.forces_weight,
+            stress=config.training.stress_weight, kind=config.training.loss, huber_delta=config.training.huber_delta,
+        )
+        if config.training.threads:
+            torch.set_num_threads(config.training.threads)
+
+    # ---- setup
+    def _checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT_NAME
+
+    def _prepare_directory(self) -> Dict | None:
+        checkpoint_path = self._checkpoint_path()
+        if self.resume:
+            if not checkpoint_path.exists():
+                raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}")
+            try:
+                state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+            except Exception as error:
+                raise ValueError(f"--resume: {checkpoint_path} is not a readable checkpoint ({error})") from None
+            if state.get("checkpoint_version") != CHECKPOINT_VERSION:
+                raise ValueError(f"--resume: {checkpoint_path} has an unsupported checkpoint version")
+            self._check_resumable(state["config"])
+            return state
+        if checkpoint_path.exists():
+            raise FileExistsError(
+                f"{self.out} already holds a training run ({CHECKPOINT_NAME}); continue it with --resume "
+                "or choose another output directory"
+            )
+        return None
+
+    def _check_resumable(self, saved: Dict) -> None:
+        """The data, model and optimiser settings must match the checkpoint; epochs and time may grow."""
+        now = self.config.to_dict()
+        changeable = {"epochs", "max_time_minutes", "early_stopping_patience", "device", "threads"}
+        for section in ("data", "model", "training"):
+            for key, value in saved[section].items():
+                if key not in changeable and now[section].get(key) != value:
+                    raise ValueError(
+                        f"--resume: {section}.{key} is {now[section].get(key)!r} but the checkpoint was made with "
+                        f"{value!r}; resuming would not continue the same run"
+                    )
+
+    def _build(self, state: Dict | None) -> None:
+        config = self.config
+        frames, numbers = load_frames(config)
+        if state is not None:
+            self.split = state["split"]
+            check_split(self.split, len(frames))
+            self.statistics = DatasetStatistics(**state["statistics"])
+            self.description = state["description"]
+        else:
+            self.split = make_split(config, len(frames))
+            train_frames = [frames[i] for i in self.split["train"]]
+            self.statistics = compute_statistics(train_frames, numbers, config.model.cutoff)
+            hyperparameters = dict(config.model.hyperparameters)
+            hyperparameters.setdefault("avg_num_neighbors", self.statistics.avg_num_neighbors)
+            self.description = describe(
+                config.model.arch, numbers, config.model.cutoff, dtype=config.model.dtype, size=config.model.size,
+                hyperparameters=hyperparameters, energy_shift=self.statistics.energy_references,
+                energy_scale=self.statistics.force_rms,
+            )
+        self.frames = frames
+        self.dtype = DTYPES[self.description["dtype"]]
+        self.model = build_model(self.description, seed=config.model.seed).to(self.device)
+        distributed.broadcast_parameters(self.model, self.group)
+        self.graphs: Dict[str, List[Graph]] = {
+            name: frames_to_graphs([frames[i] for i in indices], config.model.cutoff)
+            for name, indices in self.split.items()
+        }
+        training = config.training
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+        if training.optimizer not in optimizers:
+            raise ValueError(f"unknown optimizer {training.optimizer!r}; choose one of {sorted(optimizers)}")
+        self.optimizer = optimizers[training.optimizer](
+            self.model.parameters(), lr=training.lr, weight_decay=training.weight_decay, amsgrad=training.amsgrad
+        )
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=training.plateau_factor, patience=training.plateau_patience,
+            min_lr=training.min_lr,
+        )
+        self.ema = ExponentialMovingAverage(build_model(self.description).to(self.device), training.ema_decay)
+        self.progress = {
+            "epoch": 0, "batch_in_epoch": 0, "step": 0, "elapsed_s": 0.0, "best_val_loss": math.inf,
+            "best_epoch": -1, "bad_epochs": 0, "rows": [], "train_sums": None, "train_loss_sum": 0.0,
+            "train_batches": 0,
+        }
+        self.best_ema_state = None
+        if state is not None:
+            self._load_state(state)
+        elif self.group.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_split(self.split, self.out / "split.json")
+            save_config(config, self.out / "config.yaml")
+
+    # ---- checkpoints
+    def _state(self) -> Dict:
+        return {
+            "checkpoint_version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "description": self.description,
+            "statistics": self.statistics.to_dict(),
+            "split": self.split,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "best_ema": self.best_ema_state,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": self.progress,
+            "rng": {
+                "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        }
+
+    def _load_state(self, state: Dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.best_ema_state = state["best_ema"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = state["progress"]
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def save_checkpoint(self) -> None:
+        if not self.group.is_main:
+            return
+        path = self._checkpoint_path()
+        temporary = path.with_name(path.name + ".partial")
+        torch.save(self._state(), temporary)
+        os.replace(temporary, path)  # a crash mid-write never destroys the previous checkpoint
+
+    # ---- steps
+    def _epoch_batches(self, epoch: int) -> List[List[int]]:
+        """Global batches of epoch ``epoch`` (indices into the training graphs); depends on (seed, epoch) only."""
+        order = np.random.default_rng([self.config.training.seed, epoch]).permutation(len(self.graphs["train"]))
+        size = self.config.training.batch_size
+        return [order[k:k + size].tolist() for k in range(0, len(order), size)]
+
+    def _local_slice(self, indices: Sequence[int]) -> List[int]:
+        return list(indices[self.group.rank::self.group.world_size])
+
+    def _collate(self, graphs: Sequence[Graph]):
+        return collate(graphs, self.model.species_table, self.dtype, self.device)
+
+    def _global_counts(self, terms: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        keys = sorted(terms)
+        counts = torch.stack([terms[k][1].detach().double().cpu() for k in keys])
+        counts = distributed.all_reduce_sum(counts, self.group)
+        return {k: float(c) for k, c in zip(keys, counts)}
+
+    def _set_warmup_lr(self) -> None:
+        warmup = self.config.training.warmup_steps
+        if self.progress["step"] < warmup:
+            factor = (self.progress["step"] + 1) / warmup
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.training.lr * factor
+
+    def train_step(self, indices: Sequence[int], accumulator: ErrorAccumulator) -> float:
+        """One optimiser step on a global batch; returns its loss (summed over processes)."""
+        self.model.train()
+        self._set_warmup_lr()
+        local = self._local_slice(indices)
+        graphs = [self.graphs["train"][i] for i in local]
+        compute_stress = self.weights.stress > 0
+        self.optimizer.zero_grad(set_to_none=True)
+        if graphs:
+            batch = self._collate(graphs)
+            predicted = predict_batch(self.model, batch, compute_stress=compute_stress, create_graph=True)
+            terms = loss_terms(predicted, batch, self.weights)
+        else:  # more processes than frames in this (last) batch
+            terms = {k: torch.zeros(2, dtype=self.dtype, device=self.device) for k in ("energy", "forces")}
+            predicted, batch = None, None
+        counts = self._global_counts(terms)
+        loss = combine(terms, counts, self.weights)
+        if graphs:
+            loss.backward()
+        distributed.all_reduce_gradients(self.model.parameters(), self.group)
+        clip = self.config.training.grad_clip
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        if predicted is not None:
+            accumulator.add({k: v.detach() for k, v in predicted.items()}, batch)
+        total = distributed.all_reduce_sum(loss.detach().double().cpu().reshape(1), self.group)
+        self.progress["step"] += 1
+        return float(total)
+
+    def evaluate(self, name: str, model: torch.nn.Module, keep: bool = False) -> tuple[float, ErrorAccumulator]:
+        """Loss and errors of ``model`` on split ``name`` (summed over processes)."""
+        model.eval()
+        accumulator = ErrorAccumulator(keep=keep)
+        graphs = self.graphs[name]
+        indices = self._local_slice(list(range(len(graphs))))
+        sums: Dict[str, torch.Tensor] = {}
+        size = max(self.config.training.batch_size, 8)
+        for k in range(0, len(indices), size):
+            batch = self._collate([graphs[i] for i in indices[k:k + size]])
+            predicted = predict_batch(model, batch, compute_stress=self.weights.stress > 0, create_graph=False)
+            accumulator.add(predicted, batch)
+            for key, term in loss_terms(predicted, batch, self.weights).items():
+                sums[key] = sums.get(key, torch.zeros(2, dtype=torch.float64)) + term.double().cpu()
+        for key in ("energy", "forces", "stress"):
+            sums.setdefault(key, torch.zeros(2, dtype=torch.float64))
+        keys = sorted(sums)
+        stacked = distributed.all_reduce_sum(torch.stack([sums[k] for k in keys]), self.group)
+        sums = dict(zip(keys, stacked))
+        counts = {k: float(v[1]) for k, v in sums.items()}
+        loss = float(combine(sums, counts, self.weights)) if counts["forces"] > 0 else math.nan
+        distributed.all_reduce_sum(accumulator.sums, self.group)
+        return loss, accumulator
+
+    # ---- the loop
+    def run(self) -> TrainResult:
+        state = self._prepare_directory()
+        self._build(state)
+        del state
+        training = self.config.training
+        stopped_because = "epochs"
+        with _interrupts_as_keyboard_interrupt():
+            try:
+                while self.progress["epoch"] < training.epochs:
+                    if self._out_of_time():
+                        stopped_because = "max_time_minutes"
+                        break
+                    self._run_epoch()
+                    if self._early_stop():
+                        stopped_because = "early_stopping"
+                        break
+            except KeyboardInterrupt:
+                self.save_checkpoint()
+                raise TrainingInterrupted(
+                    f"training interrupted at epoch {self.progress['epoch']}, step {self.progress['step']}; "
+                    f"checkpoint saved in {self._checkpoint_path()}; continue with --resume"
+                ) from None
+        return self._finish(stopped_because)
+
+    def _out_of_time(self) -> bool:
+        limit = self.config.training.max_time_minutes
+        return limit is not None and self.progress["elapsed_s"] >= 60.0 * limit
+
+    def _early_stop(self) -> bool:
+        patience = self.config.training.early_stopping_patience
+        return patience is not None and self.progress["bad_epochs"] >= patience
+
+    def _run_epoch(self) -> None:
+        progress = self.progress
+        epoch = progress["epoch"]
+        batches = self._epoch_batches(epoch)
+        accumulator = ErrorAccumulator(progress["train_sums"]) if progress["train_sums"] is not None else ErrorAccumulator()
+        bar = None
+        if self.group.is_main and not self.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(batches), initial=progress["batch_in_epoch"], desc=f"epoch {epoch + 1}", leave=False)
+        started = time.perf_counter()
+        try:
+            while progress["batch_in_epoch"] < len(batches):
+                loss = self.train_step(batches[progress["batch_in_epoch"]], accumulator)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss became {loss} at epoch {epoch + 1}, step {progress['step']}; lower training.lr "
+                        "or check the data (the last good checkpoint is kept)"
+                    )
+                progress["train_loss_sum"] += loss
+                progress["train_batches"] += 1
+                progress["batch_in_epoch"] += 1
+                progress["train_sums"] = accumulator.sums
+                if bar is not None:
+                    live = accumulator.result()
+                    bar.set_postfix_str(
+                        f"F MAE {live.get('forces_mae', math.nan):.1f} meV/Å, "
+                        f"E MAE {live.get('energy_per_atom_mae', math.nan):.2f} meV/atom"
+                    )
+                    bar.update(1)
+        finally:
+            progress["elapsed_s"] += time.perf_counter() - started
+            if bar is not None:
+                bar.close()
+        self._end_epoch(accumulator)
+
+    def _end_epoch(self, accumulator: ErrorAccumulator) -> None:
+        progress = self.progress
+        train_loss = progress["train_loss_sum"] / max(progress["train_batches"], 1)
+        train_metrics = ErrorAccumulator(distributed.all_reduce_sum(accumulator.sums.clone(), self.group)).result()
+        started = time.perf_counter()
+        if self.graphs["val"]:
+            val_loss, val_accumulator = self.evaluate("val", self.ema.module)
+            val_metrics = val_accumulator.result()
+        else:
+            val_loss, val_metrics = train_loss, {}
+        progress["elapsed_s"] += time.perf_counter() - started
+        lr = self.optimizer.param_groups[0]["lr"]
+        if progress["step"] >= self.config.training.warmup_steps:
+            self.scheduler.step(val_loss)
+        if val_loss < progress["best_val_loss"]:
+            progress["best_val_loss"] = val_loss
+            progress["best_epoch"] = progress["epoch"] + 1
+            progress["bad_epochs"] = 0
+            self.best_ema_state = {k: v.detach().clone().cpu() for k, v in self.ema.module.state_dict().items()}
+        else:
+            progress["bad_epochs"] += 1
+        row = {"epoch": progress["epoch"] + 1, "step": progress["step"], "time_s": round(progress["elapsed_s"], 2),
+               "lr": lr, "train_loss": train_loss, "val_loss": val_loss}
+        row.update({f"train_{k}": v for k, v in train_metrics.items()})
+        row.update({f"val_{k}": v for k, v in val_metrics.items()})
+        progress["rows"].append(row)
+        progress["epoch"] += 1
+        progress["batch_in_epoch"] = 0
+        progress["train_sums"] = None
+        progress["train_loss_sum"] = 0.0
+        progress["train_batches"] = 0
+        self.save_checkpoint()
+        if self.group.is_main:
+            write_csv(progress["rows"], self.out / "log.csv")
+            if not self.quiet:
+                print(
+                    f"epoch {row['epoch']:4d}  lr {lr:.2e}  train F {row.get('train_forces_mae', math.nan):7.1f} meV/Å  "
+                    f"val F {row.get('val_forces_mae', math.nan):7.1f} meV/Å  "
+                    f"val E {row.get('val_energy_per_atom_mae', math.nan):6.2f} meV/atom  "
+                    f"({row['time_s']:.0f} s)",
+                    flush=True,
+                )
+
+    # ---- the end: test, export, reports
+    def _finish(self, stopped_because: str) -> TrainResult:
+        final = build_model(self.description).to(self.device)
+        if self.best_ema_state is not None:
+            final.load_state_dict(self.best_ema_state)
+        else:
+            final.load_state_dict(self.ema.module.state_dict())
+        metrics: Dict[str, Dict[str, float]] = {}
+        parity = None
+        for name in ("train", "val", "test"):
+            if self.graphs[name]:
+                loss, accumulator = self.evaluate(name, final, keep=(name == "test"))
+                metrics[name] = {"loss": loss, "frames": len(self.graphs[name]), **accumulator.result()}
+                if name == "test":
+                    parity = accumulator.pairs
+        model_path = None
+        if self.group.is_main:
+            model_path = self.out / MODEL_NAME
+            provenance = self._provenance(metrics, stopped_because)
+            from mlpot.deploy import save_model
+
+            save_model(final.cpu(), self.description, model_path, provenance=provenance)
+            summary = {"stopped_because": stopped_because, "epochs": self.progress["epoch"],
+                       "best_epoch": self.progress["best_epoch"], "steps": self.progress["step"],
+                       "training_time_s": self.progress["elapsed_s"], "model": str(model_path),
+                       "statistics": self.statistics.to_dict(), "metrics": metrics,
+                       "units": {"energy_per_atom": "meV/atom", "energy": "meV", "forces": "meV/Å",
+                                 "stress": "meV/Å^3"}}
+            (self.out / "metrics.json").write_text(json.dumps(summary, indent=1))
+            if self.progress["rows"]:
+                plot_learning_curve(self.progress["rows"], self.out / "learning_curve.png")
+            if parity is not None:
+                plot_parity(parity, metrics["test"], self.out / "parity_test.png",
+                            title=f"{self.description['arch']} on the test split ({metrics['test']['frames']} frames)")
+        distributed.barrier(self.group)
+        return TrainResult(self.out, model_path, self.progress["epoch"], stopped_because, metrics)
+
+    def _provenance(self, metrics: Dict, stopped_because: str) -> Dict:
+        return {
+            "training": {
+                "data_files": [{"path": p, "sha256": file_digest(p)} for p in self.config.data.files],
+                "split_sizes": {k: len(v) for k, v in self.split.items()},
+                "config": self.config.to_dict(),
+                "statistics": self.statistics.to_dict(),
+                "epochs": self.progress["epoch"],
+                "best_epoch": self.progress["best_epoch"],
+                "steps": self.progress["step"],
+                "training_time_s": round(self.progress["elapsed_s"], 1),
+                "stopped_because": stopped_because,
+                "processes": self.group.world_size,
+                "metrics": metrics,
+            }
+        }
+
+
+@contextmanager
+def _interrupts_as_keyboard_interrupt():
+    """SIGTERM (cluster pre-emption, ``kill PID``) behaves like Ctrl-C: checkpoint, then stop."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> TrainResult:
+    """Run (or resume) the training ``config`` describes; see the module docstring."""
+    trainer = Trainer(config, resume=resume, quiet=quiet)
+    try:
+        return trainer.run()
+    finally:
+        distributed.shutdown(trainer.group)

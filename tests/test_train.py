@@ -1,0 +1,218 @@
+"""Training: end to end into ASE and OpenMM, exact resume, interrupts, refusals, and data-parallel equality."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from mlpot.deploy import load_model, read_metadata
+from mlpot.train import TrainConfig, TrainingInterrupted, train
+from mlpot.train.trainer import Trainer
+from mlpot.units import KJ_PER_MOL_PER_EV
+
+from conftest import TEST_HYPERPARAMETERS
+
+ETHANOL = str(Path(__file__).resolve().parents[1] / "systems" / "ethanol" / "dft.extxyz")
+TINY = {
+    "egnn": {"hidden": 8, "num_layers": 2},
+    "nequip": {"num_features": 4, "lmax": 1, "num_layers": 2, "radial_width": 8},
+}
+
+
+def tiny_config(out, arch="egnn", frames=":24", epochs=2, dtype="float64", **training) -> TrainConfig:
+    settings = {"epochs": epochs, "batch_size": 4, "warmup_steps": 3, "lr": 0.01, "device": "cpu"}
+    settings.update(training)
+    return TrainConfig.from_dict({
+        "data": {"files": [ETHANOL], "index": frames, "val_fraction": 0.25, "test_fraction": 0.25},
+        "model": {"arch": arch, "dtype": dtype, "hyperparameters": TINY[arch]},
+        "training": settings,
+        "out": str(out),
+    })
+
+
+def log_rows(run: Path):
+    with open(run / "log.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("arch", ["egnn", "nequip"])
+def test_train_deploy_and_run_in_ase_and_openmm(arch, tmp_path):
+    """A few dozen frames → model file whose ASE and OpenMM energies equal the training code's prediction."""
+    from mlpot.plugins.ase import MLPotCalculator
+    from mlpot.plugins.openmm import create_system
+    import openmm
+    from openmm import unit
+
+    from mlpot.systems import topology_from_atoms
+
+    run = tmp_path / "run"
+    result = train(tiny_config(run, arch=arch, epochs=3), quiet=True)
+    assert result.stopped_because == "epochs" and result.epochs_done == 3
+    for name in ("model.pt", "log.csv", "metrics.json", "split.json", "config.yaml", "learning_curve.png",
+                 "parity_test.png", "checkpoint.pt"):
+        assert (run / name).stat().st_size > 0, name
+    rows = log_rows(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])  # it learns something
+
+    metadata = read_metadata(run / "model.pt")
+    training = metadata["provenance"]["training"]
+    assert metadata["species"] == ["H", "C", "O"] and metadata["units"]["energy"] == "eV"
+    assert training["split_sizes"] == {"train": 12, "val": 6, "test": 6} and training["epochs"] == 3
+    assert len(training["data_files"][0]["sha256"]) == 64
+    assert metadata["hyperparameters"]["avg_num_neighbors"] == pytest.approx(8.0)
+    assert metadata["energy_scale"] == pytest.approx(training["statistics"]["force_rms"])
+
+    # the deployed file reproduces the test metrics the trainer computed with its batched code
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]["test"]
+    split = json.loads((run / "split.json").read_text())
+    frames = ase.io.read(ETHANOL, index=":24")
+    errors = []
+    for index in split["test"]:
+        atoms = frames[index].copy()
+        reference = frames[index].get_potential_energy()
+        atoms.calc = MLPotCalculator(run / "model.pt")
+        errors.append(abs(atoms.get_potential_energy() - reference) / len(atoms))
+    assert 1000 * np.mean(errors) == pytest.approx(metrics["energy_per_atom_mae"], rel=1e-6)
+
+    atoms = frames[split["test"][0]].copy()
+    atoms.calc = MLPotCalculator(run / "model.pt")
+    context = openmm.Context(create_system(run / "model.pt", topology_from_atoms(atoms)), openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(atoms.positions * 0.1)  # nm
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert energy == pytest.approx(atoms.get_potential_energy() * KJ_PER_MOL_PER_EV, rel=1e-9)
+
+
+def test_resume_takes_exactly_the_steps_of_an_uninterrupted_run(tmp_path):
+    straight = tmp_path / "straight"
+    train(tiny_config(straight, epochs=3, dtype="float32"), quiet=True)
+    stopped = tmp_path / "stopped"
+    train(tiny_config(stopped, epochs=2, dtype="float32"), quiet=True)  # a run that "ended" after 2 epochs
+    train(tiny_config(stopped, epochs=3, dtype="float32"), resume=True, quiet=True)
+    a, b = log_rows(straight), log_rows(stopped)
+    assert len(a) == len(b) == 3
+    for key in ("train_loss", "val_loss", "val_forces_mae", "lr"):
+        assert b[2][key] == a[2][key], key  # identical, not merely close
+    sa = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    sb = torch.load(stopped / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_interrupt_mid_epoch_saves_and_resume_continues_exactly(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(tiny_config(straight, epochs=2), quiet=True)
+
+    interrupted = tmp_path / "interrupted"
+    original = Trainer.train_step
+    calls = {"n": 0}
+
+    def step_then_ctrl_c(self, indices, accumulator):
+        if calls["n"] == 4:  # second epoch, second batch (3 batches per epoch)
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original(self, indices, accumulator)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    with pytest.raises(TrainingInterrupted, match="checkpoint saved .* continue with --resume"):
+        train(tiny_config(interrupted, epochs=2), quiet=True)
+    state = torch.load(interrupted / "checkpoint.pt", weights_only=False)
+    assert (state["progress"]["epoch"], state["progress"]["batch_in_epoch"], state["progress"]["step"]) == (1, 1, 4)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    train(tiny_config(interrupted, epochs=2), resume=True, quiet=True)
+    resumed, expected = log_rows(interrupted)[1], log_rows(straight)[1]
+    resumed.pop("time_s"), expected.pop("time_s")
+    assert resumed == expected
+
+
+def test_an_existing_run_is_never_overwritten_and_resume_refuses_changed_settings(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(run, epochs=1), quiet=True)
+    with pytest.raises(FileExistsError, match="already holds a training run.*--resume"):
+        train(tiny_config(run, epochs=1), quiet=True)
+    with pytest.raises(ValueError, match=r"training.lr is 0.02 but the checkpoint was made with 0.01"):
+        train(tiny_config(run, epochs=2, lr=0.02), resume=True, quiet=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(tiny_config(tmp_path / "empty", epochs=1), resume=True, quiet=True)
+
+
+def test_bad_data_stops_training_before_it_starts_with_the_frame_named(tmp_path):
+    frames = ase.io.read(ETHANOL, index=":12")
+    frames[7].calc.results.pop("forces")
+    ase.io.write(tmp_path / "bad.extxyz", frames)
+    config = tiny_config(tmp_path / "run")
+    config.data.files = [str(tmp_path / "bad.extxyz")]
+    config.data.index = ":"
+    with pytest.raises(ValueError, match=r"bad.extxyz, frame 7: no forces label"):
+        train(config, quiet=True)
+    config.data.files = [ETHANOL]
+    config.model.species = ["H", "C"]
+    with pytest.raises(ValueError, match=r"element\(s\) \['O'\] not known to the model"):
+        train(config, quiet=True)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_stress_is_trained_on_periodic_frames(tmp_path):
+    """Periodic frames with stress labels (and molecules without) in one dataset; the stress term is used."""
+    import ase.build
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(0)
+    images = []
+    for k in range(10):
+        atoms = ase.build.bulk("Cu", "fcc", 3.6, cubic=True).repeat((3, 3, 3))
+        atoms.rattle(0.05, seed=k)
+        atoms.set_cell(atoms.cell * (1 + 0.01 * rng.normal()), scale_atoms=True)
+        atoms.calc = EMT()
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        images.append(atoms)
+    ase.io.write(tmp_path / "cu.extxyz", images)
+    config = tiny_config(tmp_path / "run", arch="egnn", stress_weight=1.0, epochs=1)
+    config.data.files = [str(tmp_path / "cu.extxyz")]
+    config.data.index = ":"
+    config.model.cutoff = 4.0
+    result = train(config, quiet=True)
+    assert "stress_mae" in result.metrics["train"] and result.metrics["train"]["stress_mae"] > 0
+
+
+@pytest.mark.slow
+def test_loss_decreases_over_a_short_training(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(run, frames=":100", epochs=8), quiet=True)
+    rows = log_rows(run)
+    assert float(rows[-1]["val_forces_mae"]) < 0.8 * float(rows[0]["val_forces_mae"])
+
+
+def test_two_process_data_parallel_training_equals_single_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo) takes the same optimiser steps as one process on the same global batch."""
+    config_path = tmp_path / "config.json"
+    single, parallel = tmp_path / "single", tmp_path / "parallel"
+    base = tiny_config(single, epochs=1).to_dict()
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "mlpot.cli", "train", "--quiet"]
+    for out in (single, parallel):
+        config = dict(base, out=str(out))
+        path = tmp_path / f"{out.name}.yaml"
+        import yaml
+
+        path.write_text(yaml.safe_dump(config))
+        prefix = [] if out is single else [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                           "--master_port", "29531", "-m", "mlpot.cli"]
+        args = (command + [str(path)]) if out is single else (prefix + ["train", "--quiet", str(path)])
+        finished = subprocess.run(args, env=environment, capture_output=True, text=True, timeout=300)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+    a = torch.load(single / "checkpoint.pt", weights_only=False)
+    b = torch.load(parallel / "checkpoint.pt", weights_only=False)
+    assert a["progress"]["step"] == b["progress"]["step"] == 3
+    for key in a["model"]:
+        torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-10, atol=1e-12)
+    assert float(log_rows(parallel)[0]["val_loss"]) == pytest.approx(float(log_rows(single)[0]["val_loss"]), rel=1e-10)
