@@ -1,5 +1,5 @@
 # The two commands a fresh machine needs (both create .venv on first use):
-#   make demo   build a model for the default system and run it in OpenMM
+#   make demo   train a model on the shipped ethanol DFT set, then run it in OpenMM
 #   make test   run the test suite (.ci/run calls exactly this)
 PYTHON ?= python3
 VENV := .venv

@@ -67,7 +67,7 @@ def _build_info(folder: str) -> dict:
 
 
 def test_registry_lists_the_shipped_systems_and_their_files_exist():
-    assert REGISTERED == ALA2_NAMES + list(WATER_BOXES)
+    assert REGISTERED == ALA2_NAMES + ["ethanol"] + list(WATER_BOXES)
     for spec in systems.list_systems():
         assert spec.pdb_path.is_file(), spec.pdb_path
         assert spec.pdb_path.is_relative_to(systems.SYSTEMS_DIR)
@@ -240,3 +240,14 @@ def test_importing_the_registry_does_not_import_openmm_or_ase():
         [sys.executable, "-c", code], env=_subprocess_env(), capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "[]"
+
+
+def test_ethanol_system_is_the_molecule_of_the_shipped_dataset():
+    """The registered ethanol has the dataset's element order (C, C, O, H x6), so a model trained on it runs on it."""
+    import ase.io
+
+    atoms = systems.load_atoms("ethanol")
+    first_frame = ase.io.read(systems.SYSTEMS_DIR / "ethanol" / "dft.extxyz", index=0)
+    assert atoms.get_chemical_symbols() == first_frame.get_chemical_symbols()
+    distances = atoms.get_all_distances()
+    assert 1.45 < distances[0, 1] < 1.56 and 1.38 < distances[1, 2] < 1.47  # C-C and C-O bonds, Å
