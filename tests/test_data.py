@@ -260,3 +260,14 @@ def test_inspect_reports_statistics_and_problems(ethanol_frames):
     assert report["frames_without_problems"] == 18
     assert any("frame 4: no forces" in p for p in report["problems"])
     assert any("frame 9: energy is nan" in p for p in report["problems"])
+
+
+def test_gzipped_extxyz_reads_like_the_plain_file(tmp_path, ethanol_frames):
+    import gzip
+
+    plain = write_extxyz(tmp_path / "data.extxyz", ethanol_frames[:5])
+    with open(plain, "rb") as source, gzip.open(tmp_path / "data.extxyz.gz", "wb") as target:
+        target.write(source.read())
+    frames = read_frames(tmp_path / "data.extxyz.gz", DataSpec(index="1:4"))
+    assert [f.index for f in frames] == [0, 1, 2] and frames[0].energy == pytest.approx(ethanol_frames[1].energy)
+    np.testing.assert_allclose(frames[2].forces, ethanol_frames[3].forces, atol=1e-7)

@@ -108,12 +108,28 @@ def _stress_3x3(value, key: str, atoms, frame_error) -> np.ndarray:
     return array
 
 
+def _ase_source(path: Path) -> tuple:
+    """``(file, format)`` for ``ase.io.read``. Gzipped files are decompressed into memory first: ASE
+    reads ``.gz`` itself but seeks backwards once per frame, and every backward seek in a gzip stream
+    decompresses from the start (minutes for a few thousand frames instead of seconds)."""
+    if path.suffix != ".gz":
+        return str(path), None
+    import gzip
+    import io
+
+    inner = Path(path.stem).suffix.lstrip(".").lower()
+    with gzip.open(path, "rt") as handle:
+        text = io.StringIO(handle.read())
+    return text, {"xyz": "extxyz", "": "extxyz"}.get(inner, inner)
+
+
 def _read_ase(path: Path, spec: DataSpec) -> List[Frame]:
     import ase.io
 
     to_ev, to_angstrom = spec.factors()
     try:
-        images = ase.io.read(str(path), index=spec.index)
+        source, file_format = _ase_source(path)
+        images = ase.io.read(source, index=spec.index, format=file_format)
     except Exception as error:  # ASE raises many types for unreadable files
         raise DataError(str(path), None, f"ASE cannot read this file ({type(error).__name__}: {error})") from None
     if not isinstance(images, list):
