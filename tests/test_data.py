@@ -269,5 +269,5 @@ def test_gzipped_extxyz_reads_like_the_plain_file(tmp_path, ethanol_frames):
     with open(plain, "rb") as source, gzip.open(tmp_path / "data.extxyz.gz", "wb") as target:
         target.write(source.read())
     frames = read_frames(tmp_path / "data.extxyz.gz", DataSpec(index="1:4"))
-    assert [f.index for f in frames] == [0, 1, 2] and frames[0].energy == pytest.approx(ethanol_frames[1].energy)
+    assert [f.index for f in frames] == [1, 2, 3] and frames[0].energy == pytest.approx(ethanol_frames[1].energy)
     np.testing.assert_allclose(frames[2].forces, ethanol_frames[3].forces, atol=1e-7)

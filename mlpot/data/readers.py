@@ -129,15 +129,18 @@ def _read_ase(path: Path, spec: DataSpec) -> List[Frame]:
     to_ev, to_angstrom = spec.factors()
     try:
         source, file_format = _ase_source(path)
-        images = ase.io.read(source, index=spec.index, format=file_format)
+        images = ase.io.read(source, index=":", format=file_format)
     except Exception as error:  # ASE raises many types for unreadable files
         raise DataError(str(path), None, f"ASE cannot read this file ({type(error).__name__}: {error})") from None
     if not isinstance(images, list):
         images = [images]
     if not images:
         raise DataError(str(path), None, "the file contains no frames")
+    # select after reading so that every frame keeps its index in the file (errors name that index)
+    selected = range(len(images))[_python_slice(spec.index)]
     frames = []
-    for index, atoms in enumerate(images):
+    for index in selected:
+        atoms = images[index]
         def frame_error(problem: str, index: int = index) -> DataError:
             return DataError(str(path), index, problem)
 
@@ -219,6 +222,9 @@ def _read_npz(path: Path, spec: DataSpec) -> List[Frame]:
 
 def _python_slice(index: str) -> slice:
     """ASE-style index string (``":"``, ``"::10"``, ``"5"``) as a slice."""
+    if not all(part.strip().lstrip("-").isdigit() or not part.strip() for part in index.split(":")) or \
+            index.count(":") > 2:
+        raise ValueError(f"frame index {index!r} is not ASE index syntax such as ':', '::10', '100:' or '5'")
     parts = index.split(":")
     if len(parts) == 1:
         k = int(parts[0])
