@@ -8,6 +8,7 @@
     mlpot train config.yaml --resume
     mlpot eval runs/eth/model.pt --data test.extxyz
     mlpot data inspect my.extxyz
+    mlpot pips train --system double-well --out runs/dw
     mlpot demo
 """
 
@@ -223,6 +224,30 @@ def _cmd_data_inspect(args) -> int:
     return 1 if report["problems"] else 0
 
 
+def _cmd_pips_train(args) -> int:
+    from mlpot.pips.toy import TOY_SYSTEMS
+    from mlpot.pips.trainer import ToyTrainConfig, ToyTrainer
+
+    if args.resume:
+        trainer = ToyTrainer.resume(Path(args.out))
+    elif args.system not in TOY_SYSTEMS:
+        print(f"mlpot pips train: error: PIPS with OpenMM rollouts for molecular systems is not implemented yet; "
+              f"the 2D toy systems are: {', '.join(TOY_SYSTEMS)}", file=sys.stderr)
+        return 2
+    else:
+        trainer = ToyTrainer(ToyTrainConfig(system=args.system, iterations=args.iterations, n_paths=args.paths,
+                                            seed=args.seed), out=Path(args.out))
+    while trainer.iteration < trainer.config.iterations:
+        row = trainer.step()
+        if not args.quiet:
+            print(f"iteration {row['iteration']:4d}  ESS {row['ess']:5.1f}/{trainer.config.n_paths}  "
+                  f"THP {row['thp']:.2f}  mean S {row['mean_cost']:8.2f}  {row['seconds']:.2f} s")
+    summary = trainer.evaluate(args.eval_paths, seed=trainer.config.seed + 1)
+    print(f"{trainer.config.system}: THP {summary.thp:.3f} on {args.eval_paths} fresh paths of the averaged policy"
+          f" (channels: upper {summary.upper:.2f}, lower {summary.lower:.2f}); checkpoint in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpot", description="Learned equivariant interatomic potentials for OpenMM and ASE.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -301,6 +326,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     _add_data_arguments(q)
     q.set_defaults(func=_cmd_data_inspect)
+
+    p = sub.add_parser("pips", help="transition path sampling by a learned control policy (PIPS)")
+    pips_sub = p.add_subparsers(dest="pips_command", required=True)
+    q = pips_sub.add_parser("train", help="train a PIPS policy (2D toy systems so far); checkpoints every iteration")
+    q.add_argument("--system", default="double-well", help="double-well or mueller-brown (default double-well)")
+    q.add_argument("--out", required=True, help="run directory (checkpoint.pt)")
+    q.add_argument("--iterations", type=int, default=300)
+    q.add_argument("--paths", type=int, default=64, help="rollouts per iteration (default 64)")
+    q.add_argument("--eval-paths", type=int, default=512, help="fresh paths for the final THP (default 512)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings")
+    q.add_argument("--quiet", action="store_true", help="no line per iteration")
+    q.set_defaults(func=_cmd_pips_train)
 
     p = sub.add_parser("demo", help="train on the shipped ethanol DFT set, then run the model in OpenMM")
     p.add_argument("--arch", choices=["egnn", "nequip"], default="nequip")

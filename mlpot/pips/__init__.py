@@ -1,0 +1,29 @@
+"""PIPS: collective-variable-free transition path sampling by path-integral stochastic optimal control.
+
+A policy adds a force u_θ(x, v, t) to underdamped Langevin dynamics; it is trained by the
+path-integral cross-entropy (PICE) method so that controlled paths go from a start to a target
+state (Holdijk et al., NeurIPS 2023). Modules, each with one job:
+
+- :mod:`~mlpot.pips.toy` — 2D toy systems (two-channel double well, Müller–Brown);
+- :mod:`~mlpot.pips.dynamics` — controlled Langevin rollouts with recorded noise (torch, batched);
+- :mod:`~mlpot.pips.geometry` — pairwise distances, Kabsch superposition, RMSD;
+- :mod:`~mlpot.pips.cost` — terminal costs φ and the path cost S;
+- :mod:`~mlpot.pips.weights` — importance weights and effective sample size;
+- :mod:`~mlpot.pips.loss` — the PICE surrogate loss;
+- :mod:`~mlpot.pips.policy`, :mod:`~mlpot.pips.molecular_policy` — force and energy policies;
+- :mod:`~mlpot.pips.metrics` — THP and channel usage;
+- :mod:`~mlpot.pips.trainer` — the toy training loop with checkpoints and exact resume.
+"""
+
+from mlpot.pips.cost import TERMINAL_COSTS, PathCost, path_cost
+from mlpot.pips.dynamics import LangevinSettings, Rollout, control_weight, controlled_langevin_rollout
+from mlpot.pips.loss import pice_surrogate_loss, policy_controls
+from mlpot.pips.toy import TOY_SYSTEMS, ToySystem, toy_system
+from mlpot.pips.trainer import ToyTrainConfig, ToyTrainer
+from mlpot.pips.weights import EffectiveSampleSize, effective_sample_size, importance_weights, tempered_weights
+
+__all__ = [
+    "EffectiveSampleSize", "LangevinSettings", "PathCost", "Rollout", "TERMINAL_COSTS", "TOY_SYSTEMS", "ToySystem",
+    "ToyTrainConfig", "ToyTrainer", "control_weight", "controlled_langevin_rollout", "effective_sample_size",
+    "importance_weights", "path_cost", "pice_surrogate_loss", "policy_controls", "tempered_weights", "toy_system",
+]

@@ -1,0 +1,48 @@
+"""Rotation- and translation-free comparison of molecular configurations, batched in torch.
+
+Positions are (..., n_atoms, 3) in any length unit (the core's is Å); results are in that unit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def pairwise_distances(positions: torch.Tensor) -> torch.Tensor:
+    """|r_i − r_j| for i < j: (..., n_atoms, 3) → (..., n_atoms (n_atoms − 1) / 2), row-major pair order."""
+    n_atoms = positions.shape[-2]
+    first, second = torch.triu_indices(n_atoms, n_atoms, offset=1, device=positions.device)
+    differences = positions[..., first, :] - positions[..., second, :]
+    return torch.linalg.vector_norm(differences, dim=-1)
+
+
+def centred(positions: torch.Tensor) -> torch.Tensor:
+    """Positions (..., n_atoms, 3) minus their (unweighted) centroid."""
+    return positions - positions.mean(dim=-2, keepdim=True)
+
+
+def kabsch_rotation(mobile: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The proper rotation Q (..., 3, 3) minimising |mobile @ Q − reference|² (Kabsch).
+
+    Both arguments must already be centred (:func:`centred`); ``mobile`` (..., n_atoms, 3),
+    ``reference`` (n_atoms, 3) or batched like ``mobile``. Reflections are excluded (det Q = +1).
+    """
+    covariance = mobile.transpose(-1, -2) @ reference  # (..., 3, 3)
+    left, _, right_t = torch.linalg.svd(covariance)
+    sign = torch.sign(torch.linalg.det(left @ right_t))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    correction = torch.ones(*sign.shape, 3, dtype=mobile.dtype, device=mobile.device)
+    correction[..., 2] = sign
+    return (left * correction[..., None, :]) @ right_t
+
+
+def aligned_to(positions: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``positions`` (..., n_atoms, 3), centred and rotated onto ``reference`` (centred inside)."""
+    mobile = centred(positions)
+    return mobile @ kabsch_rotation(mobile, centred(reference))
+
+
+def aligned_rmsd(positions: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square deviation after optimal superposition: (..., n_atoms, 3) → (...)."""
+    difference = aligned_to(positions, reference) - centred(reference)
+    return torch.sqrt((difference * difference).sum(dim=-1).mean(dim=-1))

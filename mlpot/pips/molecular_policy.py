@@ -1,0 +1,82 @@
+"""Control policies for molecules: invariant inputs, equivariant control forces.
+
+Positions and velocities are (n, n_atoms, 3) (Å and Å/time in the core's units), the time input
+(n,) is t / T ∈ [0, 1], and the output is a force (n, n_atoms, 3) in the caller's force unit
+(``force_scale`` sets the size of one network unit). A policy must not care where the molecule
+is or how it is oriented, otherwise it pushes the molecule as a whole and learns the same thing
+once per orientation (the reference code feeds raw Cartesian coordinates and its released policy
+exerts a net force of ~170 kJ/mol/nm). Two ways, as in the PIPS paper's two policy kinds:
+
+- :class:`DistanceEnergyPolicy` (recommended): a scalar E_θ of the inverse pairwise distances
+  and t/T, u = −∂E_θ/∂x. E_θ is exactly invariant under rotation, translation and reflection,
+  so u is exactly equivariant and, being the gradient of an invariant, has **zero net force and
+  zero net torque** by construction; the terminal cost compares the same pairwise distances.
+  Inverse distances weight close contacts most and stay bounded for distant pairs. Cost: n(n−1)/2
+  inputs (231 for alanine dipeptide; ``atoms`` restricts it, e.g. to heavy atoms for chignolin)
+  and second derivatives in the loss. It ignores velocities.
+- :class:`AlignedForcePolicy`: superposes the positions on a reference structure (Kabsch), feeds
+  the aligned coordinates (and aligned velocities) to an MLP that outputs forces in the reference
+  frame, removes their mean (no net force) and rotates them back. Equivariant as long as the
+  superposition is unique (it is not for near-linear or wildly distorted structures, where the
+  rotation jumps), cheaper (3n inputs, no second derivatives), and it can use velocities.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from mlpot.pips.geometry import centred, kabsch_rotation, pairwise_distances
+from mlpot.pips.gradients import negative_gradient
+from mlpot.pips.policy import mlp
+
+
+class DistanceEnergyPolicy(nn.Module):
+    """u = −∂E_θ/∂x, E_θ = MLP(length_scale / |r_i − r_j| for atom pairs of ``atoms``, t/T) · force_scale."""
+
+    def __init__(self, n_atoms: int, hidden: Sequence[int] = (128, 128), atoms: Optional[Sequence[int]] = None,
+                 length_scale: float = 1.0, force_scale: float = 1.0):
+        super().__init__()
+        selected = list(range(n_atoms)) if atoms is None else list(atoms)
+        if len(selected) < 2 or min(selected) < 0 or max(selected) >= n_atoms:
+            raise ValueError(f"atoms must name at least two of the {n_atoms} atoms, got {atoms}")
+        self.register_buffer("atoms", torch.tensor(selected, dtype=torch.long))
+        self.length_scale = length_scale
+        self.force_scale = force_scale
+        n_pairs = len(selected) * (len(selected) - 1) // 2
+        self.network = mlp([n_pairs + 1, *hidden, 1])
+
+    def energy(self, positions: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
+        """E_θ (n,) in force unit × length unit."""
+        inverse = self.length_scale / pairwise_distances(positions[:, self.atoms])
+        features = torch.cat([inverse, time_fraction[:, None].to(positions.dtype)], dim=1)
+        return self.force_scale * self.length_scale * self.network(features)[:, 0]
+
+    def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
+        return negative_gradient(lambda x: self.energy(x, time_fraction), positions)
+
+
+class AlignedForcePolicy(nn.Module):
+    """u = MLP(x aligned on ``reference``, [v aligned,] t/T) · force_scale, mean removed, rotated back."""
+
+    def __init__(self, reference: torch.Tensor, hidden: Sequence[int] = (128, 128), use_velocities: bool = True,
+                 length_scale: float = 1.0, velocity_scale: float = 1.0, force_scale: float = 1.0):
+        super().__init__()
+        self.register_buffer("reference", centred(torch.as_tensor(reference, dtype=torch.float64)))
+        self.use_velocities = use_velocities
+        self.length_scale, self.velocity_scale, self.force_scale = length_scale, velocity_scale, force_scale
+        n_coordinates = self.reference.numel()
+        self.network = mlp([n_coordinates * (2 if use_velocities else 1) + 1, *hidden, n_coordinates])
+
+    def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
+        mobile = centred(positions)
+        rotation = kabsch_rotation(mobile.detach(), self.reference.to(positions.dtype))  # (n, 3, 3)
+        parts = [(mobile @ rotation).flatten(start_dim=1) / self.length_scale]
+        if self.use_velocities:
+            parts.append((velocities @ rotation).flatten(start_dim=1) / self.velocity_scale)
+        parts.append(time_fraction[:, None].to(positions.dtype))
+        force = self.force_scale * self.network(torch.cat(parts, dim=1)).reshape(positions.shape)
+        force = force - force.mean(dim=1, keepdim=True)  # no net force
+        return force @ rotation.transpose(-1, -2)  # back from the reference frame (rotation is orthogonal)

@@ -1,0 +1,244 @@
+"""PICE training of a control policy on a 2D toy system, with a checkpoint every iteration.
+
+One iteration:
+
+1. ``n_paths`` controlled rollouts from the start point with Maxwell–Boltzmann velocities
+   (:func:`mlpot.pips.dynamics.controlled_langevin_rollout`, noise recorded);
+2. path costs S with the squared distance to the target as φ (:mod:`mlpot.pips.cost`);
+3. importance weights and the effective sample size (:mod:`mlpot.pips.weights`); blown-up paths
+   (non-finite) get weight 0 and are counted; the weights used for the gradient are tempered
+   only when their ESS falls below ``min_ess_fraction`` · N (the logged ESS is the exact one);
+4. the PICE surrogate loss (:mod:`mlpot.pips.loss`, with the zero-mean baseline) and one Adam
+   step with an exponentially decaying learning rate; an exponential moving average (EMA) of
+   the policy weights is updated and is what :meth:`ToyTrainer.evaluate` samples with;
+5. a log row (ESS, THP, channel usage, costs, seconds) and ``checkpoint.pt``.
+
+Exact resume: all random numbers of the rollouts come from one ``torch.Generator`` whose state is
+checkpointed with the policy, its EMA, the optimiser, the iteration and the log, and the learning
+rate is a function of the iteration, so a resumed run takes exactly the iterations an
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from mlpot.pips.cost import path_cost, squared_distance_to_target
+from mlpot.pips.dynamics import (
+    LangevinSettings, Rollout, control_weight, controlled_langevin_rollout, maxwell_boltzmann_velocities,
+)
+from mlpot.pips.loss import pice_surrogate_loss, policy_controls
+from mlpot.pips.metrics import channel_fractions, hits_target
+from mlpot.pips.policy import toy_policy
+from mlpot.pips.toy import ToySystem, toy_system
+from mlpot.pips.weights import effective_sample_size, importance_weights, tempered_weights
+from mlpot.train.ema import ExponentialMovingAverage
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+NEGLIGIBLE_WEIGHT = 1e-12  # paths below this importance weight are left out of the loss (their share is < N·1e-12)
+
+
+@dataclass
+class ToyTrainConfig:
+    """Settings of a toy PICE run; the defaults train the double well to THP ≥ 0.9 in ~200 iterations.
+
+    ``lam`` λ is in the unit of φ (squared length): 0.01 asks for paths that end within ~0.1 of the
+    target (softer targets let paths arrive late and stop short). ``n_steps`` and ``friction``
+    default to the system's. ``min_ess_fraction``, ``baseline`` and ``symmetric`` are explained
+    in :func:`mlpot.pips.weights.tempered_weights`, :func:`mlpot.pips.loss.pice_surrogate_loss`
+    and :class:`mlpot.pips.policy.MirrorSymmetrizedPolicy`.
+    """
+
+    system: str = "double-well"
+    n_paths: int = 64
+    n_steps: Optional[int] = None
+    friction: Optional[float] = None
+    lam: float = 0.01
+    policy: str = "force"
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    use_velocities: bool = True
+    lr: float = 1e-2
+    final_lr: Optional[float] = 1e-3  # the learning rate decays exponentially to it over `iterations` (None: constant)
+    iterations: int = 300
+    seed: int = 0
+    controlled_noise_fraction: float = 1.0
+    ema_decay: float = 0.95          # the moving average of the policy weights is what samples after training
+    min_ess_fraction: float = 0.1    # temper the weights so that their ESS is at least this fraction of n_paths
+    baseline: bool = True            # subtract the uniform weights 1/N in the loss (same expected gradient)
+    symmetric: bool = False          # symmetrise the policy under the system's mirror (double well: y -> -y)
+
+    def to_dict(self) -> Dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SampleSummary:
+    """THP and channel usage of a batch of paths."""
+
+    thp: float
+    upper: float
+    lower: float
+
+
+def summarise_paths(system: ToySystem, rollout: Rollout) -> SampleSummary:
+    """Fraction of paths ending in the target basin and, among those, the channel fractions."""
+    hits = hits_target(rollout.final_positions, system.target_tensor(rollout.positions.dtype), system.target_radius)
+    fractions = {"upper": float("nan"), "lower": float("nan")}
+    if system.channel is not None:
+        fractions = channel_fractions(system.channel(rollout.positions), hits)
+    return SampleSummary(thp=float(hits.double().mean()), **fractions)
+
+
+class ToyTrainer:
+    """Trains a toy policy; ``out`` (optional) receives ``checkpoint.pt`` after every iteration."""
+
+    def __init__(self, config: ToyTrainConfig, out: Path | None = None, resume: bool = False):
+        self.config = config
+        self.out = Path(out) if out is not None else None
+        self.system = toy_system(config.system)
+        self.n_steps = config.n_steps or self.system.n_steps
+        self.settings = LangevinSettings(self.system.timestep, config.friction or self.system.friction,
+                                         self.system.kT, config.controlled_noise_fraction)
+        self.mass = torch.tensor(self.system.mass, dtype=torch.float64)
+        self.control_weight = control_weight(self.settings, self.mass, config.lam)
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            mirror = self.system.mirror if config.symmetric else None
+            if config.symmetric and mirror is None:
+                raise ValueError(f"toy system {config.system!r} has no mirror symmetry to build into the policy")
+            self.policy = toy_policy(config.policy, 2, config.hidden, config.use_velocities, mirror).double()
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
+        self.average = ExponentialMovingAverage(copy.deepcopy(self.policy), config.ema_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.iteration = 0
+        self.log: List[Dict[str, float]] = []
+        if resume:
+            self._load_state(torch.load(self._checkpoint_path(), weights_only=False))
+
+    @classmethod
+    def resume(cls, out: Path) -> "ToyTrainer":
+        """The run in ``out``, continued from its checkpoint with the configuration it was started with."""
+        state = torch.load(Path(out) / CHECKPOINT_NAME, weights_only=False)
+        return cls(ToyTrainConfig(**state["config"]), out=out, resume=True)
+
+    # ---- checkpoints
+    def _checkpoint_path(self) -> Path:
+        if self.out is None:
+            raise ValueError("this trainer has no output folder, so it has no checkpoint")
+        return self.out / CHECKPOINT_NAME
+
+    def state(self) -> Dict:
+        return {
+            "checkpoint_version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "average": self.average.state_dict(),
+            "generator": self.generator.get_state(),
+            "iteration": self.iteration,
+            "log": self.log,
+        }
+
+    def _load_state(self, state: Dict) -> None:
+        if state["config"] != self.config.to_dict():
+            raise ValueError(f"checkpoint was written with another configuration: {state['config']}")
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.average.load_state_dict(state["average"])
+        self.generator.set_state(state["generator"])
+        self.iteration = state["iteration"]
+        self.log = list(state["log"])
+
+    def save_checkpoint(self) -> None:
+        path = self._checkpoint_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".partial")
+        torch.save(self.state(), temporary)
+        os.replace(temporary, path)  # a crash mid-write never destroys the previous checkpoint
+
+    # ---- rollouts and steps
+    def rollout(self, n_paths: int | None = None, generator: torch.Generator | None = None,
+                averaged: bool = False) -> Rollout:
+        """Controlled paths with the current policy, or its moving average if ``averaged``
+        (``n_paths`` defaults to the training batch, ``generator`` to the training one)."""
+        n_paths = n_paths or self.config.n_paths
+        generator = generator or self.generator
+        policy = self.average.module if averaged else self.policy
+        start = self.system.start_tensor().expand(n_paths, 2).clone()
+        velocities = maxwell_boltzmann_velocities(n_paths, torch.Size([2]), self.mass, self.system.kT, generator)
+        return controlled_langevin_rollout(self.system.forces, policy, start, velocities, self.settings,
+                                           self.n_steps, generator, self.mass)
+
+    def learning_rate(self, iteration: int) -> float:
+        """Adam's step size at (0-based) ``iteration``: ``lr``, decaying exponentially to ``final_lr``."""
+        if self.config.final_lr is None:
+            return self.config.lr
+        progress = min(iteration / max(self.config.iterations - 1, 1), 1.0)
+        return self.config.lr * (self.config.final_lr / self.config.lr) ** progress
+
+    def step(self) -> Dict[str, float]:
+        """One training iteration; returns (and logs) its row."""
+        started = time.perf_counter()
+        rollout = self.rollout()
+        rollout_seconds = time.perf_counter() - started
+        terminal = squared_distance_to_target(rollout.final_positions, self.system.target_tensor())
+        cost = path_cost(terminal, rollout.controls, rollout.noises, rollout.timestep, self.control_weight,
+                         self.config.lam)
+        finite = rollout.finite_paths() & torch.isfinite(cost.total)
+        ess = effective_sample_size(importance_weights(cost.total))
+        tempered = tempered_weights(torch.where(finite, cost.total, torch.inf), self.config.min_ess_fraction)
+        # the loss needs every finite path for the baseline, else only those whose weight is not negligible
+        in_loss = finite if self.config.baseline else tempered.weights > NEGLIGIBLE_WEIGHT
+        kept = rollout.subset(in_loss)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.iteration)
+        self.optimizer.zero_grad()
+        loss = pice_surrogate_loss(policy_controls(self.policy, kept), kept.noises, tempered.weights[in_loss],
+                                   self.control_weight, self.config.lam, baseline=self.config.baseline)
+        loss.backward()
+        self.optimizer.step()
+        self.average.update(self.policy)
+        self.iteration += 1
+        summary = summarise_paths(self.system, rollout)
+        row = {
+            "iteration": self.iteration, "seconds": time.perf_counter() - started, "rollout_seconds": rollout_seconds,
+            "ess": ess.count, "ess_fraction": ess.fraction, "temperature": tempered.temperature,
+            "thp": summary.thp, "upper": summary.upper, "lower": summary.lower,
+            "mean_cost": float(cost.total[finite].mean()), "min_cost": float(cost.total[finite].min()),
+            "mean_terminal_cost": float(cost.terminal[finite].mean()),
+            "mean_control_cost": float(cost.control[finite].mean()), "loss": float(loss.detach()),
+            "paths_in_loss": int(in_loss.sum()), "dropped_paths": int((~finite).sum()),
+        }
+        self.log.append(row)
+        if self.out is not None:
+            self.save_checkpoint()
+        return row
+
+    def run(self, max_seconds: float | None = None, stop_at_thp: float | None = None,
+            window: int = 5) -> List[Dict[str, float]]:
+        """Iterate up to ``config.iterations`` (counting resumed ones), ``max_seconds`` of wall time,
+        or until the training paths' THP averaged over the last ``window`` iterations reaches
+        ``stop_at_thp`` (single iterations fluctuate: one lucky batch is no evidence)."""
+        started = time.perf_counter()
+        while self.iteration < self.config.iterations:
+            self.step()
+            recent = [row["thp"] for row in self.log[-window:]]
+            if stop_at_thp is not None and len(recent) == window and sum(recent) / window >= stop_at_thp:
+                break
+            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                break
+        return self.log
+
+    def evaluate(self, n_paths: int, seed: int, averaged: bool = True) -> SampleSummary:
+        """THP and channel usage of ``n_paths`` fresh controlled paths of the averaged (or current)
+        policy; they use their own generator, so training's random numbers are untouched."""
+        return summarise_paths(self.system, self.rollout(n_paths, torch.Generator().manual_seed(seed), averaged))

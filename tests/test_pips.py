@@ -1,0 +1,333 @@
+"""PIPS core: Girsanov weights, PICE surrogate gradient, weights/ESS, invariant terminal costs and
+policies, toy systems, the toy trainer (short training, channel usage, exact resume)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mlpot.pips.cost import aligned_squared_deviation, pairwise_distance_error, path_cost
+from mlpot.pips.dynamics import LangevinSettings, control_weight, controlled_langevin_rollout, maxwell_boltzmann_velocities
+from mlpot.pips.geometry import aligned_rmsd
+from mlpot.pips.gradients import negative_gradient
+from mlpot.pips.loss import pice_surrogate_loss, policy_controls
+from mlpot.pips.molecular_policy import AlignedForcePolicy, DistanceEnergyPolicy
+from mlpot.pips.policy import MirrorSymmetrizedPolicy, ToyEnergyPolicy, ToyForcePolicy
+from mlpot.pips.toy import TOY_SYSTEMS, double_well_channel, toy_system
+from mlpot.pips.trainer import ToyTrainConfig, ToyTrainer
+from mlpot.pips.weights import effective_sample_size, importance_weights, tempered_weights
+
+
+def random_rotation(generator: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    return q if torch.linalg.det(q) > 0 else -q
+
+
+def randomised(policy: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """The policy with every parameter redrawn (its last layer starts at zero, which hides errors)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    return policy
+
+
+def small_rollout(policy, n_paths=3, n_steps=4, seed=0):
+    system = toy_system("double-well")
+    settings = LangevinSettings(system.timestep, system.friction, system.kT)
+    generator = torch.Generator().manual_seed(seed)
+    start = system.start_tensor().expand(n_paths, 2).clone()
+    velocities = maxwell_boltzmann_velocities(n_paths, torch.Size([2]), torch.tensor(1.0), system.kT, generator)
+    return controlled_langevin_rollout(system.forces, policy, start, velocities, settings, n_steps, generator), settings
+
+
+# ---------------------------------------------------------------------------------- the estimator
+@pytest.mark.parametrize("policy_type", [ToyForcePolicy, ToyEnergyPolicy])
+def test_surrogate_gradient_equals_per_sample_formula(policy_type):
+    torch.manual_seed(0)
+    policy = randomised(policy_type(hidden=(6,)).double(), seed=1)
+    rollout, settings = small_rollout(policy)
+    weights = torch.softmax(torch.tensor([0.3, -1.2, 0.5], dtype=torch.float64), dim=0)
+    lam = 0.7
+    weight_R = control_weight(settings, torch.tensor(1.0, dtype=torch.float64), lam)
+
+    policy.zero_grad()
+    pice_surrogate_loss(policy_controls(policy, rollout), rollout.noises, weights, weight_R, lam).backward()
+    # (an energy policy's last bias does not change u = −∂E/∂x: no gradient reaches it)
+    surrogate = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in policy.parameters()]
+
+    # the PICE formula: Σ_n w_n Σ_s (∂u_θ(x_{n,s}, t_s)/∂θ)ᵀ (−R dW_{n,s} / λ), one vector–Jacobian product each
+    per_sample = [torch.zeros_like(p) for p in policy.parameters()]
+    for n in range(rollout.n_paths):
+        for s in range(rollout.n_steps):
+            with torch.enable_grad():
+                u = policy(rollout.control_positions[n, s][None], rollout.control_velocities[n, s][None],
+                           (rollout.control_times[s] / rollout.duration)[None])
+                grads = torch.autograd.grad(u, list(policy.parameters()),
+                                            grad_outputs=(-weights[n] * weight_R * rollout.noises[n, s] / lam)[None],
+                                            allow_unused=True)
+            for total, grad in zip(per_sample, grads):
+                if grad is not None:
+                    total += grad
+    for a, b in zip(surrogate, per_sample):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_recomputed_controls_equal_the_applied_ones():
+    policy = randomised(ToyForcePolicy(hidden=(8,)).double(), seed=2)
+    rollout, _ = small_rollout(policy, n_paths=4, n_steps=10)
+    torch.testing.assert_close(policy_controls(policy, rollout).detach(), rollout.controls, rtol=0, atol=1e-14)
+
+
+def test_baseline_subtracts_the_uniform_weights():
+    policy = randomised(ToyForcePolicy(hidden=(6,)).double(), seed=3)
+    rollout, _ = small_rollout(policy)
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    controls = policy_controls(policy, rollout)
+    with_baseline = pice_surrogate_loss(controls, rollout.noises, weights, 2.0, 0.5, baseline=True)
+    by_hand = pice_surrogate_loss(controls, rollout.noises, weights - 1 / 3, 2.0, 0.5)
+    torch.testing.assert_close(with_baseline, by_hand)
+
+
+def test_girsanov_weights_recover_the_uncontrolled_average():
+    """Free particle pushed by a constant control: exp(−S) (φ = 0) reweights the controlled paths to
+    the uncontrolled ones, so the weighted mean displacement is the uncontrolled one (zero)."""
+    n_paths, n_steps = 20000, 50
+    settings = LangevinSettings(timestep=0.01, friction=1.0, kT=1.0, controlled_noise_fraction=0.7)
+    mass = torch.tensor(2.0, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(4)
+    start = torch.zeros(n_paths, 1, dtype=torch.float64)
+    velocities = maxwell_boltzmann_velocities(n_paths, torch.Size([1]), mass, settings.kT, generator)
+    rollout = controlled_langevin_rollout(torch.zeros_like, lambda x, v, t: torch.full_like(x, 3.0), start, velocities,
+                                          settings, n_steps, generator, mass)
+    lam = 0.37  # cancels: R = λ/ν
+    cost = path_cost(torch.zeros(n_paths, dtype=torch.float64), rollout.controls, rollout.noises, rollout.timestep,
+                     control_weight(settings, mass, lam), lam)
+    weights = importance_weights(cost.total)
+    displacement = rollout.final_positions[:, 0]
+    spread = float(displacement.std()) / math.sqrt(effective_sample_size(weights).count)
+    assert float(displacement.mean()) > 10 * spread  # the control really moved the paths
+    assert abs(float((weights * displacement).sum())) < 4 * spread
+
+
+def test_noise_term_of_the_path_cost_is_signed():
+    controls = torch.ones(2, 3, 1, dtype=torch.float64)
+    noises = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64).reshape(1, 3, 1).repeat(2, 1, 1)
+    noises[1] *= -1
+    cost = path_cost(torch.zeros(2, dtype=torch.float64), controls, noises, 0.5, 2.0, 4.0)
+    torch.testing.assert_close(cost.noise, torch.tensor([0.1, -0.1], dtype=torch.float64))
+    torch.testing.assert_close(cost.control, torch.full((2,), 0.5 * 0.5 * 2.0 * 3 / 4.0, dtype=torch.float64))
+
+
+def test_uncontrolled_dynamics_keeps_the_temperature_whatever_the_noise_split():
+    """BAOAB in a harmonic well: ⟨m v²⟩ = kT and ⟨k x²⟩ = kT with the noise split between the channels."""
+    for fraction in (1.0, 0.4):
+        settings = LangevinSettings(timestep=0.05, friction=2.0, kT=0.5, controlled_noise_fraction=fraction)
+        generator = torch.Generator().manual_seed(5)
+        start = torch.zeros(4000, 1, dtype=torch.float64)
+        rollout = controlled_langevin_rollout(lambda x: -3.0 * x, lambda x, v, t: torch.zeros_like(x), start,
+                                              torch.zeros_like(start), settings, 400, generator, 1.5)
+        assert abs(float((1.5 * rollout.final_velocities ** 2).mean()) / 0.5 - 1) < 0.08
+        assert abs(float((3.0 * rollout.final_positions ** 2).mean()) / 0.5 - 1) < 0.08
+
+
+# ---------------------------------------------------------------------------------- weights and ESS
+def test_equal_costs_give_equal_weights_and_full_ess():
+    weights = importance_weights(torch.full((16,), 123.4, dtype=torch.float64))
+    torch.testing.assert_close(weights.sum(), torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(weights, torch.full((16,), 1 / 16, dtype=torch.float64))
+    ess = effective_sample_size(weights)
+    assert ess.count == pytest.approx(16) and ess.fraction == pytest.approx(1.0)
+
+
+def test_one_dominant_path_gives_ess_one():
+    cost = torch.tensor([1000.0, 1200.0, 1500.0, 1e5], dtype=torch.float64)  # would overflow a naive exp(−S)
+    weights = importance_weights(cost)
+    assert torch.isfinite(weights).all() and float(weights.sum()) == pytest.approx(1.0)
+    assert effective_sample_size(weights).count == pytest.approx(1.0)
+    gap = torch.tensor([0.0, 2.0, 4.0], dtype=torch.float64)
+    counts = [effective_sample_size(importance_weights(gap * scale)).count for scale in (0.0, 1.0, 3.0, 10.0)]
+    assert counts[0] == pytest.approx(3.0) and all(a > b for a, b in zip(counts, counts[1:]))
+    assert counts[-1] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_blown_up_paths_get_zero_weight():
+    weights = importance_weights(torch.tensor([1.0, float("nan"), 2.0, float("inf")], dtype=torch.float64))
+    assert weights[1] == 0 and weights[3] == 0 and float(weights.sum()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="every rollout blew up"):
+        importance_weights(torch.tensor([float("nan")] * 3))
+
+
+def test_tempering_reaches_the_ess_floor_and_leaves_good_weights_alone():
+    cost = torch.tensor([0.0, 5.0, 9.0, 20.0, 30.0, 31.0, 50.0, 80.0], dtype=torch.float64)
+    tempered = tempered_weights(cost, 0.5)
+    assert tempered.temperature > 1 and effective_sample_size(tempered.weights).count == pytest.approx(4.0, rel=1e-6)
+    untouched = tempered_weights(torch.zeros(8, dtype=torch.float64), 0.5)
+    assert untouched.temperature == 1.0
+
+
+# ---------------------------------------------------------------------------------- invariance
+def test_terminal_costs_invariant_under_rotation_and_translation():
+    generator = torch.Generator().manual_seed(6)
+    target = torch.randn(10, 3, generator=generator, dtype=torch.float64) * 3
+    final = target + 0.3 * torch.randn(5, 10, 3, generator=generator, dtype=torch.float64)
+    moved = torch.stack([frame @ random_rotation(generator).T + torch.randn(3, generator=generator, dtype=torch.float64) * 10
+                         for frame in final])
+    for terminal_cost in (pairwise_distance_error, aligned_squared_deviation):
+        torch.testing.assert_close(terminal_cost(moved, target), terminal_cost(final, target), rtol=1e-9, atol=1e-12)
+        assert (terminal_cost(final, target) > 0).all()
+        moved_target = (target @ random_rotation(generator).T + 4.0)[None]
+        assert float(terminal_cost(moved_target, target)[0]) < 1e-20
+
+
+def test_aligned_rmsd_of_a_displaced_copy_is_the_displacement():
+    generator = torch.Generator().manual_seed(7)
+    reference = torch.randn(12, 3, generator=generator, dtype=torch.float64)
+    shifted = reference.clone()
+    shifted[0, 0] += 1.0  # one atom moved by 1: the RMSD after superposition is below 1/sqrt(12)
+    moved = shifted @ random_rotation(generator).T - 2.0
+    rmsd = float(aligned_rmsd(moved, reference))
+    assert 0 < rmsd < 1 / math.sqrt(12) + 1e-12
+
+
+@pytest.mark.parametrize("make_policy", [
+    lambda reference: DistanceEnergyPolicy(8, hidden=(16,)),
+    lambda reference: AlignedForcePolicy(reference, hidden=(16,)),
+])
+def test_molecular_policies_are_equivariant_with_no_net_force(make_policy):
+    generator = torch.Generator().manual_seed(8)
+    reference = torch.randn(8, 3, generator=generator, dtype=torch.float64) * 2
+    policy = randomised(make_policy(reference).double(), seed=9)
+    positions = reference + 0.3 * torch.randn(3, 8, 3, generator=generator, dtype=torch.float64)
+    velocities = torch.randn(3, 8, 3, generator=generator, dtype=torch.float64)
+    time_fraction = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    rotation = random_rotation(generator)
+    force = policy(positions, velocities, time_fraction)
+    force_moved = policy(positions @ rotation.T + 5.0, velocities @ rotation.T, time_fraction)
+    torch.testing.assert_close(force_moved, force @ rotation.T, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(force.sum(dim=1), torch.zeros(3, 3, dtype=torch.float64), rtol=0, atol=1e-10)
+    assert float(force.detach().abs().max()) > 1e-3
+
+
+def test_distance_energy_policy_exerts_no_net_torque():
+    generator = torch.Generator().manual_seed(10)
+    policy = randomised(DistanceEnergyPolicy(6, hidden=(16,)).double(), seed=11)
+    positions = torch.randn(2, 6, 3, generator=generator, dtype=torch.float64) * 2
+    force = policy(positions, torch.zeros_like(positions), torch.tensor([0.2, 0.9], dtype=torch.float64))
+    torque = torch.linalg.cross(positions - positions.mean(dim=1, keepdim=True), force).sum(dim=1)
+    torch.testing.assert_close(torque, torch.zeros(2, 3, dtype=torch.float64), rtol=0, atol=1e-10)
+
+
+def test_mirror_symmetrised_policy_is_equivariant():
+    policy = MirrorSymmetrizedPolicy(randomised(ToyForcePolicy(hidden=(8,)).double(), seed=12), (1.0, -1.0))
+    generator = torch.Generator().manual_seed(13)
+    x, v = torch.randn(5, 2, generator=generator, dtype=torch.float64), torch.randn(5, 2, generator=generator, dtype=torch.float64)
+    t = torch.rand(5, generator=generator, dtype=torch.float64)
+    mirror = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    torch.testing.assert_close(policy(x * mirror, v * mirror, t), policy(x, v, t) * mirror)
+
+
+# ---------------------------------------------------------------------------------- toy systems
+@pytest.mark.parametrize("name", sorted(TOY_SYSTEMS))
+def test_toy_gradients_match_autograd_and_vanish_at_the_end_states(name):
+    system = toy_system(name)
+    points = torch.randn(50, 2, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    torch.testing.assert_close(system.forces(points), negative_gradient(system.potential, points).detach(),
+                               rtol=1e-9, atol=1e-9)
+    for state in (system.start_tensor(), system.target_tensor()):
+        assert float(system.forces(state).norm()) < 2e-3 * float(system.forces(points).norm(dim=1).mean())
+
+
+def test_double_well_end_states_and_saddles():
+    system = toy_system("double-well")
+    energies = system.potential(torch.tensor([system.start, system.target, (0.0, 1.0), (0.0, -1.0)], dtype=torch.float64))
+    torch.testing.assert_close(energies, torch.tensor([-1 / 12, -1 / 12, 1.0, 1.0], dtype=torch.float64))
+
+
+def test_double_well_channel_is_the_side_of_the_last_crossing():
+    up = torch.tensor([[-1.0, 0.0], [-0.1, 0.9], [0.1, 0.9], [1.0, 0.0]])
+    fell_back_then_down = torch.tensor([[-1.0, 0.0], [0.1, 0.9], [-0.1, 0.0], [0.1, -0.9]])
+    stayed = torch.tensor([[-1.0, 0.0], [-0.5, 0.5], [-0.9, 0.0], [-1.0, 0.1]])
+    channels = double_well_channel(torch.stack([up, fell_back_then_down, stayed]))
+    assert channels.tolist() == [1, -1, 0]
+
+
+# ---------------------------------------------------------------------------------- trainer
+def tiny_config(**changes) -> ToyTrainConfig:
+    settings = dict(n_paths=8, n_steps=30, hidden=[16], lam=0.01, seed=3, iterations=3, min_ess_fraction=0.2,
+                    symmetric=True)
+    settings.update(changes)
+    return ToyTrainConfig(**settings)
+
+
+def test_resume_takes_the_same_next_iteration(tmp_path):
+    uninterrupted = ToyTrainer(tiny_config())
+    for _ in range(3):
+        uninterrupted.step()
+    first = ToyTrainer(tiny_config(), out=tmp_path)
+    first.step()
+    first.step()
+    resumed = ToyTrainer(tiny_config(), out=tmp_path, resume=True)
+    assert resumed.iteration == 2 and len(resumed.log) == 2
+    row = resumed.step()
+    expected = uninterrupted.log[-1]
+    for key in row:
+        if "seconds" not in key:
+            assert row[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-12, nan_ok=True), key
+    for a, b in zip(resumed.policy.parameters(), uninterrupted.policy.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="another configuration"):
+        ToyTrainer(tiny_config(lam=0.5), out=tmp_path, resume=True)
+
+
+def test_trainer_logs_ess_every_iteration(tmp_path):
+    trainer = ToyTrainer(tiny_config(iterations=2), out=tmp_path)
+    log = trainer.run()
+    assert [row["iteration"] for row in log] == [1, 2]
+    for row in log:
+        assert 1.0 <= row["ess"] <= 8.0 and row["ess_fraction"] == pytest.approx(row["ess"] / 8)
+        assert row["dropped_paths"] == 0
+    assert (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.fixture
+def one_thread():
+    """Training results depend on the thread count (summation order); pin it, and stay light on the CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_short_double_well_training_starts_crossing_through_both_channels(one_thread):
+    trainer = ToyTrainer(ToyTrainConfig(iterations=50, seed=0))
+    trainer.run()
+    summary = trainer.evaluate(256, seed=1, averaged=False)
+    assert summary.thp >= 0.4
+    assert min(summary.upper, summary.lower) >= 0.2
+
+
+@pytest.mark.slow
+def test_trained_double_well_policy_reaches_thp_90_percent_through_both_channels(one_thread):
+    trainer = ToyTrainer(ToyTrainConfig(iterations=250, seed=0))
+    log = trainer.run()
+    summary = trainer.evaluate(512, seed=1)
+    print(f"double well after {trainer.iteration} iterations ({sum(r['seconds'] for r in log):.0f} s): "
+          f"THP {summary.thp:.3f}, upper {summary.upper:.2f}, lower {summary.lower:.2f}, "
+          f"ESS of the last 25 iterations {sum(r['ess'] for r in log[-25:]) / 25:.1f} / {trainer.config.n_paths}")
+    assert summary.thp >= 0.9
+    assert min(summary.upper, summary.lower) >= 0.25
+
+
+def test_cli_trains_a_toy_resumes_it_and_refuses_molecules_for_now(tmp_path, capsys, one_thread):
+    from mlpot.cli import main
+
+    out = str(tmp_path / "dw")
+    assert main(["pips", "train", "--out", out, "--iterations", "2", "--paths", "4", "--eval-paths", "4", "--quiet"]) == 0
+    assert "THP" in capsys.readouterr().out
+    assert main(["pips", "train", "--out", out, "--resume", "--quiet", "--eval-paths", "4"]) == 0
+    assert main(["pips", "train", "--system", "alanine-dipeptide", "--out", str(tmp_path / "ad")]) == 2
+    assert "not implemented yet" in capsys.readouterr().err
