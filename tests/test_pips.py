@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import openmm
 import pytest
 import torch
 
@@ -331,3 +333,59 @@ def test_cli_trains_a_toy_resumes_it_and_refuses_molecules_for_now(tmp_path, cap
     assert main(["pips", "train", "--out", out, "--resume", "--quiet", "--eval-paths", "4"]) == 0
     assert main(["pips", "train", "--system", "alanine-dipeptide", "--out", str(tmp_path / "ad")]) == 2
     assert "not implemented yet" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- OpenMM side
+def free_particles_context(masses_amu, settings, harmonic_k=None):
+    from mlpot.pips.openmm_integrator import controlled_langevin_integrator
+
+    system = openmm.System()
+    for mass in masses_amu:
+        system.addParticle(mass)
+    if harmonic_k is not None:
+        well = openmm.CustomExternalForce(f"0.5*{harmonic_k}*(x*x + y*y + z*z)")
+        for index in range(len(masses_amu)):
+            well.addParticle(index, [])
+        system.addForce(well)
+    integrator = controlled_langevin_integrator(settings)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(np.zeros((len(masses_amu), 3)))
+    return context, integrator
+
+
+def test_openmm_control_force_pushes_along_its_sign_in_kj_per_mol_per_nm():
+    """Two free particles, no friction to speak of: n steps of a constant control force F give
+    x = F dt² n(n+1) / (2m) (kick-drift scheme), so both the sign and the unit (kJ/mol/nm, amu, ps) show."""
+    from mlpot.pips.openmm_integrator import langevin_settings, set_control_forces
+
+    settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1e-12, temperature_K=300.0)  # f = 1: no own noise
+    context, integrator = free_particles_context([12.0, 1.008], settings)
+    force = np.array([[150.0, -40.0, 0.0], [0.0, 0.0, -7.5]])
+    set_control_forces(integrator, force)
+    n = 10
+    integrator.step(n)
+    positions = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer)
+    expected = force * 0.001 ** 2 * n * (n + 1) / 2 / np.array([[12.0], [1.008]])
+    np.testing.assert_allclose(positions, expected, rtol=1e-9, atol=1e-15)
+
+
+def test_openmm_controlled_integrator_keeps_the_temperature_with_recorded_noise(one_thread):
+    """Harmonic wells, no control: the recorded kicks (fraction f of the noise, supplied every step
+    through the control force) plus the integrator's own rest give ⟨m v²⟩ = kT."""
+    from mlpot.pips.openmm_integrator import langevin_settings, set_control_forces
+
+    settings = langevin_settings(timestep_ps=0.002, friction_per_ps=5.0, temperature_K=300.0,
+                                 controlled_noise_fraction=0.6)
+    masses = np.array([12.0, 16.0, 1.008, 14.0] * 16)
+    context, integrator = free_particles_context(masses, settings, harmonic_k=500.0)
+    controlled_var, _ = settings.kick_variances(torch.tensor(masses)[:, None].double())
+    kick_std = np.sqrt(controlled_var.numpy()) * np.ones((len(masses), 3))
+    rng = np.random.default_rng(0)
+    kinetic = []
+    for step in range(1500):
+        set_control_forces(integrator, kick_std * rng.standard_normal((len(masses), 3)) / settings.timestep)
+        integrator.step(1)
+        if step >= 300:
+            velocities = context.getState(getVelocities=True).getVelocities(asNumpy=True)._value
+            kinetic.append((masses[:, None] * velocities ** 2).mean())
+    assert np.mean(kinetic) / settings.kT == pytest.approx(1.0, abs=0.05)

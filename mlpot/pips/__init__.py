@@ -12,7 +12,9 @@ state (Holdijk et al., NeurIPS 2023). Modules, each with one job:
 - :mod:`~mlpot.pips.loss` — the PICE surrogate loss;
 - :mod:`~mlpot.pips.policy`, :mod:`~mlpot.pips.molecular_policy` — force and energy policies;
 - :mod:`~mlpot.pips.metrics` — THP and channel usage;
-- :mod:`~mlpot.pips.trainer` — the toy training loop with checkpoints and exact resume.
+- :mod:`~mlpot.pips.trainer` — the toy training loop with checkpoints and exact resume;
+- :mod:`~mlpot.pips.openmm_integrator` — the controlled Langevin integrator for OpenMM rollouts
+  (the replica rollout driver for peptides is not written yet).
 """
 
 from mlpot.pips.cost import TERMINAL_COSTS, PathCost, path_cost
