@@ -2,12 +2,13 @@
 
 A ``CustomIntegrator`` implementing OpenMM's LangevinMiddle scheme (BAOAB with the O step in the
 middle, constraints as in ``LangevinMiddleIntegrator``) with one addition: a per-degree-of-freedom
-variable ``control_force`` that is added to the physical forces in the kick,
+variable ``control_force`` whose impulse is added in the O step, next to the thermal noise,
 
-    v ← v + dt (F + control_force) / m,   x ← x + ½ dt v,   v ← a v + b √(kT_th/m) N(0,1),
+    v ← v + dt F / m,   x ← x + ½ dt v,   v ← a v + b √(kT_th/m) N(0,1) + dt · control_force / m,
     x ← x + ½ dt v,   constrain,
 
-with a = exp(−γ dt), b = √(1 − a²). The rollout driver sets ``control_force`` before every step
+with a = exp(−γ dt), b = √(1 − a²). (Added before the O step, the recorded kick would be damped
+by a and the uncontrolled dynamics would run cold by a fraction f(1 − a²), 1.2% in the test.) The rollout driver sets ``control_force`` before every step
 to u + dW_c / dt, the policy's control plus the **recorded** controlled-channel kick, so the step
 adds the momentum u dt + dW_c exactly as :mod:`mlpot.pips.dynamics` does. The integrator's own
 noise carries only the thermal rest: kT_th = (1 − f) kT for a controlled-noise fraction f, and
@@ -51,10 +52,10 @@ def controlled_langevin_integrator(settings: LangevinSettings, constraint_tolera
     integrator.addPerDofVariable(CONTROL_FORCE, 0.0)
     integrator.addPerDofVariable("x_before_constraints", 0.0)
     integrator.addUpdateContextState()
-    integrator.addComputePerDof("v", f"v + dt*(f + {CONTROL_FORCE})/m")
+    integrator.addComputePerDof("v", "v + dt*f/m")
     integrator.addConstrainVelocities()
     integrator.addComputePerDof("x", "x + 0.5*dt*v")
-    integrator.addComputePerDof("v", "a*v + b*sqrt(kT_thermal/m)*gaussian")
+    integrator.addComputePerDof("v", f"a*v + b*sqrt(kT_thermal/m)*gaussian + dt*{CONTROL_FORCE}/m")
     integrator.addComputePerDof("x", "x + 0.5*dt*v")
     integrator.addComputePerDof("x_before_constraints", "x")
     integrator.addConstrainPositions()
