@@ -132,7 +132,7 @@ def write_frames_atomically(path: Path, frames: list) -> None:
         if path.suffix == ".gz":
             buffer = io.StringIO()
             ase.io.write(buffer, frames, format="extxyz")
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped:
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as zipped:
                 zipped.write(buffer.getvalue().encode())
         else:
             ase.io.write(tmp, frames, format="extxyz")
