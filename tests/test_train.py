@@ -216,3 +216,30 @@ def test_two_process_data_parallel_training_equals_single_process(tmp_path):
     for key in a["model"]:
         torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-10, atol=1e-12)
     assert float(log_rows(parallel)[0]["val_loss"]) == pytest.approx(float(log_rows(single)[0]["val_loss"]), rel=1e-10)
+
+
+def test_loss_terms_mse_and_huber_per_atom_energy_forces_and_stress():
+    from mlpot.data.graphs import Batch
+    from mlpot.train.loss import LossWeights, combine, loss_terms
+
+    batch = Batch(
+        positions=torch.zeros(3, 3), species=torch.zeros(3, dtype=torch.long), edge_index=torch.zeros(2, 0, dtype=torch.long),
+        cell_shifts=torch.zeros(0, 3), cell=torch.zeros(2, 3, 3), atom_frame=torch.tensor([0, 0, 1]),
+        edge_frame=torch.zeros(0, dtype=torch.long), n_atoms=torch.tensor([2, 1]), energy=torch.tensor([1.0, 2.0]),
+        forces=torch.zeros(3, 3), stress=torch.zeros(2, 3, 3), has_stress=torch.tensor([False, True]),
+    )
+    predicted = {"energy": torch.tensor([1.2, 2.5]), "forces": torch.full((3, 3), 0.1),
+                 "stress": torch.full((2, 3, 3), 0.02)}
+    mse = LossWeights(energy=2.0, forces=3.0, stress=5.0)
+    terms = loss_terms(predicted, batch, mse)
+    counts = {k: float(v[1]) for k, v in terms.items()}
+    assert counts == {"energy": 2.0, "forces": 9.0, "stress": 9.0}  # stress only for the frame that has it
+    expected = 2.0 * (0.1**2 + 0.5**2) / 2 + 3.0 * 0.1**2 + 5.0 * 0.02**2
+    assert float(combine(terms, counts, mse)) == pytest.approx(expected, rel=1e-6)
+    huber = LossWeights(energy=1.0, forces=1.0, kind="huber", huber_delta=0.2)
+    terms = loss_terms(predicted, batch, huber)
+    # per-atom energy errors 0.1 (quadratic zone) and 0.5 (linear zone: delta * (|x| - delta / 2))
+    expected = (0.5 * 0.1**2 + 0.2 * (0.5 - 0.1)) / 2 + 0.5 * 0.1**2
+    assert float(combine(terms, {k: float(v[1]) for k, v in terms.items()}, huber)) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown loss 'l1'"):
+        LossWeights(kind="l1")
