@@ -67,7 +67,18 @@ def format_metadata(metadata: Dict[str, Any], path: Path) -> str:
     lines.append("versions       " + ", ".join(f"{k} {v}" for k, v in metadata["versions"].items()))
     lines.append(f"created        {metadata['created']}")
     lines.append(f"content hash   {metadata['content_hash']}")
-    lines.append(f"provenance     {json.dumps(metadata.get('provenance'))}")
+    training = (metadata.get("provenance") or {}).get("training")
+    if training:
+        files = ", ".join(entry["path"] for entry in training["data_files"])
+        sizes = training["split_sizes"]
+        lines.append(f"trained on     {files} ({sizes['train']} train / {sizes['val']} val / {sizes['test']} test "
+                     f"frames), {training['epochs']} epochs, {training['training_time_s'] / 60:.1f} min")
+        test = training["metrics"].get("test") or training["metrics"].get("val") or {}
+        if test:
+            lines.append(f"test errors    E MAE {test.get('energy_per_atom_mae', float('nan')):.3g} meV/atom, "
+                         f"F MAE {test.get('forces_mae', float('nan')):.3g} meV/Å (training code, best EMA weights)")
+    else:
+        lines.append(f"provenance     {json.dumps(metadata.get('provenance'))}")
     return "\n".join(lines)
 
 
