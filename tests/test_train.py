@@ -161,8 +161,8 @@ def test_bad_data_stops_training_before_it_starts_with_the_frame_named(tmp_path)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
-def test_stress_is_trained_on_periodic_frames(tmp_path):
-    """Periodic frames with stress labels (and molecules without) in one dataset; the stress term is used."""
+def test_stress_is_trained_on_periodic_frames_mixed_with_molecules(tmp_path):
+    """Periodic frames with stress labels and molecules without in one dataset; the stress term is used."""
     import ase.build
     from ase.calculators.emt import EMT
 
@@ -175,12 +175,14 @@ def test_stress_is_trained_on_periodic_frames(tmp_path):
         atoms.calc = EMT()
         atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
         images.append(atoms)
-    ase.io.write(tmp_path / "cu.extxyz", images)
+    images += ase.io.read(ETHANOL, index=":6")  # molecules (no cell, no stress) in the same batches
+    ase.io.write(tmp_path / "mixed.extxyz", images)
     config = tiny_config(tmp_path / "run", arch="egnn", stress_weight=1.0, epochs=1)
-    config.data.files = [str(tmp_path / "cu.extxyz")]
+    config.data.files = [str(tmp_path / "mixed.extxyz")]
     config.data.index = ":"
     config.model.cutoff = 4.0
     result = train(config, quiet=True)
+    assert read_metadata(result.model_path)["species"] == ["H", "C", "O", "Cu"]
     assert "stress_mae" in result.metrics["train"] and result.metrics["train"]["stress_mae"] > 0
 
 
