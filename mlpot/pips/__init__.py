@@ -12,9 +12,12 @@ state (Holdijk et al., NeurIPS 2023). Modules, each with one job:
 - :mod:`~mlpot.pips.loss` — the PICE surrogate loss;
 - :mod:`~mlpot.pips.policy`, :mod:`~mlpot.pips.molecular_policy` — force and energy policies;
 - :mod:`~mlpot.pips.metrics` — THP and channel usage;
-- :mod:`~mlpot.pips.trainer` — the toy training loop with checkpoints and exact resume;
-- :mod:`~mlpot.pips.openmm_integrator` — the controlled Langevin integrator for OpenMM rollouts
-  (the replica rollout driver for peptides is not written yet).
+- :mod:`~mlpot.pips.trainer` — the PICE training loop with checkpoints and exact resume, and the toy trainer;
+- :mod:`~mlpot.pips.openmm_integrator` — the controlled Langevin integrator for OpenMM rollouts;
+- :mod:`~mlpot.pips.replicas` — N non-interacting copies of a molecule in one OpenMM System;
+- :mod:`~mlpot.pips.openmm_rollout` — batched controlled rollouts in OpenMM, recorded as a Rollout;
+- :mod:`~mlpot.pips.peptides` — molecular transitions (start, target, φ/ψ, target basin);
+- :mod:`~mlpot.pips.molecular_trainer` — PICE training of a molecular policy (alanine dipeptide).
 """
 
 from mlpot.pips.cost import TERMINAL_COSTS, PathCost, path_cost

@@ -46,3 +46,15 @@ def aligned_rmsd(positions: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     """Root-mean-square deviation after optimal superposition: (..., n_atoms, 3) → (...)."""
     difference = aligned_to(positions, reference) - centred(reference)
     return torch.sqrt((difference * difference).sum(dim=-1).mean(dim=-1))
+
+
+def dihedral_degrees(positions: torch.Tensor, quadruple) -> torch.Tensor:
+    """The dihedral angle of atoms ``quadruple`` (i, j, k, l) in degrees, (−180, 180], IUPAC sign
+    (as mdtraj's ``compute_dihedrals``): (..., n_atoms, 3) → (...)."""
+    i, j, k, l = quadruple
+    b0 = positions[..., j, :] - positions[..., i, :]
+    b1 = positions[..., k, :] - positions[..., j, :]
+    b2 = positions[..., l, :] - positions[..., k, :]
+    n1, n2 = torch.linalg.cross(b0, b1), torch.linalg.cross(b1, b2)
+    m1 = torch.linalg.cross(n1, b1 / torch.linalg.vector_norm(b1, dim=-1, keepdim=True))
+    return torch.rad2deg(torch.atan2(-(m1 * n2).sum(-1), (n1 * n2).sum(-1)))

@@ -25,3 +25,21 @@ def channel_fractions(channels: torch.Tensor, hits: torch.Tensor) -> Dict[str, f
         return {"upper": float("nan"), "lower": float("nan")}
     return {"upper": int(((channels == 1) & hits).sum()) / n_hits,
             "lower": int(((channels == -1) & hits).sum()) / n_hits}
+
+
+def pairwise_distance_error_x1000(final_positions_nm: torch.Tensor, target_nm: torch.Tensor) -> torch.Tensor:
+    """EPD: 1000 · mean_{i<j} (|r_i − r_j| − |r*_i − r*_j|)² in nm² over all atoms, (n_paths,)
+    (the definition of the derivative code described in shared/reference/pips.md)."""
+    from mlpot.pips.cost import pairwise_distance_error
+
+    return 1000.0 * pairwise_distance_error(final_positions_nm, target_nm)
+
+
+def transition_state_energy(path_energies: torch.Tensor, hits: torch.Tensor) -> float:
+    """ETS: mean over the successful paths of the maximum potential energy along the path.
+
+    ``path_energies`` (n_paths, n_frames) of the *unbiased* potential, ``hits`` (n_paths,) bool;
+    NaN when no path hit."""
+    if not bool(hits.any()):
+        return float("nan")
+    return float(path_energies[hits].max(dim=1).values.mean())

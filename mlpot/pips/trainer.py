@@ -1,17 +1,17 @@
-"""PICE training of a control policy on a 2D toy system, with a checkpoint every iteration.
+"""PICE training of a control policy, with a checkpoint every iteration; the toy-system trainer.
 
-One iteration:
+:class:`PiceTrainer` is the loop every system shares; one iteration:
 
-1. ``n_paths`` controlled rollouts from the start point with Maxwell–Boltzmann velocities
-   (:func:`mlpot.pips.dynamics.controlled_langevin_rollout`, noise recorded);
-2. path costs S with the squared distance to the target as φ (:mod:`mlpot.pips.cost`);
+1. ``n_paths`` controlled rollouts with recorded noise (the subclass's :meth:`~PiceTrainer.rollout`:
+   torch dynamics for the toys, OpenMM for molecules, :mod:`mlpot.pips.molecular_trainer`);
+2. path costs S with the subclass's terminal cost φ (:mod:`mlpot.pips.cost`);
 3. importance weights and the effective sample size (:mod:`mlpot.pips.weights`); blown-up paths
    (non-finite) get weight 0 and are counted; the weights used for the gradient are tempered
    only when their ESS falls below ``min_ess_fraction`` · N (the logged ESS is the exact one);
 4. the PICE surrogate loss (:mod:`mlpot.pips.loss`, with the zero-mean baseline) and one Adam
    step with an exponentially decaying learning rate; an exponential moving average (EMA) of
-   the policy weights is updated and is what :meth:`ToyTrainer.evaluate` samples with;
-5. a log row (ESS, THP, channel usage, costs, seconds) and ``checkpoint.pt``.
+   the policy weights is updated and is what evaluation samples with;
+5. a log row (ESS, the subclass's path summary such as THP, costs, seconds) and ``checkpoint.pt``.
 
 Exact resume: all random numbers of the rollouts come from one ``torch.Generator`` whose state is
 checkpointed with the policy, its EMA, the optimiser, the iteration and the log, and the learning
@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -48,24 +48,15 @@ NEGLIGIBLE_WEIGHT = 1e-12  # paths below this importance weight are left out of 
 
 
 @dataclass
-class ToyTrainConfig:
-    """Settings of a toy PICE run; the defaults train the double well to THP ≥ 0.9 in ~200 iterations.
+class PiceTrainConfig:
+    """Settings every PICE run has: batch, λ (unit of φ), optimiser, EMA, weight tempering, seed.
 
-    ``lam`` λ is in the unit of φ (squared length): 0.01 asks for paths that end within ~0.1 of the
-    target (softer targets let paths arrive late and stop short). ``n_steps`` and ``friction``
-    default to the system's. ``min_ess_fraction``, ``baseline`` and ``symmetric`` are explained
-    in :func:`mlpot.pips.weights.tempered_weights`, :func:`mlpot.pips.loss.pice_surrogate_loss`
-    and :class:`mlpot.pips.policy.MirrorSymmetrizedPolicy`.
-    """
+    ``min_ess_fraction`` and ``baseline`` are explained in :func:`mlpot.pips.weights.tempered_weights`
+    and :func:`mlpot.pips.loss.pice_surrogate_loss`."""
 
-    system: str = "double-well"
     n_paths: int = 64
-    n_steps: Optional[int] = None
-    friction: Optional[float] = None
     lam: float = 0.01
-    policy: str = "force"
     hidden: List[int] = field(default_factory=lambda: [64, 64])
-    use_velocities: bool = True
     lr: float = 1e-2
     final_lr: Optional[float] = 1e-3  # the learning rate decays exponentially to it over `iterations` (None: constant)
     iterations: int = 300
@@ -74,48 +65,23 @@ class ToyTrainConfig:
     ema_decay: float = 0.95          # the moving average of the policy weights is what samples after training
     min_ess_fraction: float = 0.1    # temper the weights so that their ESS is at least this fraction of n_paths
     baseline: bool = True            # subtract the uniform weights 1/N in the loss (same expected gradient)
-    symmetric: bool = False          # symmetrise the policy under the system's mirror (double well: y -> -y)
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
 
 
-@dataclass
-class SampleSummary:
-    """THP and channel usage of a batch of paths."""
+class PiceTrainer:
+    """The PICE loop, checkpoints and resume; subclasses supply :meth:`rollout`, :meth:`terminal_cost`
+    and :meth:`summarise`, and set ``self.policy`` and ``self.control_weight`` before calling
+    :meth:`_start_training` at the end of their ``__init__``."""
 
-    thp: float
-    upper: float
-    lower: float
+    config_type = PiceTrainConfig
+    policy: torch.nn.Module
+    control_weight: torch.Tensor
 
-
-def summarise_paths(system: ToySystem, rollout: Rollout) -> SampleSummary:
-    """Fraction of paths ending in the target basin and, among those, the channel fractions."""
-    hits = hits_target(rollout.final_positions, system.target_tensor(rollout.positions.dtype), system.target_radius)
-    fractions = {"upper": float("nan"), "lower": float("nan")}
-    if system.channel is not None:
-        fractions = channel_fractions(system.channel(rollout.positions), hits)
-    return SampleSummary(thp=float(hits.double().mean()), **fractions)
-
-
-class ToyTrainer:
-    """Trains a toy policy; ``out`` (optional) receives ``checkpoint.pt`` after every iteration."""
-
-    def __init__(self, config: ToyTrainConfig, out: Path | None = None, resume: bool = False):
+    def _start_training(self, config: PiceTrainConfig, out: Path | None, resume: bool) -> None:
         self.config = config
         self.out = Path(out) if out is not None else None
-        self.system = toy_system(config.system)
-        self.n_steps = config.n_steps or self.system.n_steps
-        self.settings = LangevinSettings(self.system.timestep, config.friction or self.system.friction,
-                                         self.system.kT, config.controlled_noise_fraction)
-        self.mass = torch.tensor(self.system.mass, dtype=torch.float64)
-        self.control_weight = control_weight(self.settings, self.mass, config.lam)
-        with torch.random.fork_rng():
-            torch.manual_seed(config.seed)
-            mirror = self.system.mirror if config.symmetric else None
-            if config.symmetric and mirror is None:
-                raise ValueError(f"toy system {config.system!r} has no mirror symmetry to build into the policy")
-            self.policy = toy_policy(config.policy, 2, config.hidden, config.use_velocities, mirror).double()
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
         self.average = ExponentialMovingAverage(copy.deepcopy(self.policy), config.ema_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -125,10 +91,24 @@ class ToyTrainer:
             self._load_state(torch.load(self._checkpoint_path(), weights_only=False))
 
     @classmethod
-    def resume(cls, out: Path) -> "ToyTrainer":
+    def resume(cls, out: Path):
         """The run in ``out``, continued from its checkpoint with the configuration it was started with."""
         state = torch.load(Path(out) / CHECKPOINT_NAME, weights_only=False)
-        return cls(ToyTrainConfig(**state["config"]), out=out, resume=True)
+        return cls(cls.config_type(**state["config"]), out=out, resume=True)
+
+    # ---- what a system supplies
+    def rollout(self, n_paths: int | None = None, generator: torch.Generator | None = None,
+                averaged: bool = False) -> Tuple[Rollout, Dict[str, float]]:
+        """Controlled paths and timing/bookkeeping entries for the log."""
+        raise NotImplementedError
+
+    def terminal_cost(self, rollout: Rollout) -> torch.Tensor:
+        """φ(x_T) (n_paths,) in the unit of λ."""
+        raise NotImplementedError
+
+    def summarise(self, rollout: Rollout) -> Dict[str, float]:
+        """How good the paths are (THP and the like), for the log."""
+        raise NotImplementedError
 
     # ---- checkpoints
     def _checkpoint_path(self) -> Path:
@@ -165,19 +145,7 @@ class ToyTrainer:
         torch.save(self.state(), temporary)
         os.replace(temporary, path)  # a crash mid-write never destroys the previous checkpoint
 
-    # ---- rollouts and steps
-    def rollout(self, n_paths: int | None = None, generator: torch.Generator | None = None,
-                averaged: bool = False) -> Rollout:
-        """Controlled paths with the current policy, or its moving average if ``averaged``
-        (``n_paths`` defaults to the training batch, ``generator`` to the training one)."""
-        n_paths = n_paths or self.config.n_paths
-        generator = generator or self.generator
-        policy = self.average.module if averaged else self.policy
-        start = self.system.start_tensor().expand(n_paths, 2).clone()
-        velocities = maxwell_boltzmann_velocities(n_paths, torch.Size([2]), self.mass, self.system.kT, generator)
-        return controlled_langevin_rollout(self.system.forces, policy, start, velocities, self.settings,
-                                           self.n_steps, generator, self.mass)
-
+    # ---- steps
     def learning_rate(self, iteration: int) -> float:
         """Adam's step size at (0-based) ``iteration``: ``lr``, decaying exponentially to ``final_lr``."""
         if self.config.final_lr is None:
@@ -188,13 +156,12 @@ class ToyTrainer:
     def step(self) -> Dict[str, float]:
         """One training iteration; returns (and logs) its row."""
         started = time.perf_counter()
-        rollout = self.rollout()
+        rollout, rollout_entries = self.rollout()
         rollout_seconds = time.perf_counter() - started
-        terminal = squared_distance_to_target(rollout.final_positions, self.system.target_tensor())
-        cost = path_cost(terminal, rollout.controls, rollout.noises, rollout.timestep, self.control_weight,
-                         self.config.lam)
+        cost = path_cost(self.terminal_cost(rollout), rollout.controls, rollout.noises, rollout.timestep,
+                         self.control_weight, self.config.lam)
         finite = rollout.finite_paths() & torch.isfinite(cost.total)
-        ess = effective_sample_size(importance_weights(cost.total))
+        ess = effective_sample_size(importance_weights(torch.where(finite, cost.total, torch.inf)))
         tempered = tempered_weights(torch.where(finite, cost.total, torch.inf), self.config.min_ess_fraction)
         # the loss needs every finite path for the baseline, else only those whose weight is not negligible
         in_loss = finite if self.config.baseline else tempered.weights > NEGLIGIBLE_WEIGHT
@@ -208,11 +175,11 @@ class ToyTrainer:
         self.optimizer.step()
         self.average.update(self.policy)
         self.iteration += 1
-        summary = summarise_paths(self.system, rollout)
         row = {
             "iteration": self.iteration, "seconds": time.perf_counter() - started, "rollout_seconds": rollout_seconds,
+            **rollout_entries,
             "ess": ess.count, "ess_fraction": ess.fraction, "temperature": tempered.temperature,
-            "thp": summary.thp, "upper": summary.upper, "lower": summary.lower,
+            **self.summarise(rollout),
             "mean_cost": float(cost.total[finite].mean()), "min_cost": float(cost.total[finite].min()),
             "mean_terminal_cost": float(cost.terminal[finite].mean()),
             "mean_control_cost": float(cost.control[finite].mean()), "loss": float(loss.detach()),
@@ -238,7 +205,82 @@ class ToyTrainer:
                 break
         return self.log
 
+
+@dataclass
+class ToyTrainConfig(PiceTrainConfig):
+    """Settings of a toy PICE run; the defaults train the double well to THP ≥ 0.9 in ~200 iterations.
+
+    ``lam`` λ is in the unit of φ (squared length): 0.01 asks for paths that end within ~0.1 of the
+    target (softer targets let paths arrive late and stop short). ``n_steps`` and ``friction``
+    default to the system's. ``symmetric`` is explained in :class:`mlpot.pips.policy.MirrorSymmetrizedPolicy`.
+    """
+
+    system: str = "double-well"
+    n_steps: Optional[int] = None
+    friction: Optional[float] = None
+    policy: str = "force"
+    use_velocities: bool = True
+    symmetric: bool = False          # symmetrise the policy under the system's mirror (double well: y -> -y)
+
+
+@dataclass
+class SampleSummary:
+    """THP and channel usage of a batch of paths."""
+
+    thp: float
+    upper: float
+    lower: float
+
+
+def summarise_paths(system: ToySystem, rollout: Rollout) -> SampleSummary:
+    """Fraction of paths ending in the target basin and, among those, the channel fractions."""
+    hits = hits_target(rollout.final_positions, system.target_tensor(rollout.positions.dtype), system.target_radius)
+    fractions = {"upper": float("nan"), "lower": float("nan")}
+    if system.channel is not None:
+        fractions = channel_fractions(system.channel(rollout.positions), hits)
+    return SampleSummary(thp=float(hits.double().mean()), **fractions)
+
+
+class ToyTrainer(PiceTrainer):
+    """Trains a toy policy; ``out`` (optional) receives ``checkpoint.pt`` after every iteration."""
+
+    config_type = ToyTrainConfig
+
+    def __init__(self, config: ToyTrainConfig, out: Path | None = None, resume: bool = False):
+        self.system = toy_system(config.system)
+        self.n_steps = config.n_steps or self.system.n_steps
+        self.settings = LangevinSettings(self.system.timestep, config.friction or self.system.friction,
+                                         self.system.kT, config.controlled_noise_fraction)
+        self.mass = torch.tensor(self.system.mass, dtype=torch.float64)
+        self.control_weight = control_weight(self.settings, self.mass, config.lam)
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            mirror = self.system.mirror if config.symmetric else None
+            if config.symmetric and mirror is None:
+                raise ValueError(f"toy system {config.system!r} has no mirror symmetry to build into the policy")
+            self.policy = toy_policy(config.policy, 2, config.hidden, config.use_velocities, mirror).double()
+        self._start_training(config, out, resume)
+
+    def rollout(self, n_paths: int | None = None, generator: torch.Generator | None = None,
+                averaged: bool = False) -> Tuple[Rollout, Dict[str, float]]:
+        """Controlled paths with the current policy, or its moving average if ``averaged``
+        (``n_paths`` defaults to the training batch, ``generator`` to the training one)."""
+        n_paths = n_paths or self.config.n_paths
+        generator = generator or self.generator
+        policy = self.average.module if averaged else self.policy
+        start = self.system.start_tensor().expand(n_paths, 2).clone()
+        velocities = maxwell_boltzmann_velocities(n_paths, torch.Size([2]), self.mass, self.system.kT, generator)
+        return controlled_langevin_rollout(self.system.forces, policy, start, velocities, self.settings,
+                                           self.n_steps, generator, self.mass), {}
+
+    def terminal_cost(self, rollout: Rollout) -> torch.Tensor:
+        return squared_distance_to_target(rollout.final_positions, self.system.target_tensor())
+
+    def summarise(self, rollout: Rollout) -> Dict[str, float]:
+        return dataclasses.asdict(summarise_paths(self.system, rollout))
+
     def evaluate(self, n_paths: int, seed: int, averaged: bool = True) -> SampleSummary:
         """THP and channel usage of ``n_paths`` fresh controlled paths of the averaged (or current)
         policy; they use their own generator, so training's random numbers are untouched."""
-        return summarise_paths(self.system, self.rollout(n_paths, torch.Generator().manual_seed(seed), averaged))
+        rollout, _ = self.rollout(n_paths, torch.Generator().manual_seed(seed), averaged)
+        return summarise_paths(self.system, rollout)

@@ -1,0 +1,163 @@
+"""Batched controlled rollouts of a molecule in OpenMM, recorded as a :class:`~mlpot.pips.dynamics.Rollout`.
+
+The N replicas are the N copies of a :class:`~mlpot.pips.replicas.ReplicaSystem` in one Context
+(one ``step`` call advances all of them), integrated by the controlled LangevinMiddle integrator
+of :mod:`mlpot.pips.openmm_integrator`. Per step:
+
+1. read positions and velocities of all copies (one ``getState``);
+2. evaluate the policy once for all replicas, u(x_s, v_s, t_s / T) with t_s = s dt, the state at
+   the start of the step (a function of the past only, as the path weights require);
+3. draw the controlled-channel kick dW_c ~ N(0, f (1 − a²) m kT) per degree of freedom from the
+   torch generator, record u and dW_c, and set ``control_force = u + dW_c / dt``;
+4. take one step.
+
+**Units, end to end: OpenMM's.** Positions in nm, velocities in nm/ps, time in ps, control forces
+in kJ/mol/nm, kicks dW_c in amu·nm/ps, masses in amu, kT in kJ/mol. The policy is called with
+and returns these units (its ``length_scale``/``force_scale`` set what one network unit means),
+so the Rollout, :func:`~mlpot.pips.dynamics.control_weight` and the path cost need no conversion.
+
+Start velocities are Maxwell–Boltzmann at the temperature (``setVelocitiesToTemperature`` with a
+seed drawn from the generator), not 0 K. With ``controlled_noise_fraction`` = 1 (default) the
+integrator has no noise of its own and every random number comes from the torch generator, so a
+rollout is reproducible from the generator's state.
+
+A replica blows up when its positions or velocities stop being finite or its kinetic energy
+exceeds ``blowup_kinetic_factor`` × its equipartition value: it is reset to its start (so that
+it cannot disturb the others), receives no control any more, its recorded entries from then on
+are NaN (so :meth:`Rollout.finite_paths` drops it) and a warning names it; the count is
+:attr:`OpenMMRollout.dropped`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import openmm
+import torch
+
+from mlpot.pips.dynamics import LangevinSettings, Rollout
+from mlpot.pips.openmm_integrator import (
+    MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K, controlled_langevin_integrator, set_control_forces,
+)
+from mlpot.pips.replicas import ReplicaSystem, openmm_platform
+
+ControlFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class RolloutTimings:
+    """Wall seconds of one rollout: inside OpenMM (step + getState + setting forces), inside the
+    policy, and the rest (Python, numpy/torch conversion, noise, records)."""
+
+    openmm: float = 0.0
+    policy: float = 0.0
+    total: float = 0.0
+
+    @property
+    def overhead(self) -> float:
+        return self.total - self.openmm - self.policy
+
+
+@dataclass
+class OpenMMRollout:
+    """The recorded paths (units in the module docstring), the number of replicas that blew up
+    and the time spent where."""
+
+    rollout: Rollout
+    dropped: int
+    timings: RolloutTimings = field(default_factory=RolloutTimings)
+
+
+class ReplicaRunner:
+    """A Context over a :class:`ReplicaSystem` with the controlled integrator, reused for every rollout."""
+
+    def __init__(self, replicas: ReplicaSystem, settings: LangevinSettings, platform: str = "CPU",
+                 threads: int = 1, blowup_kinetic_factor: float = 50.0):
+        self.replicas = replicas
+        self.settings = settings
+        self.blowup_kinetic_factor = blowup_kinetic_factor
+        self.integrator = controlled_langevin_integrator(settings)
+        self.integrator.setRandomNumberSeed(1)
+        chosen, properties = openmm_platform(platform, threads)
+        self.context = openmm.Context(replicas.system, self.integrator, chosen, properties)
+        self.mass = torch.tensor(replicas.masses_amu, dtype=torch.float64)[:, None]  # (n_atoms, 1)
+
+    def _state(self) -> tuple[np.ndarray, np.ndarray]:
+        state = self.context.getState(getPositions=True, getVelocities=True)
+        positions = self.replicas.per_copy(state.getPositions(asNumpy=True)._value)
+        velocities = state.getVelocities(asNumpy=True)._value.reshape(positions.shape)
+        return positions, velocities
+
+    def _blown_up(self, positions: np.ndarray, velocities: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(positions).all(axis=(1, 2)) & np.isfinite(velocities).all(axis=(1, 2))
+        kinetic = 0.5 * (self.replicas.masses_amu[None, :, None] * np.nan_to_num(velocities) ** 2).sum(axis=(1, 2))
+        limit = self.blowup_kinetic_factor * 1.5 * self.replicas.n_atoms * self.settings.kT
+        return ~finite | (kinetic > limit)
+
+    def run(self, control: ControlFunction, start_positions_nm: np.ndarray, n_steps: int,
+            generator: torch.Generator) -> OpenMMRollout:
+        """``n_steps`` controlled steps of every replica from ``start_positions_nm`` (n_atoms, 3)."""
+        timings = RolloutTimings()
+        started = time.perf_counter()
+        replicas, settings, dt = self.replicas, self.settings, self.settings.timestep
+        n_paths, n_atoms = replicas.n_copies, replicas.n_atoms
+        start = np.broadcast_to(start_positions_nm, (n_paths, n_atoms, 3))
+        kick_std = torch.sqrt(settings.kick_variances(self.mass)[0])  # (n_atoms, 1)
+        seed = int(torch.randint(1, 2**30, (1,), generator=generator))
+        shape = (n_paths, n_steps, n_atoms, 3)
+        record = {name: torch.full(shape, torch.nan, dtype=torch.float64)
+                  for name in ("control_positions", "control_velocities", "controls", "noises")}
+        positions_record = torch.full((n_paths, n_steps + 1, n_atoms, 3), torch.nan, dtype=torch.float64)
+        control_times = torch.arange(n_steps, dtype=torch.float64) * dt
+        alive = np.ones(n_paths, dtype=bool)
+
+        clock = time.perf_counter()
+        self.context.setPositions(replicas.stacked_positions(start))
+        self.context.setVelocitiesToTemperature(settings.kT / MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K, seed)
+        positions, velocities = self._state()
+        timings.openmm += time.perf_counter() - clock
+        positions_record[:, 0] = torch.from_numpy(positions)
+        for step in range(n_steps):
+            x, v = torch.from_numpy(positions), torch.from_numpy(velocities)
+            clock = time.perf_counter()
+            with torch.no_grad():
+                u = control(x, v, torch.full((n_paths,), step / n_steps, dtype=torch.float64))
+            timings.policy += time.perf_counter() - clock
+            kick = kick_std * torch.randn(x.shape, generator=generator, dtype=torch.float64)
+            push = (u + kick / dt).numpy() * alive[:, None, None]
+            live = torch.from_numpy(alive)
+            for name, value in (("control_positions", x), ("control_velocities", v), ("controls", u),
+                                ("noises", kick)):
+                record[name][live, step] = value[live]
+            clock = time.perf_counter()
+            set_control_forces(self.integrator, push.reshape(-1, 3))
+            self.integrator.step(1)
+            positions, velocities = self._state()
+            timings.openmm += time.perf_counter() - clock
+            blown = self._blown_up(positions, velocities) & alive
+            if blown.any():
+                clock = time.perf_counter()
+                self._drop(blown, step, start, positions, velocities)
+                timings.openmm += time.perf_counter() - clock
+                alive &= ~blown
+            positions_record[torch.from_numpy(alive), step + 1] = torch.from_numpy(positions[alive])
+        final_velocities = torch.full((n_paths, n_atoms, 3), torch.nan, dtype=torch.float64)
+        final_velocities[torch.from_numpy(alive)] = torch.from_numpy(velocities[alive])
+        rollout = Rollout(positions=positions_record, control_times=control_times,
+                          final_velocities=final_velocities, timestep=dt, **record)
+        timings.total = time.perf_counter() - started
+        return OpenMMRollout(rollout=rollout, dropped=int((~alive).sum()), timings=timings)
+
+    def _drop(self, blown: np.ndarray, step: int, start: np.ndarray, positions: np.ndarray,
+              velocities: np.ndarray) -> None:
+        """Reset the blown-up replicas to their start at rest (positions/velocities updated in place)."""
+        warnings.warn(f"PIPS rollout: replica(s) {np.flatnonzero(blown).tolist()} blew up at step {step + 1} "
+                      "(non-finite or exploding kinetic energy); dropped from this iteration", RuntimeWarning)
+        positions[blown] = start[blown]
+        velocities[blown] = 0.0
+        self.context.setPositions(self.replicas.stacked_positions(positions))
+        self.context.setVelocities(velocities.reshape(-1, 3))
