@@ -207,8 +207,8 @@ def test_two_process_data_parallel_training_equals_single_process(tmp_path):
         import yaml
 
         path.write_text(yaml.safe_dump(config))
-        prefix = [] if out is single else [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                                           "--master_port", "29531", "-m", "mlpot.cli"]
+        prefix = [] if out is single else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                           "2", "-m", "mlpot.cli"]
         args = (command + [str(path)]) if out is single else (prefix + ["train", "--quiet", str(path)])
         finished = subprocess.run(args, env=environment, capture_output=True, text=True, timeout=300)
         assert finished.returncode == 0, finished.stderr[-3000:]
