@@ -9,6 +9,7 @@
     mlpot eval runs/eth/model.pt --data test.extxyz
     mlpot data inspect my.extxyz
     mlpot pips train --system double-well --out runs/dw
+    mlpot pips train --system alanine-dipeptide --out runs/ad ; mlpot pips sample runs/ad --paths 64
     mlpot demo
 """
 
@@ -236,26 +237,42 @@ def _cmd_data_inspect(args) -> int:
 
 
 def _cmd_pips_train(args) -> int:
-    from mlpot.pips.toy import TOY_SYSTEMS
-    from mlpot.pips.trainer import ToyTrainConfig, ToyTrainer
+    from mlpot.pips.runs import new_run, resume_run
 
     if args.resume:
-        trainer = ToyTrainer.resume(Path(args.out))
-    elif args.system not in TOY_SYSTEMS:
-        print(f"mlpot pips train: error: PIPS with OpenMM rollouts for molecular systems is not implemented yet; "
-              f"the 2D toy systems are: {', '.join(TOY_SYSTEMS)}", file=sys.stderr)
-        return 2
+        trainer = resume_run(Path(args.out))
     else:
-        trainer = ToyTrainer(ToyTrainConfig(system=args.system, iterations=args.iterations, n_paths=args.paths,
-                                            seed=args.seed), out=Path(args.out))
+        trainer = new_run(args.system, Path(args.out), potential=args.potential, iterations=args.iterations,
+                          n_paths=args.paths, seed=args.seed)
     while trainer.iteration < trainer.config.iterations:
         row = trainer.step()
         if not args.quiet:
             print(f"iteration {row['iteration']:4d}  ESS {row['ess']:5.1f}/{trainer.config.n_paths}  "
                   f"THP {row['thp']:.2f}  mean S {row['mean_cost']:8.2f}  {row['seconds']:.2f} s")
+    if hasattr(trainer, "transition"):  # molecular: the sample command evaluates (it costs rollouts)
+        print(f"{trainer.config.system}: {trainer.iteration} iterations; checkpoint in {args.out}; "
+              f"`mlpot pips sample {args.out}` draws paths with the averaged policy")
+        return 0
     summary = trainer.evaluate(args.eval_paths, seed=trainer.config.seed + 1)
     print(f"{trainer.config.system}: THP {summary.thp:.3f} on {args.eval_paths} fresh paths of the averaged policy"
           f" (channels: upper {summary.upper:.2f}, lower {summary.lower:.2f}); checkpoint in {args.out}")
+    return 0
+
+
+def _cmd_pips_sample(args) -> int:
+    from mlpot.pips.runs import resume_run
+    from mlpot.pips.trajectories import write_paths
+
+    trainer = resume_run(Path(args.run))
+    if not hasattr(trainer, "transition"):
+        print("mlpot pips sample: error: sampling to DCD is for molecular runs; toy runs report THP at the end "
+              "of `mlpot pips train`", file=sys.stderr)
+        return 2
+    metrics, rollout = trainer.evaluate(args.paths, seed=args.seed)
+    out = Path(args.out) if args.out else Path(args.run) / "paths.dcd"
+    pdb = write_paths(rollout.positions[rollout.finite_paths()], trainer.topology, out)
+    print(json.dumps(metrics, indent=1))
+    print(f"{args.paths} paths ({metrics['blown_up']} blown up, left out) in {out}, topology {pdb}")
     return 0
 
 
@@ -340,16 +357,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pips", help="transition path sampling by a learned control policy (PIPS)")
     pips_sub = p.add_subparsers(dest="pips_command", required=True)
-    q = pips_sub.add_parser("train", help="train a PIPS policy (2D toy systems so far); checkpoints every iteration")
-    q.add_argument("--system", default="double-well", help="double-well or mueller-brown (default double-well)")
+    q = pips_sub.add_parser("train", help="train a PIPS policy (2D toys in torch, molecules in OpenMM); "
+                            "checkpoints every iteration")
+    q.add_argument("--system", default="double-well",
+                   help="double-well, mueller-brown or alanine-dipeptide (default double-well)")
     q.add_argument("--out", required=True, help="run directory (checkpoint.pt)")
-    q.add_argument("--iterations", type=int, default=300)
-    q.add_argument("--paths", type=int, default=64, help="rollouts per iteration (default 64)")
-    q.add_argument("--eval-paths", type=int, default=512, help="fresh paths for the final THP (default 512)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--potential", default=None, help="mlpot model file as the physical potential (molecules; "
+                   "default: the system's force field, amber14)")
+    q.add_argument("--iterations", type=int, default=None, help="default 300")
+    q.add_argument("--paths", type=int, default=None, help="rollouts per iteration (default 64 toys, 16 molecules)")
+    q.add_argument("--eval-paths", type=int, default=512, help="fresh paths for the final THP of a toy (default 512)")
+    q.add_argument("--seed", type=int, default=None, help="default 0")
     q.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings")
     q.add_argument("--quiet", action="store_true", help="no line per iteration")
     q.set_defaults(func=_cmd_pips_train)
+    q = pips_sub.add_parser("sample", help="draw paths with a trained molecular policy: DCD + PDB, metrics")
+    q.add_argument("run", help="run directory of `mlpot pips train`")
+    q.add_argument("--paths", type=int, default=64, help="number of paths (default 64)")
+    q.add_argument("--out", default=None, help="DCD file (default RUN/paths.dcd); the PDB topology goes beside it")
+    q.add_argument("--seed", type=int, default=1)
+    q.set_defaults(func=_cmd_pips_sample)
 
     p = sub.add_parser("demo", help="train on the shipped ethanol DFT set, then run the model in OpenMM")
     p.add_argument("--arch", choices=["egnn", "nequip"], default="nequip")

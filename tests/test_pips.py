@@ -324,15 +324,15 @@ def test_trained_double_well_policy_reaches_thp_90_percent_through_both_channels
     assert min(summary.upper, summary.lower) >= 0.25
 
 
-def test_cli_trains_a_toy_resumes_it_and_refuses_molecules_for_now(tmp_path, capsys, one_thread):
+def test_cli_trains_a_toy_resumes_it_and_refuses_unknown_systems(tmp_path, capsys, one_thread):
     from mlpot.cli import main
 
     out = str(tmp_path / "dw")
     assert main(["pips", "train", "--out", out, "--iterations", "2", "--paths", "4", "--eval-paths", "4", "--quiet"]) == 0
     assert "THP" in capsys.readouterr().out
     assert main(["pips", "train", "--out", out, "--resume", "--quiet", "--eval-paths", "4"]) == 0
-    assert main(["pips", "train", "--system", "alanine-dipeptide", "--out", str(tmp_path / "ad")]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    assert main(["pips", "train", "--system", "chignolin", "--out", str(tmp_path / "chig")]) == 2
+    assert "no PIPS transition defined for 'chignolin'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------- OpenMM side
@@ -391,3 +391,149 @@ def test_openmm_controlled_integrator_keeps_the_temperature_with_recorded_noise(
             velocities = context.getState(getVelocities=True).getVelocities(asNumpy=True)._value
             kinetic.append((masses[:, None] * velocities ** 2).mean())
     assert np.mean(kinetic) / settings.kT == pytest.approx(1.0, abs=0.05)  # 5 standard errors
+
+
+# ---------------------------------------------------------------------------------- OpenMM rollouts
+@pytest.fixture(scope="module")
+def alanine_replicas():
+    from mlpot.pips.openmm_integrator import langevin_settings
+    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.replicas import build_replica_system
+
+    topology, start_nm, target_nm = peptide_transition("alanine-dipeptide").load()
+    settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
+    return build_replica_system(topology, start_nm, 4), settings, start_nm, target_nm
+
+
+def replica_runner(alanine_replicas):
+    from mlpot.pips.openmm_rollout import ReplicaRunner
+
+    replicas, settings, start_nm, _ = alanine_replicas
+    return ReplicaRunner(replicas, settings, platform="Reference"), start_nm
+
+
+def no_control(positions, velocities, time_fraction):
+    return torch.zeros_like(positions)
+
+
+def test_replica_copies_have_the_single_molecule_energy(alanine_replicas):
+    from mlpot.pips.replicas import potential_energies_kj_mol
+
+    replicas, _, start_nm, _ = alanine_replicas
+    single = potential_energies_kj_mol(replicas.single_system, start_nm[None], platform="Reference")[0]
+    stacked = replicas.stacked_positions(np.broadcast_to(start_nm, (4, *start_nm.shape)))
+    context = openmm.Context(replicas.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(stacked)
+    total = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+    assert total == pytest.approx(4 * single, rel=1e-10)
+
+
+def test_openmm_rollout_records_every_step_with_kicks_of_the_controlled_variance(alanine_replicas):
+    runner, start_nm = replica_runner(alanine_replicas)
+    result = runner.run(no_control, start_nm, 30, torch.Generator().manual_seed(0))
+    rollout = result.rollout
+    assert rollout.positions.shape == (4, 31, 22, 3) and rollout.noises.shape == (4, 30, 22, 3)
+    assert rollout.control_positions.shape == rollout.controls.shape == rollout.control_velocities.shape
+    assert rollout.timestep == pytest.approx(0.001) and rollout.n_steps == 30 and result.dropped == 0
+    assert bool(rollout.finite_paths().all())
+    torch.testing.assert_close(rollout.positions[:, 0], torch.from_numpy(start_nm).expand(4, 22, 3))
+    torch.testing.assert_close(rollout.control_positions[:, 1:], rollout.positions[:, 1:-1])  # state at step start
+    variance = runner.settings.kick_variances(runner.mass)[0]  # (22, 1), amu² nm²/ps²
+    normalised = rollout.noises / torch.sqrt(variance)
+    assert float(normalised.mean()) == pytest.approx(0.0, abs=0.05)  # 7920 draws: standard error 0.011
+    assert float(normalised.var()) == pytest.approx(1.0, abs=0.06)
+    kinetic = (runner.mass * rollout.control_velocities[:, 0] ** 2).mean() / runner.settings.kT
+    assert 0.6 < float(kinetic) < 1.4  # thermalised start velocities, not 0 K
+
+
+def test_openmm_rollout_bias_pushes_only_its_replica_along_its_sign_in_kj_per_mol_per_nm(alanine_replicas):
+    """A control force on the alpha carbon of replica 1 only: with the same random numbers, replica 1's
+    carbon moves by F dt² n² / (2m) relative to the uncontrolled run, every other replica not at all."""
+    runner, start_nm = replica_runner(alanine_replicas)
+    force = torch.tensor([800.0, -300.0, 0.0], dtype=torch.float64)  # kJ/mol/nm
+    carbon, n = 8, 3
+
+    def push(positions, velocities, time_fraction):
+        u = torch.zeros_like(positions)
+        u[1, carbon] = force
+        return u
+
+    free = runner.run(no_control, start_nm, n, torch.Generator().manual_seed(3)).rollout
+    pushed = runner.run(push, start_nm, n, torch.Generator().manual_seed(3)).rollout
+    difference = pushed.final_positions - free.final_positions
+    mass = float(runner.mass[carbon])
+    expected = force * 0.001 ** 2 * n * n / (2 * mass)  # nm
+    torch.testing.assert_close(difference[1, carbon], expected, rtol=0.05, atol=2e-6)
+    for other in (0, 2, 3):
+        assert float(difference[other].abs().max()) == 0.0
+
+
+def test_blown_up_replica_is_dropped_with_a_warning_and_counted(alanine_replicas):
+    runner, start_nm = replica_runner(alanine_replicas)
+
+    def explode_replica_2(positions, velocities, time_fraction):
+        u = torch.zeros_like(positions)
+        u[2] = 1e9
+        return u
+
+    with pytest.warns(RuntimeWarning, match=r"replica\(s\) \[2\] blew up"):
+        result = runner.run(explode_replica_2, start_nm, 10, torch.Generator().manual_seed(0))
+    assert result.dropped == 1
+    assert result.rollout.finite_paths().tolist() == [True, True, False, True]
+    healthy = runner.run(no_control, start_nm, 5, torch.Generator().manual_seed(0))  # the context recovered
+    assert healthy.dropped == 0 and bool(healthy.rollout.finite_paths().all())
+
+
+def test_alanine_target_basin_holds_c7ax_not_c5(alanine_replicas):
+    from mlpot.pips.peptides import peptide_transition
+
+    _, _, start_nm, target_nm = alanine_replicas
+    transition = peptide_transition("alanine-dipeptide")
+    hits = transition.in_target_basin(torch.from_numpy(np.stack([start_nm, target_nm])))
+    assert hits.tolist() == [False, True]
+
+
+def tiny_molecular_config(**overrides):
+    from mlpot.pips.molecular_trainer import MolecularTrainConfig
+
+    settings = dict(n_paths=2, n_steps=10, hidden=[8], iterations=5)
+    settings.update(overrides)
+    return MolecularTrainConfig(**settings)
+
+
+@pytest.mark.parametrize("policy", ["distance-energy", "aligned-force"])
+def test_molecular_resume_takes_the_same_next_iteration(tmp_path, one_thread, policy):
+    from mlpot.pips.molecular_trainer import MolecularTrainer
+
+    config = tiny_molecular_config(policy=policy, force_scale_kj_mol_nm=1e4)  # controls large enough to matter
+    uninterrupted = MolecularTrainer(config, platform="Reference")
+    for _ in range(3):
+        uninterrupted.step()
+    first = MolecularTrainer(config, out=tmp_path, platform="Reference")
+    first.step()
+    first.step()
+    resumed = MolecularTrainer(config, out=tmp_path, resume=True, platform="Reference")
+    row = resumed.step()
+    expected = uninterrupted.log[-1]
+    assert expected["mean_control_cost"] > 0
+    for key in row:
+        if "seconds" not in key:
+            assert row[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-12, nan_ok=True), key
+    for a, b in zip(resumed.policy.parameters(), uninterrupted.policy.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_cli_trains_alanine_dipeptide_and_samples_paths_to_dcd(tmp_path, capsys, one_thread):
+    import mdtraj
+
+    from mlpot.cli import main
+
+    out = tmp_path / "ad"
+    assert main(["pips", "train", "--system", "alanine-dipeptide", "--out", str(out), "--iterations", "1",
+                 "--paths", "2", "--quiet"]) == 0
+    assert main(["pips", "train", "--out", str(out), "--resume", "--quiet"]) == 0  # nothing left to do
+    assert main(["pips", "sample", str(out), "--paths", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert '"thp"' in printed and '"ets_kj_mol"' in printed
+    paths = mdtraj.load(str(out / "paths.dcd"), top=str(out / "paths.pdb"))
+    assert paths.n_frames == 2 * 501 and paths.n_atoms == 22

@@ -64,8 +64,8 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
 
 
 def peptide_transition(name: str) -> PeptideTransition:
-    """The transition called ``name``; the error lists the known ones."""
+    """The transition called ``name``; a KeyError lists the known ones."""
     if name not in PEPTIDE_TRANSITIONS:
-        raise NotImplementedError(f"no PIPS transition defined for {name!r} yet; known: {', '.join(PEPTIDE_TRANSITIONS)}"
-                                  " (polyproline and chignolin need implicit-solvent replicas, not written yet)")
+        raise KeyError(f"no PIPS transition defined for {name!r}; known: {', '.join(PEPTIDE_TRANSITIONS)} and the 2D "
+                       "toys (polyproline and chignolin need implicit-solvent replicas, not written yet)")
     return PEPTIDE_TRANSITIONS[name]

@@ -1,0 +1,36 @@
+"""Starting and continuing PIPS training runs by system name: toy systems train in torch
+(:class:`~mlpot.pips.trainer.ToyTrainer`), molecules in OpenMM
+(:class:`~mlpot.pips.molecular_trainer.MolecularTrainer`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from mlpot.pips.toy import TOY_SYSTEMS
+from mlpot.pips.trainer import CHECKPOINT_NAME, PiceTrainer, ToyTrainConfig, ToyTrainer
+
+
+def new_run(system: str, out: Optional[Path], potential: Optional[str] = None, **settings) -> PiceTrainer:
+    """A fresh trainer for ``system`` writing to ``out``; ``settings`` (None values ignored) override
+    the configuration's defaults; ``potential`` (mlpot model file) only for molecules."""
+    settings = {key: value for key, value in settings.items() if value is not None}
+    if system in TOY_SYSTEMS:
+        if potential is not None:
+            raise ValueError("--potential applies to molecular systems, not to the 2D toys")
+        return ToyTrainer(ToyTrainConfig(system=system, **settings), out=out)
+    from mlpot.pips.molecular_trainer import MolecularTrainConfig, MolecularTrainer
+
+    return MolecularTrainer(MolecularTrainConfig(system=system, potential=potential, **settings), out=out)
+
+
+def resume_run(out: Path) -> PiceTrainer:
+    """The run in ``out`` continued from its checkpoint, toy or molecular as it was started."""
+    config = torch.load(Path(out) / CHECKPOINT_NAME, weights_only=False)["config"]
+    if config["system"] in TOY_SYSTEMS:
+        return ToyTrainer.resume(out)
+    from mlpot.pips.molecular_trainer import MolecularTrainer
+
+    return MolecularTrainer.resume(out)
