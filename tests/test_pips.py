@@ -428,6 +428,20 @@ def test_replica_copies_have_the_single_molecule_energy(alanine_replicas):
     assert total == pytest.approx(4 * single, rel=1e-10)
 
 
+def test_replicas_of_an_mlpot_model_potential_do_not_feel_each_other(model_files, alanine_replicas):
+    import openmmtorch  # noqa: F401  (after torch)
+    from mlpot.pips.replicas import build_replica_system, potential_energies_kj_mol
+
+    replicas, _, start_nm, _ = alanine_replicas
+    model = build_replica_system(replicas.topology, start_nm, 3, model=model_files[("egnn", "float64")])
+    single = potential_energies_kj_mol(model.single_system, start_nm[None])[0]
+    stacked = model.stacked_positions(np.broadcast_to(start_nm, (3, *start_nm.shape)))
+    context = openmm.Context(model.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(stacked)
+    total = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+    assert total == pytest.approx(3 * single, rel=1e-8)
+
+
 def test_openmm_rollout_records_every_step_with_kicks_of_the_controlled_variance(alanine_replicas):
     runner, start_nm = replica_runner(alanine_replicas)
     result = runner.run(no_control, start_nm, 30, torch.Generator().manual_seed(0))
