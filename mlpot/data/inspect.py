@@ -9,7 +9,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from mlpot.data.frames import DataError, Frame
-from mlpot.data.statistics import fit_energy_references
+from mlpot.data.statistics import composition_matrix, fit_energy_references
 from mlpot.data.validate import validate_frame, validate_frames
 
 
@@ -43,10 +43,8 @@ def inspect_frames(frames: Sequence[Frame]) -> Dict:
         references, _ = fit_energy_references(good, numbers)
         forces = np.concatenate([np.linalg.norm(f.forces, axis=1) for f in good])
         energies = np.array([f.energy for f in good])
-        residual = []
-        for f in good:
-            baseline = sum(references[numbers.index(int(z))] for z in f.numbers)
-            residual.append((f.energy - baseline) / f.n_atoms)
+        counts = composition_matrix(good, numbers)
+        residual = (energies - counts @ references) / counts.sum(axis=1)
         report.update({
             "energy_eV": _range(energies.tolist()),
             "energy_per_atom_after_reference_fit_meV": {
