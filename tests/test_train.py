@@ -245,3 +245,33 @@ def test_loss_terms_mse_and_huber_per_atom_energy_forces_and_stress():
     assert float(combine(terms, {k: float(v[1]) for k, v in terms.items()}, huber)) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="unknown loss 'l1'"):
         LossWeights(kind="l1")
+
+
+@pytest.mark.parametrize("arch", ["egnn", "nequip"])
+def test_batched_training_prediction_equals_the_deployed_compute(arch):
+    """predict_batch (training) and Potential.compute (deployment): same energies, forces and stress."""
+    import ase.build
+
+    from mlpot.data import collate, frames_to_graphs, read_frames
+    from mlpot.data.frames import Frame
+    from mlpot.models import build_model, describe
+    from mlpot.train.predict import predict_batch
+
+    model = build_model(describe(arch, ["H", "C", "O", "Si"], 4.0, dtype="float64",
+                                 hyperparameters=TEST_HYPERPARAMETERS[arch]), seed=3)
+    crystal = ase.build.bulk("Si", "diamond", 5.43, cubic=True).repeat((2, 2, 2))
+    crystal.rattle(0.05, seed=1)
+    crystal.set_cell(crystal.cell * 1.01, scale_atoms=True)
+    frames = read_frames(ETHANOL)[:2]
+    frames.append(Frame(crystal.positions, crystal.numbers.astype(np.int64), crystal.cell.array.copy(),
+                        crystal.pbc.copy(), 0.0, np.zeros((len(crystal), 3))))
+    batch = collate(frames_to_graphs(frames, 4.0), model.species_table, torch.float64, "cpu")
+    batched = predict_batch(model, batch, compute_stress=True, create_graph=False)
+    for k, frame in enumerate(frames):
+        periodic = bool(frame.pbc.all())
+        single = model.compute(torch.from_numpy(frame.positions), torch.from_numpy(frame.numbers),
+                               torch.from_numpy(frame.cell), torch.from_numpy(frame.pbc), True, periodic)
+        assert float(batched["energy"][k]) == pytest.approx(float(single["energy"]), rel=1e-12)
+        torch.testing.assert_close(batched["forces"][batch.atom_frame == k], single["forces"], rtol=1e-10, atol=1e-12)
+        if periodic:
+            torch.testing.assert_close(batched["stress"][k], single["stress"], rtol=1e-9, atol=1e-12)
