@@ -275,3 +275,13 @@ def test_batched_training_prediction_equals_the_deployed_compute(arch):
         torch.testing.assert_close(batched["forces"][batch.atom_frame == k], single["forces"], rtol=1e-10, atol=1e-12)
         if periodic:
             torch.testing.assert_close(batched["stress"][k], single["stress"], rtol=1e-9, atol=1e-12)
+
+
+def test_unknown_optimizer_and_a_corrupt_checkpoint_are_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        train(tiny_config(tmp_path / "a", epochs=1, optimizer="sgd"), quiet=True)
+    run = tmp_path / "b"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="checkpoint.pt is not a readable checkpoint"):
+        train(tiny_config(run, epochs=1), resume=True, quiet=True)
