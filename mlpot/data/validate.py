@@ -33,16 +33,20 @@ MIN_PAIRS = 8
 SLOPE_RANGE = (0.2, 5.0)
 
 
+def _check_per_atom_vectors(frame: Frame, array: np.ndarray, name: str) -> None:
+    """``array`` must be ``(n_atoms, 3)`` and finite; the error names the first bad atom."""
+    if array.shape != (frame.n_atoms, 3):
+        raise frame.error(f"{name} have shape {tuple(array.shape)}; expected ({frame.n_atoms}, 3)")
+    bad_atoms = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if bad_atoms.size:
+        raise frame.error(f"{name} contain NaN or infinite values (atom index {int(bad_atoms[0])})")
+
+
 def validate_frame(frame: Frame, atomic_numbers: Sequence[int] | None = None, need_stress: bool = False) -> None:
     """Raise :class:`DataError` for the first problem in one frame."""
-    n = frame.n_atoms
-    if n == 0:
+    if frame.n_atoms == 0:
         raise frame.error("the frame has no atoms")
-    if frame.positions.shape != (n, 3):
-        raise frame.error(f"positions have shape {frame.positions.shape}; expected ({n}, 3)")
-    bad_atoms = np.flatnonzero(~np.isfinite(frame.positions).all(axis=1))
-    if bad_atoms.size:
-        raise frame.error(f"positions contain NaN or infinite values (atom index {int(bad_atoms[0])})")
+    _check_per_atom_vectors(frame, frame.positions, "positions")
     unknown_z = sorted({int(z) for z in frame.numbers if not 1 <= z < len(chemical_symbols)})
     if unknown_z:
         raise frame.error(f"atomic number(s) {unknown_z} are not chemical elements")
@@ -58,11 +62,7 @@ def validate_frame(frame: Frame, atomic_numbers: Sequence[int] | None = None, ne
         raise frame.error(f"energy is {frame.energy}")
     if frame.forces is None:
         raise frame.error("no forces label (set data.forces_key if they are stored under another name)")
-    if frame.forces.shape != (n, 3):
-        raise frame.error(f"forces have shape {tuple(frame.forces.shape)}; expected ({n}, 3)")
-    bad_atoms = np.flatnonzero(~np.isfinite(frame.forces).all(axis=1))
-    if bad_atoms.size:
-        raise frame.error(f"forces contain NaN or infinite values (atom index {int(bad_atoms[0])})")
+    _check_per_atom_vectors(frame, frame.forces, "forces")
     if frame.stress is not None and not np.isfinite(frame.stress).all():
         raise frame.error("stress contains NaN or infinite values")
     if need_stress and frame.pbc.all() and frame.stress is None:

@@ -47,6 +47,12 @@ class DataConfig:
     test_indices: str | None = None
     check_units: bool = True
 
+    def spec(self) -> "DataSpec":
+        """The reader settings (keys, units, frame index) as a :class:`mlpot.data.DataSpec`."""
+        from mlpot.data import DataSpec
+
+        return DataSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataSpec)})
+
 
 @dataclass
 class ModelConfig:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from mlpot.data import (
-    DataSpec, Frame, check_split, collate, compute_statistics, frames_to_graphs, load_split, random_split,
+    Frame, check_split, collate, compute_statistics, frames_to_graphs, load_split, random_split,
     read_index_file, read_many, save_split, validate_frames,
 )
 from mlpot.data.graphs import Graph
@@ -84,11 +84,7 @@ def load_frames(config: TrainConfig) -> tuple[List[Frame], List[int]]:
     data = config.data
     if not data.files:
         raise ValueError("no training data: set data.files in the config or pass --data FILE")
-    spec = DataSpec(
-        energy_key=data.energy_key, forces_key=data.forces_key, stress_key=data.stress_key,
-        energy_unit=data.energy_unit, length_unit=data.length_unit, index=data.index,
-    )
-    frames = read_many(data.files, spec)
+    frames = read_many(data.files, data.spec())
     if config.model.species:
         numbers = atomic_numbers_of(config.model.species)
     else:
