@@ -551,3 +551,14 @@ def test_cli_trains_alanine_dipeptide_and_samples_paths_to_dcd(tmp_path, capsys,
     assert '"thp"' in printed and '"ets_kj_mol"' in printed
     paths = mdtraj.load(str(out / "paths.dcd"), top=str(out / "paths.pdb"))
     assert paths.n_frames == 2 * 501 and paths.n_atoms == 22
+
+
+def test_aligned_squared_deviation_gradient_matches_autograd():
+    from mlpot.pips.geometry import aligned_rmsd, aligned_squared_deviation_gradient
+
+    generator = torch.Generator().manual_seed(3)
+    positions = torch.randn(4, 10, 3, dtype=torch.float64, generator=generator)
+    reference = torch.randn(10, 3, dtype=torch.float64, generator=generator)
+    tracked = positions.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad((aligned_rmsd(tracked, reference) ** 2).sum(), tracked)
+    torch.testing.assert_close(aligned_squared_deviation_gradient(positions, reference), expected)

@@ -48,6 +48,19 @@ def aligned_rmsd(positions: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     return torch.sqrt((difference * difference).sum(dim=-1).mean(dim=-1))
 
 
+def aligned_squared_deviation_gradient(positions: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """∂ RMSD²(positions, reference) / ∂ positions, (..., n_atoms, 3), in length units.
+
+    RMSD² = (1/n) Σ_i |(x_i − x̄) Q − (r_i − r̄)|² minimised over proper rotations Q; at the
+    optimum its derivative with respect to Q vanishes (envelope theorem), so the gradient is that
+    at fixed Q: (2/n) [(x − x̄) Q − (r − r̄)] Qᵀ (the centring term drops out: the rows sum to 0).
+    Closed form, no derivative through the singular value decomposition (which is unstable
+    where singular values coincide)."""
+    mobile, target = centred(positions), centred(reference)
+    rotation = kabsch_rotation(mobile, target)
+    return (2.0 / positions.shape[-2]) * (mobile @ rotation - target) @ rotation.transpose(-1, -2)
+
+
 def dihedral_degrees(positions: torch.Tensor, quadruple) -> torch.Tensor:
     """The dihedral angle of atoms ``quadruple`` (i, j, k, l) in degrees, (−180, 180], IUPAC sign
     (as mdtraj's ``compute_dihedrals``): (..., n_atoms, 3) → (...)."""

@@ -5,10 +5,18 @@ supplies the OpenMM rollouts (:mod:`mlpot.pips.openmm_rollout`, N replicas in on
 terminal cost and the path metrics. Units are OpenMM's throughout (nm, ps, kJ/mol, kJ/mol/nm;
 see :mod:`mlpot.pips.openmm_rollout`); λ is in nm², the unit of the terminal cost.
 
-Terminal cost φ: the mean squared pairwise-distance error to the target over the **heavy atoms**
-(``terminal_atoms="heavy"``, 10 of 22 for alanine dipeptide; rotation/translation invariant).
-Hydrogens are left out because methyl and amide-H orientations carry no information about the
-transition and only add noise to φ; ``"all"`` uses every atom, as the reference code does.
+Terminal cost φ (``terminal_cost``), over the **heavy atoms** (``terminal_atoms="heavy"``, 10 of
+22 for alanine dipeptide; ``"all"`` uses every atom, as the reference code does), both invariant
+under rotation and translation:
+
+- ``aligned-rmsd`` (default): the squared RMSD after Kabsch superposition (proper rotations only).
+- ``pairwise-distance``: the mean squared pairwise-distance error, the reference method's choice.
+  Distances are also invariant under *reflection*, so this cost cannot tell a conformation from
+  its mirror image: the mirror image of C7ax (φ≈60°, ψ≈−40°) lies near C7eq (φ≈−80°, ψ≈70°),
+  which is reachable without crossing the φ = 0 barrier. Measured on alanine dipeptide (16 paths ×
+  500 fs, 300 K, friction 1/ps): pulling down the gradient of the heavy-atom pairwise cost lowers
+  it 10× from its unbiased value but puts 0 of 16 paths into C7ax (they stop near C7eq), while the
+  same pull on the aligned RMSD (k = 10⁴ kJ/mol/nm²) puts 15 of 16 there.
 
 Metrics per iteration (training paths) and in :meth:`MolecularTrainer.evaluate`:
 THP (final (φ, ψ) in the target basin, :mod:`mlpot.pips.peptides`), final heavy-atom RMSD to the
@@ -27,7 +35,7 @@ import numpy as np
 import torch
 
 from mlpot import units
-from mlpot.pips.cost import pairwise_distance_error
+from mlpot.pips.cost import TERMINAL_COSTS
 from mlpot.pips.dynamics import Rollout, control_weight
 from mlpot.pips.geometry import aligned_rmsd
 from mlpot.pips.metrics import pairwise_distance_error_x1000, transition_state_energy
@@ -64,6 +72,7 @@ class MolecularTrainConfig(PiceTrainConfig):
     hidden: List[int] = field(default_factory=lambda: [128, 128])
     length_scale_nm: float = 0.1
     force_scale_kj_mol_nm: float = 100.0
+    terminal_cost: str = "aligned-rmsd"
     terminal_atoms: str = "heavy"
     lr: float = 1e-3
     final_lr: Optional[float] = 1e-4
@@ -87,6 +96,8 @@ class MolecularTrainer(PiceTrainer):
                  platform: str = "CPU", threads: int = 1):
         if config.policy not in MOLECULAR_POLICIES:
             raise ValueError(f"unknown molecular policy {config.policy!r}; known: {', '.join(MOLECULAR_POLICIES)}")
+        if config.terminal_cost not in ("aligned-rmsd", "pairwise-distance"):
+            raise ValueError(f"terminal_cost must be 'aligned-rmsd' or 'pairwise-distance', got {config.terminal_cost!r}")
         if config.terminal_atoms not in ("heavy", "all"):
             raise ValueError(f"terminal_atoms must be 'heavy' or 'all', got {config.terminal_atoms!r}")
         self.transition = peptide_transition(config.system)
@@ -135,7 +146,7 @@ class MolecularTrainer(PiceTrainer):
 
     def terminal_cost(self, rollout: Rollout) -> torch.Tensor:
         atoms = self.terminal_atoms
-        return pairwise_distance_error(rollout.final_positions[:, atoms], self.target[atoms])
+        return TERMINAL_COSTS[self.config.terminal_cost](rollout.final_positions[:, atoms], self.target[atoms])
 
     def summarise(self, rollout: Rollout) -> Dict[str, float]:
         finite = rollout.finite_paths()
