@@ -25,6 +25,7 @@ import copy
 import dataclasses
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -161,6 +162,8 @@ class PiceTrainer:
         cost = path_cost(self.terminal_cost(rollout), rollout.controls, rollout.noises, rollout.timestep,
                          self.control_weight, self.config.lam)
         finite = rollout.finite_paths() & torch.isfinite(cost.total)
+        if not bool(finite.any()):
+            return self._skip_iteration(started, rollout_seconds, rollout_entries, rollout.n_paths)
         ess = effective_sample_size(importance_weights(torch.where(finite, cost.total, torch.inf)))
         tempered = tempered_weights(torch.where(finite, cost.total, torch.inf), self.config.min_ess_fraction)
         # the loss needs every finite path for the baseline, else only those whose weight is not negligible
@@ -185,6 +188,21 @@ class PiceTrainer:
             "mean_control_cost": float(cost.control[finite].mean()), "loss": float(loss.detach()),
             "paths_in_loss": int(in_loss.sum()), "dropped_paths": int((~finite).sum()),
         }
+        self.log.append(row)
+        if self.out is not None:
+            self.save_checkpoint()
+        return row
+
+    def _skip_iteration(self, started: float, rollout_seconds: float, rollout_entries: Dict[str, float],
+                        n_paths: int) -> Dict[str, float]:
+        """Every path of this iteration blew up: no update (there is nothing to weight), a warning,
+        and a log row that counts it; the random numbers moved on, so the next iteration differs."""
+        warnings.warn(f"PIPS iteration {self.iteration + 1}: all {n_paths} paths blew up; the policy was not "
+                      "updated (if this repeats, lower lr or the force scale)", RuntimeWarning)
+        self.iteration += 1
+        row = {"iteration": self.iteration, "seconds": time.perf_counter() - started,
+               "rollout_seconds": rollout_seconds, **rollout_entries, "ess": 0.0, "ess_fraction": 0.0,
+               "thp": 0.0, "mean_cost": float("nan"), "loss": float("nan"), "dropped_paths": n_paths, "skipped": 1}
         self.log.append(row)
         if self.out is not None:
             self.save_checkpoint()
