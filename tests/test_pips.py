@@ -15,7 +15,7 @@ from mlpot.pips.dynamics import LangevinSettings, control_weight, controlled_lan
 from mlpot.pips.geometry import aligned_rmsd
 from mlpot.pips.gradients import negative_gradient
 from mlpot.pips.loss import pice_surrogate_loss, policy_controls
-from mlpot.pips.molecular_policy import AlignedForcePolicy, DistanceEnergyPolicy
+from mlpot.pips.molecular_policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
 from mlpot.pips.policy import MirrorSymmetrizedPolicy, ToyEnergyPolicy, ToyForcePolicy
 from mlpot.pips.toy import TOY_SYSTEMS, double_well_channel, toy_system
 from mlpot.pips.trainer import ToyTrainConfig, ToyTrainer
@@ -198,6 +198,8 @@ def test_aligned_rmsd_of_a_displaced_copy_is_the_displacement():
 @pytest.mark.parametrize("make_policy", [
     lambda reference: DistanceEnergyPolicy(8, hidden=(16,)),
     lambda reference: AlignedForcePolicy(reference, hidden=(16,)),
+    lambda reference: TargetGuidedPolicy(reference, [0, 2, 3, 5, 7], AlignedForcePolicy(reference, hidden=(16,)),
+                                         strength=50.0, n_knots=3),
 ])
 def test_molecular_policies_are_equivariant_with_no_net_force(make_policy):
     generator = torch.Generator().manual_seed(8)
@@ -212,6 +214,26 @@ def test_molecular_policies_are_equivariant_with_no_net_force(make_policy):
     torch.testing.assert_close(force_moved, force @ rotation.T, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(force.sum(dim=1), torch.zeros(3, 3, dtype=torch.float64), rtol=0, atol=1e-10)
     assert float(force.detach().abs().max()) > 1e-3
+
+
+def test_untrained_guided_policy_is_steered_md_down_the_aligned_rmsd():
+    generator = torch.Generator().manual_seed(12)
+    target = torch.randn(6, 3, generator=generator, dtype=torch.float64) * 2
+    heavy = [0, 1, 3, 4]
+    policy = TargetGuidedPolicy(target, heavy, DistanceEnergyPolicy(6, hidden=(8,)).double(), strength=30.0, n_knots=4)
+    positions = (target + 0.4 * torch.randn(2, 6, 3, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    (gradient,) = torch.autograd.grad((aligned_rmsd(positions[:, heavy], target[heavy]) ** 2).sum(), positions)
+    force = policy(positions.detach(), torch.zeros_like(positions), torch.tensor([0.1, 0.8], dtype=torch.float64))
+    torch.testing.assert_close(force, -30.0 * gradient)
+    assert float(force[:, [2, 5]].abs().max()) == 0.0  # only the guided atoms are pulled
+    torque = torch.linalg.cross(positions.detach() - positions.detach().mean(dim=1, keepdim=True), force).sum(dim=1)
+    torch.testing.assert_close(torque, torch.zeros(2, 3, dtype=torch.float64), rtol=0, atol=1e-10)
+    # the strength is interpolated linearly between its knots (here: 0 at t/T = 1/3, softplus-scaled)
+    with torch.no_grad():
+        policy.log_strength_knots[1] = 2.0
+    expected = 30.0 * torch.nn.functional.softplus(torch.tensor([1.0, 2.0, 0.0])) / math.log(2.0)
+    torch.testing.assert_close(policy.pull_strength(torch.tensor([1 / 6, 1 / 3, 1.0], dtype=torch.float64)),
+                               expected.double())
 
 
 def test_distance_energy_policy_exerts_no_net_torque():

@@ -19,6 +19,16 @@ exerts a net force of ~170 kJ/mol/nm). Two ways, as in the PIPS paper's two poli
   frame, removes their mean (no net force) and rotates them back. Equivariant as long as the
   superposition is unique (it is not for near-linear or wildly distorted structures, where the
   rotation jumps), cheaper (3n inputs, no second derivatives), and it can use velocities.
+
+Either can be wrapped by :class:`TargetGuidedPolicy`, which adds a pull down the gradient of the
+terminal cost (the aligned RMSD to the target) with a learned, time-dependent strength. Started
+from zero control, PICE on alanine dipeptide never sees a path near the target (16 paths × 0.5 ps
+at 300 K, friction 1/ps: the importance weights stay on one path, ESS 1.0/16, THP 0 after 400
+iterations), because reaching C7ax in 0.5 ps is a ~10⁻¹⁰-probability event of the uncontrolled
+dynamics. Starting from a pull that already gets there (what steered MD does) turns the search
+into a refinement: the weights then compare paths that hit with more or less control work, and
+PICE lowers the work (and the energy crossed) while keeping the hits. The pull uses only the
+target structure, which the terminal cost uses anyway, so no collective variable is introduced.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from mlpot.pips.geometry import centred, kabsch_rotation, pairwise_distances
+from mlpot.pips.geometry import aligned_squared_deviation_gradient, centred, kabsch_rotation, pairwise_distances
 from mlpot.pips.gradients import negative_gradient
 from mlpot.pips.policy import mlp
 
@@ -80,3 +90,40 @@ class AlignedForcePolicy(nn.Module):
         force = self.force_scale * self.network(torch.cat(parts, dim=1)).reshape(positions.shape)
         force = force - force.mean(dim=1, keepdim=True)  # no net force
         return force @ rotation.transpose(-1, -2)  # back from the reference frame (rotation is orthogonal)
+
+
+class TargetGuidedPolicy(nn.Module):
+    """u = κ(t) · (−∂RMSD²_atoms/∂x) + residual(x, v, t): a pull toward ``target`` over ``atoms``
+    (Kabsch-aligned RMSD, so no net force or torque) plus a learned correction.
+
+    κ(t) = ``strength`` · softplus(a(t)) / softplus(0), with a(t) interpolated linearly between
+    ``n_knots`` learned values at evenly spaced t/T ∈ [0, 1], all 0 at the start (κ = ``strength``,
+    in force per length², e.g. kJ/mol/nm²). The residual policy (``DistanceEnergyPolicy`` or
+    ``AlignedForcePolicy``) starts at zero output, so the untrained policy is steered MD."""
+
+    def __init__(self, target: torch.Tensor, atoms: Sequence[int], residual: nn.Module, strength: float,
+                 n_knots: int = 11):
+        super().__init__()
+        if strength <= 0 or n_knots < 2:
+            raise ValueError(f"strength must be positive and n_knots at least 2, got {strength}, {n_knots}")
+        self.register_buffer("target", torch.as_tensor(target, dtype=torch.float64)[list(atoms)].clone())
+        self.register_buffer("atoms", torch.tensor(list(atoms), dtype=torch.long))
+        self.strength = strength
+        self.log_strength_knots = nn.Parameter(torch.zeros(n_knots, dtype=torch.float64))
+        self.residual = residual
+
+    def pull_strength(self, time_fraction: torch.Tensor) -> torch.Tensor:
+        """κ(t/T) (n,) in the unit of ``strength``."""
+        knots = self.log_strength_knots
+        position = time_fraction.clamp(0.0, 1.0) * (len(knots) - 1)
+        lower = position.floor().long().clamp(max=len(knots) - 2)
+        fraction = (position - lower).to(knots.dtype)
+        value = knots[lower] * (1.0 - fraction) + knots[lower + 1] * fraction
+        return self.strength * nn.functional.softplus(value) / nn.functional.softplus(torch.zeros((), dtype=value.dtype))
+
+    def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
+        pull = torch.zeros_like(positions)
+        pull[:, self.atoms] = -aligned_squared_deviation_gradient(positions[:, self.atoms].detach(),
+                                                                  self.target.to(positions.dtype))
+        strength = self.pull_strength(time_fraction).to(positions.dtype)
+        return strength[:, None, None] * pull + self.residual(positions, velocities, time_fraction)

@@ -18,11 +18,11 @@ under rotation and translation:
   it 10× from its unbiased value but puts 0 of 16 paths into C7ax (they stop near C7eq), while the
   same pull on the aligned RMSD (k = 10⁴ kJ/mol/nm²) puts 15 of 16 there.
 
-Metrics per iteration (training paths) and in :meth:`MolecularTrainer.evaluate`:
-THP (final (φ, ψ) in the target basin, :mod:`mlpot.pips.peptides`), final heavy-atom RMSD to the
-target after Kabsch alignment (Å), EPD (1000 × mean squared pairwise-distance error, nm², all
-atoms); ETS (mean over hit paths of the maximum *unbiased* potential energy along the path,
-kJ/mol) only in :meth:`~MolecularTrainer.evaluate`, since it needs one energy evaluation per frame.
+Metrics (:mod:`mlpot.pips.path_metrics`) per iteration (training paths: THP, final heavy-atom
+RMSD to the target after Kabsch alignment (Å), EPD) and in :meth:`MolecularTrainer.evaluate`
+(also ETS and the maximum *unbiased* energy along the paths, kJ/mol, which need one energy
+evaluation per frame, and the work done by the control). :meth:`~MolecularTrainer.evaluate_control`
+runs any control, e.g. the baselines of :mod:`mlpot.pips.baselines`, the same way.
 """
 
 from __future__ import annotations
@@ -34,16 +34,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from mlpot import units
 from mlpot.pips.cost import TERMINAL_COSTS
 from mlpot.pips.dynamics import Rollout, control_weight
-from mlpot.pips.geometry import aligned_rmsd
-from mlpot.pips.metrics import pairwise_distance_error_x1000, transition_state_energy
-from mlpot.pips.molecular_policy import AlignedForcePolicy, DistanceEnergyPolicy
+from mlpot.pips.molecular_policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
 from mlpot.pips.openmm_integrator import langevin_settings
-from mlpot.pips.openmm_rollout import ReplicaRunner
+from mlpot.pips.openmm_rollout import ControlFunction, ReplicaRunner
+from mlpot.pips.path_metrics import EvaluatedPaths, MolecularPathMetrics
 from mlpot.pips.peptides import peptide_transition
-from mlpot.pips.replicas import build_replica_system, potential_energies_kj_mol
+from mlpot.pips.replicas import build_replica_system
 from mlpot.pips.trainer import PiceTrainConfig, PiceTrainer
 
 MOLECULAR_POLICIES = ("distance-energy", "aligned-force")
@@ -58,7 +56,9 @@ class MolecularTrainConfig(PiceTrainConfig):
     ``potential``: an mlpot model file as the physical potential (None: the system's force field).
     ``lam`` in nm². ``policy``: ``distance-energy`` or ``aligned-force``
     (:mod:`mlpot.pips.molecular_policy`); ``length_scale_nm`` and ``force_scale_kj_mol_nm`` set
-    what one unit of the network's input and output means."""
+    what one unit of the network's input and output means. ``guide_strength_kj_mol_nm2``: wrap the
+    policy in :class:`~mlpot.pips.molecular_policy.TargetGuidedPolicy` with this initial pull
+    strength (None: no pull, the policy starts at zero control)."""
 
     system: str = "alanine-dipeptide"
     potential: Optional[str] = None
@@ -72,6 +72,8 @@ class MolecularTrainConfig(PiceTrainConfig):
     hidden: List[int] = field(default_factory=lambda: [128, 128])
     length_scale_nm: float = 0.1
     force_scale_kj_mol_nm: float = 100.0
+    guide_strength_kj_mol_nm2: Optional[float] = 1e4
+    guide_knots: int = 11
     terminal_cost: str = "aligned-rmsd"
     terminal_atoms: str = "heavy"
     lr: float = 1e-3
@@ -112,6 +114,8 @@ class MolecularTrainer(PiceTrainer):
         self._runners: Dict[int, ReplicaRunner] = {}
         runner = self.runner(config.n_paths)
         self.control_weight = control_weight(self.settings, runner.mass, config.lam)  # (n_atoms, 1)
+        self.path_metrics = MolecularPathMetrics(self.transition, self.target, self.heavy_atoms,
+                                                 runner.replicas.single_system, platform, threads)
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
             self.policy = self._build_policy(config, target_nm).double()
@@ -119,12 +123,17 @@ class MolecularTrainer(PiceTrainer):
 
     def _build_policy(self, config: MolecularTrainConfig, target_nm: np.ndarray) -> torch.nn.Module:
         if config.policy == "distance-energy":
-            return DistanceEnergyPolicy(len(target_nm), config.hidden, length_scale=config.length_scale_nm,
+            policy = DistanceEnergyPolicy(len(target_nm), config.hidden, length_scale=config.length_scale_nm,
+                                          force_scale=config.force_scale_kj_mol_nm)
+        else:
+            carbon_speed_nm_ps = float(np.sqrt(self.settings.kT / 12.0))
+            policy = AlignedForcePolicy(torch.from_numpy(target_nm), config.hidden, use_velocities=True,
+                                        length_scale=config.length_scale_nm, velocity_scale=carbon_speed_nm_ps,
                                         force_scale=config.force_scale_kj_mol_nm)
-        carbon_speed_nm_ps = float(np.sqrt(self.settings.kT / 12.0))
-        return AlignedForcePolicy(torch.from_numpy(target_nm), config.hidden, use_velocities=True,
-                                  length_scale=config.length_scale_nm, velocity_scale=carbon_speed_nm_ps,
-                                  force_scale=config.force_scale_kj_mol_nm)
+        if config.guide_strength_kj_mol_nm2 is None:
+            return policy
+        return TargetGuidedPolicy(torch.from_numpy(target_nm), self.terminal_atoms, policy,
+                                  config.guide_strength_kj_mol_nm2, config.guide_knots)
 
     def runner(self, n_paths: int) -> ReplicaRunner:
         """The OpenMM Context holding ``n_paths`` replicas (built once per batch size)."""
@@ -140,34 +149,27 @@ class MolecularTrainer(PiceTrainer):
         policy = self.average.module if averaged else self.policy
         result = self.runner(n_paths or self.config.n_paths).run(policy, self.start_nm, self.config.n_steps,
                                                                   generator or self.generator)
-        timings = result.timings
-        return result.rollout, {"openmm_seconds": timings.openmm, "policy_seconds": timings.policy,
-                                "python_seconds": timings.overhead, "blown_up": result.dropped}
+        return result.rollout, result.bookkeeping()
 
     def terminal_cost(self, rollout: Rollout) -> torch.Tensor:
         atoms = self.terminal_atoms
         return TERMINAL_COSTS[self.config.terminal_cost](rollout.final_positions[:, atoms], self.target[atoms])
 
     def summarise(self, rollout: Rollout) -> Dict[str, float]:
-        finite = rollout.finite_paths()
-        final = rollout.final_positions[finite]
-        heavy = self.heavy_atoms
-        hits = self.transition.in_target_basin(final)
-        rmsd_A = aligned_rmsd(final[:, heavy], self.target[heavy]) * units.ANGSTROM_PER_NM
-        return {"thp": float(hits.double().sum()) / rollout.n_paths, "rmsd_A": float(rmsd_A.mean()),
-                "epd": float(pairwise_distance_error_x1000(final, self.target).mean())}
+        return self.path_metrics.final_frames(rollout)
 
     def evaluate(self, n_paths: int, seed: int, averaged: bool = True) -> Tuple[Dict[str, float], Rollout]:
-        """Metrics of ``n_paths`` fresh paths of the averaged (or current) policy, with ETS (kJ/mol,
-        unbiased potential) and the highest energy over all paths; their own generator, so training's
-        random numbers are untouched. Returns (metrics, rollout)."""
-        rollout, timings = self.rollout(n_paths, torch.Generator().manual_seed(seed), averaged)
-        metrics = {**self.summarise(rollout), **timings}
-        finite = rollout.finite_paths()
-        paths = rollout.positions[finite]
-        energies = torch.from_numpy(potential_energies_kj_mol(self.runner(n_paths).replicas.single_system,
-                                                              paths.numpy(), self.platform, self.threads))
-        hits = self.transition.in_target_basin(paths[:, -1])
-        metrics["ets_kj_mol"] = transition_state_energy(energies, hits)
-        metrics["mean_max_energy_kj_mol"] = float(energies.max(dim=1).values.mean())
-        return metrics, rollout
+        """Metrics (:mod:`mlpot.pips.path_metrics`: THP, RMSD, EPD, ETS, energies in kJ/mol, bias work,
+        wall time) of ``n_paths`` fresh paths of the averaged (or current) policy; their own
+        generator, so training's random numbers are untouched. Returns (metrics, rollout)."""
+        evaluated = self.evaluate_control(self.average.module if averaged else self.policy, n_paths, seed)
+        return evaluated.metrics, evaluated.rollout
+
+    def evaluate_control(self, control: ControlFunction, n_paths: int, seed: int) -> EvaluatedPaths:
+        """``n_paths`` paths of any control u(x, v, t/T) (kJ/mol/nm; a policy or a baseline of
+        :mod:`mlpot.pips.baselines`) from the training start with the training integrator and
+        ``n_steps``, random numbers from ``seed`` (the same seed gives every control the same start
+        velocities and kicks), with their metrics."""
+        generator = torch.Generator().manual_seed(seed)
+        result = self.runner(n_paths).run(control, self.start_nm, self.config.n_steps, generator)
+        return self.path_metrics.evaluate(result)
