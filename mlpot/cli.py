@@ -10,6 +10,7 @@
     mlpot data inspect my.extxyz
     mlpot pips train --system double-well --out runs/dw
     mlpot pips train --system alanine-dipeptide --out runs/ad ; mlpot pips sample runs/ad --paths 64
+    mlpot pips report runs/ad                    (policy vs unbiased and steered MD: table + PNGs)
     mlpot demo
 """
 
@@ -276,6 +277,16 @@ def _cmd_pips_sample(args) -> int:
     return 0
 
 
+def _cmd_pips_report(args) -> int:
+    from mlpot.pips.report import write_report
+
+    report = write_report(Path(args.run), n_paths=args.paths, seed=args.seed, spring_kj_mol_nm2=args.smd_spring,
+                          ramp=args.smd_ramp)
+    print(report.table())
+    print(f"written to {args.run}: " + ", ".join(path.name for path in report.files))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpot", description="Learned equivariant interatomic potentials for OpenMM and ASE.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -377,6 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=None, help="DCD file (default RUN/paths.dcd); the PDB topology goes beside it")
     q.add_argument("--seed", type=int, default=1)
     q.set_defaults(func=_cmd_pips_sample)
+    q = pips_sub.add_parser("report", help="compare a trained molecular policy with unbiased and steered MD: "
+                            "report.json, report.md, PNG plots, DCD of the policy's paths, written into RUN")
+    q.add_argument("run", help="run directory of `mlpot pips train` (a molecular system)")
+    q.add_argument("--paths", type=int, default=16, help="paths per method (default 16)")
+    q.add_argument("--seed", type=int, default=1, help="the same for every method (default 1)")
+    q.add_argument("--smd-spring", type=float, default=1e4,
+                   help="steered-MD spring constant on the aligned heavy-atom RMSD², kJ/mol/nm² (default 1e4)")
+    q.add_argument("--smd-ramp", action="store_true", help="ramp the steered-MD spring linearly from 0 (default: constant)")
+    q.set_defaults(func=_cmd_pips_report)
 
     p = sub.add_parser("demo", help="train on the shipped ethanol DFT set, then run the model in OpenMM")
     p.add_argument("--arch", choices=["egnn", "nequip"], default="nequip")

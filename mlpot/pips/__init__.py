@@ -11,13 +11,16 @@ state (Holdijk et al., NeurIPS 2023). Modules, each with one job:
 - :mod:`~mlpot.pips.weights` — importance weights and effective sample size;
 - :mod:`~mlpot.pips.loss` — the PICE surrogate loss;
 - :mod:`~mlpot.pips.policy`, :mod:`~mlpot.pips.molecular_policy` — force and energy policies;
-- :mod:`~mlpot.pips.metrics` — THP and channel usage;
+- :mod:`~mlpot.pips.metrics` — THP, channel usage, EPD, ETS, work of the control;
 - :mod:`~mlpot.pips.trainer` — the PICE training loop with checkpoints and exact resume, and the toy trainer;
 - :mod:`~mlpot.pips.openmm_integrator` — the controlled Langevin integrator for OpenMM rollouts;
 - :mod:`~mlpot.pips.replicas` — N non-interacting copies of a molecule in one OpenMM System;
 - :mod:`~mlpot.pips.openmm_rollout` — batched controlled rollouts in OpenMM, recorded as a Rollout;
 - :mod:`~mlpot.pips.peptides` — molecular transitions (start, target, φ/ψ, target basin);
-- :mod:`~mlpot.pips.molecular_trainer` — PICE training of a molecular policy (alanine dipeptide).
+- :mod:`~mlpot.pips.path_metrics` — the metrics of a set of molecular paths (THP, RMSD, EPD, ETS, bias work);
+- :mod:`~mlpot.pips.molecular_trainer` — PICE training of a molecular policy (alanine dipeptide);
+- :mod:`~mlpot.pips.baselines` — unbiased and steered MD, run like the policy's paths;
+- :mod:`~mlpot.pips.report`, :mod:`~mlpot.pips.report_plots` — ``mlpot pips report``: policy vs baselines, table and PNGs.
 """
 
 from mlpot.pips.cost import TERMINAL_COSTS, PathCost, path_cost

@@ -61,6 +61,19 @@ def aligned_squared_deviation_gradient(positions: torch.Tensor, reference: torch
     return (2.0 / positions.shape[-2]) * (mobile @ rotation - target) @ rotation.transpose(-1, -2)
 
 
+def atom_subset_squared_deviation_gradient(positions: torch.Tensor, reference: torch.Tensor,
+                                           atoms) -> torch.Tensor:
+    """∂ RMSD²_atoms / ∂ positions for every atom: (..., n_atoms, 3), zero rows outside ``atoms``.
+
+    RMSD_atoms compares only ``atoms`` (a sequence of indices) of ``positions`` (..., n_atoms, 3)
+    and ``reference`` (n_atoms, 3), superposed on those atoms alone
+    (:func:`aligned_squared_deviation_gradient`); length units of the positions."""
+    atoms = list(atoms)
+    gradient = torch.zeros_like(positions)
+    gradient[..., atoms, :] = aligned_squared_deviation_gradient(positions[..., atoms, :], reference[atoms])
+    return gradient
+
+
 def dihedral_degrees(positions: torch.Tensor, quadruple) -> torch.Tensor:
     """The dihedral angle of atoms ``quadruple`` (i, j, k, l) in degrees, (−180, 180], IUPAC sign
     (as mdtraj's ``compute_dihedrals``): (..., n_atoms, 3) → (...)."""

@@ -1,4 +1,5 @@
-"""How good a set of sampled paths is: transition hit fraction (THP) and channel usage."""
+"""How good a set of sampled paths is: transition hit fraction (THP), channel usage, pairwise-distance
+error (EPD), transition-state energy (ETS) and the work done by the control."""
 
 from __future__ import annotations
 
@@ -43,3 +44,13 @@ def transition_state_energy(path_energies: torch.Tensor, hits: torch.Tensor) -> 
     if not bool(hits.any()):
         return float("nan")
     return float(path_energies[hits].max(dim=1).values.mean())
+
+
+def control_work(positions: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+    """Work done by the control force along each path, Σ_s u_s · (x_{s+1} − x_s): (n_paths,).
+
+    ``positions`` (n_paths, n_steps + 1, *dof), ``controls`` (n_paths, n_steps, *dof), the force u_s
+    applied during step s (the thermal kicks are not part of it). Units: force × length of the
+    caller (kJ/mol/nm × nm = kJ/mol for OpenMM rollouts)."""
+    displacements = positions[:, 1:] - positions[:, :-1]
+    return (controls * displacements).flatten(start_dim=1).sum(dim=1)

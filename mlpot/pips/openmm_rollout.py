@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Dict
 
 import numpy as np
 import openmm
@@ -70,6 +70,11 @@ class OpenMMRollout:
     rollout: Rollout
     dropped: int
     timings: RolloutTimings = field(default_factory=RolloutTimings)
+
+    def bookkeeping(self) -> Dict[str, float]:
+        """Where the time went (wall seconds) and how many replicas blew up, as log entries."""
+        return {"openmm_seconds": self.timings.openmm, "policy_seconds": self.timings.policy,
+                "python_seconds": self.timings.overhead, "blown_up": self.dropped}
 
 
 class ReplicaRunner:
