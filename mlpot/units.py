@@ -22,6 +22,15 @@ ANGSTROM_PER_BOHR: float = 0.529177210903
 # Boltzmann constant in eV/K
 BOLTZMANN_EV_PER_K: float = 8.617333262e-5
 
+# Molecular dynamics in Å, eV, amu and fs (mlpot.md): a kinetic energy (1/2) m v² with m in amu and
+# v in Å/fs comes out in amu·Å²/fs²; 1 amu·Å²/fs² = 1.66053906660e-27 kg · 1e-20 m² / 1e-30 s² in eV.
+ATOMIC_MASS_UNIT_KG: float = 1.66053906660e-27
+ELECTRONVOLT_J: float = 1.602176634e-19
+EV_PER_AMU_A2_PER_FS2: float = ATOMIC_MASS_UNIT_KG * 1e10 / ELECTRONVOLT_J  # 103.6427 eV
+# so that an acceleration F/m with F in eV/Å and m in amu is (F/m) * ACCELERATION_A_PER_FS2 in Å/fs²
+ACCELERATION_A_PER_FS2: float = 1.0 / EV_PER_AMU_A2_PER_FS2
+FS_PER_PS: float = 1000.0
+
 ENERGY_UNITS_IN_EV: dict[str, float] = {
     "eV": 1.0,
     "meV": 1e-3,

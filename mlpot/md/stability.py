@@ -1,0 +1,147 @@
+"""Per-replica instability criteria, and resetting unstable replicas to their last stable state.
+
+A criterion looks at the frames of one segment, ``(F, R, n_atoms, 3)`` Å, and says for each
+replica whether it went unphysical somewhere in them:
+
+* :class:`BondLengthCriterion` — max over bonds and frames of |d − d_ref| above a threshold
+  (StABlE: 0.25 Å while training, deliberately strict; 0.5 Å at evaluation);
+* :class:`MinimumDistanceCriterion` — two atoms of different molecules closer than a threshold
+  (StABlE's water training criterion, 1.2 Å), minimum image for periodic cells.
+
+Non-finite positions always count as unstable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Protocol, Tuple
+
+import torch
+
+from mlpot.md.observables import bond_lengths
+from mlpot.md.simulator import ReplicaSimulator, Trajectory
+from mlpot.md.state import ReplicaState
+
+TRAINING_BOND_THRESHOLD_A = 0.25
+EVALUATION_BOND_THRESHOLD_A = 0.5
+MINIMUM_INTERMOLECULAR_DISTANCE_A = 1.2
+
+
+def _check_frames(positions: torch.Tensor) -> None:
+    if positions.dim() != 4 or positions.shape[-1] != 3:
+        raise ValueError(f"segment positions must have shape (n_frames, n_replicas, n_atoms, 3) Å, "
+                         f"got {tuple(positions.shape)}")
+
+
+def _threshold(value: float) -> float:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"the instability threshold must be a positive number of Å, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class BondLengthCriterion:
+    """Unstable when some bond deviates from its reference length by more than ``threshold_A``.
+
+    Attributes:
+        bonds: ``(n_bonds, 2)`` atom indices (e.g. :func:`mlpot.md.observables.covalent_bonds`).
+        reference_lengths_A: ``(n_bonds,)`` Å (e.g. mean lengths over the DFT frames).
+        threshold_A: Å (default 0.25, StABlE's training value; evaluation uses 0.5).
+    """
+
+    bonds: torch.Tensor
+    reference_lengths_A: torch.Tensor
+    threshold_A: float = TRAINING_BOND_THRESHOLD_A
+
+    def __post_init__(self):
+        self.threshold_A = _threshold(self.threshold_A)
+        if self.bonds.dim() != 2 or self.bonds.shape[1] != 2:
+            raise ValueError(f"bonds must have shape (n_bonds, 2), got {tuple(self.bonds.shape)}")
+        if self.reference_lengths_A.shape != (self.bonds.shape[0],):
+            raise ValueError(f"need one reference length per bond: {self.reference_lengths_A.numel()} "
+                             f"lengths for {self.bonds.shape[0]} bonds")
+
+    def max_deviation_A(self, positions: torch.Tensor) -> torch.Tensor:
+        """Max |d − d_ref| over bonds and frames per replica, ``(R,)`` Å (inf for non-finite positions)."""
+        _check_frames(positions)
+        deviation = (bond_lengths(positions, self.bonds) - self.reference_lengths_A.to(positions)).abs()
+        deviation = torch.nan_to_num(deviation, nan=math.inf)
+        return deviation.amax(dim=(0, 2))
+
+    def unstable(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(R,)`` bool: replicas whose bonds left the band in any of the frames ``(F, R, n_atoms, 3)`` Å."""
+        return self.max_deviation_A(positions) > self.threshold_A
+
+
+@dataclass
+class MinimumDistanceCriterion:
+    """Unstable when two atoms of different molecules come closer than ``threshold_A``.
+
+    Attributes:
+        molecule_of_atom: ``(n_atoms,)`` molecule index of each atom.
+        threshold_A: Å (default 1.2, StABlE's water value).
+        cell: ``(3, 3)`` Å, periodic along all three axes (minimum image); None for a molecule in vacuum.
+            Only orthorhombic cells are supported for the minimum image.
+    """
+
+    molecule_of_atom: torch.Tensor
+    threshold_A: float = MINIMUM_INTERMOLECULAR_DISTANCE_A
+    cell: Optional[torch.Tensor] = None
+
+    def __post_init__(self):
+        self.threshold_A = _threshold(self.threshold_A)
+        if self.cell is not None:
+            cell = torch.as_tensor(self.cell, dtype=torch.float64)
+            if cell.shape != (3, 3) or bool((cell - torch.diag(torch.diagonal(cell))).abs().max() > 1e-9):
+                raise ValueError("the minimum-distance criterion supports only orthorhombic (diagonal) cells")
+            self.cell = cell
+
+    def minimum_distance_A(self, positions: torch.Tensor) -> torch.Tensor:
+        """Smallest intermolecular distance over frames per replica, ``(R,)`` Å (0 for non-finite positions)."""
+        _check_frames(positions)
+        molecules = self.molecule_of_atom.to(positions.device)
+        if molecules.shape != (positions.shape[2],):
+            raise ValueError(f"molecule_of_atom needs one entry per atom ({positions.shape[2]})")
+        other = molecules[:, None] != molecules[None, :]
+        minimum = torch.full((positions.shape[1],), math.inf, dtype=positions.dtype, device=positions.device)
+        for frame in positions:  # one frame at a time: (R, n, n) distances
+            differences = frame[:, None, :, :] - frame[:, :, None, :]
+            if self.cell is not None:
+                lengths = torch.diagonal(self.cell).to(positions)
+                differences = differences - lengths * torch.round(differences / lengths)
+            distances = torch.linalg.norm(differences, dim=-1)
+            distances = torch.where(other, distances, torch.full_like(distances, math.inf))
+            minimum = torch.minimum(minimum, torch.nan_to_num(distances, nan=0.0).amin(dim=(1, 2)))
+        return minimum
+
+    def unstable(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(R,)`` bool: replicas with two molecules closer than the threshold in any frame."""
+        return self.minimum_distance_A(positions) < self.threshold_A
+
+
+def reset_unstable(state: ReplicaState, last_stable: ReplicaState, unstable: torch.Tensor) -> int:
+    """Put the ``unstable`` replicas ``(R,)`` bool of ``state`` back to ``last_stable`` (positions, velocities,
+    forces, thermostat), in place; the others keep going. Returns how many were reset."""
+    state.replace_replicas(unstable, last_stable)
+    return int(unstable.sum())
+
+
+class Criterion(Protocol):
+    def unstable(self, positions: torch.Tensor) -> torch.Tensor: ...
+
+
+def run_checked_segment(simulator: ReplicaSimulator, n_steps: int, record_every: int,
+                        criterion: Criterion) -> Tuple[Trajectory, torch.Tensor]:
+    """Run one segment, check every recorded frame, and put the replicas that went unstable back to
+    the state they had at the start of the segment (their last stable state).
+
+    The recorded frames and the final state are checked. Returns the segment's trajectory (unstable replicas' frames included, as simulated) and the
+    ``(R,)`` bool mask of replicas found unstable.
+    """
+    start = simulator.state.clone()
+    trajectory = simulator.run(n_steps, record_every)
+    checked = torch.cat([trajectory.positions.to(simulator.state.positions), simulator.state.positions[None]])
+    unstable = criterion.unstable(checked).to(simulator.state.positions.device)
+    reset_unstable(simulator.state, start, unstable)
+    return trajectory, unstable
