@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -238,18 +240,32 @@ def _cmd_data_inspect(args) -> int:
 
 
 def _cmd_pips_train(args) -> int:
-    from mlpot.pips.runs import new_run, resume_run
+    from mlpot.pips.runs import new_run, parse_setting, resume_run
 
     if args.resume:
+        if args.set:
+            raise ValueError("--resume continues a run with the settings it was started with; --set is not allowed")
         trainer = resume_run(Path(args.out))
     else:
+        overrides = dict(parse_setting(assignment) for assignment in args.set)
         trainer = new_run(args.system, Path(args.out), potential=args.potential, iterations=args.iterations,
-                          n_paths=args.paths, seed=args.seed)
-    while trainer.iteration < trainer.config.iterations:
-        row = trainer.step()
-        if not args.quiet:
-            print(f"iteration {row['iteration']:4d}  ESS {row['ess']:5.1f}/{trainer.config.n_paths}  "
-                  f"THP {row['thp']:.2f}  mean S {row['mean_cost']:8.2f}  {row['seconds']:.2f} s")
+                          n_paths=args.paths, seed=args.seed, **overrides)
+    started = time.perf_counter()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a batch system's SIGTERM stops like Ctrl-C
+    try:
+        while trainer.iteration < trainer.config.iterations:
+            if args.max_minutes is not None and time.perf_counter() - started > 60.0 * args.max_minutes:
+                print(f"time limit of {args.max_minutes} min reached after {trainer.iteration} iterations; "
+                      f"`mlpot pips train --out {args.out} --resume` continues")
+                break
+            row = trainer.step()
+            if not args.quiet:
+                print(f"iteration {row['iteration']:4d}  ESS {row['ess']:5.1f}/{trainer.config.n_paths}  "
+                      f"THP {row['thp']:.2f}  mean S {row['mean_cost']:8.2f}  {row['seconds']:.2f} s")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see main): the last finished iteration is checkpointed
+        print(f"\nstopped after {trainer.iteration} iterations (checkpointed); "
+              f"`mlpot pips train --out {args.out} --resume` continues", file=sys.stderr)
+        return 130
     if hasattr(trainer, "transition"):  # molecular: the sample command evaluates (it costs rollouts)
         print(f"{trainer.config.system}: {trainer.iteration} iterations; checkpoint in {args.out}; "
               f"`mlpot pips sample {args.out}` draws paths with the averaged policy")
@@ -381,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=None, help="default 0")
     q.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings")
     q.add_argument("--quiet", action="store_true", help="no line per iteration")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the run's configuration, e.g. --set lam=1e-4 --set friction_per_ps=5 "
+                        "(repeatable; the keys are the fields of MolecularTrainConfig / ToyTrainConfig)")
+    q.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (checkpointed, resumable) after this much wall time")
     q.set_defaults(func=_cmd_pips_train)
     q = pips_sub.add_parser("sample", help="draw paths with a trained molecular policy: DCD + PDB, metrics")
     q.add_argument("run", help="run directory of `mlpot pips train`")

@@ -99,7 +99,14 @@ class TargetGuidedPolicy(nn.Module):
     κ(t) = ``strength`` · softplus(a(t)) / softplus(0), with a(t) interpolated linearly between
     ``n_knots`` learned values at evenly spaced t/T ∈ [0, 1], all 0 at the start (κ = ``strength``,
     in force per length², e.g. kJ/mol/nm²). The residual policy (``DistanceEnergyPolicy`` or
-    ``AlignedForcePolicy``) starts at zero output, so the untrained policy is steered MD."""
+    ``AlignedForcePolicy``) starts at zero output, so the untrained policy is steered MD.
+
+    The knots learn ``knot_lr_scale`` times faster than the residual network's weights
+    (:meth:`parameter_groups`): Adam moves every parameter by about the learning rate per step,
+    which is right for network weights but would take thousands of iterations to change κ by a
+    factor e."""
+
+    knot_lr_scale = 30.0
 
     def __init__(self, target: torch.Tensor, atoms: Sequence[int], residual: nn.Module, strength: float,
                  n_knots: int = 11):
@@ -111,6 +118,11 @@ class TargetGuidedPolicy(nn.Module):
         self.strength = strength
         self.log_strength_knots = nn.Parameter(torch.zeros(n_knots, dtype=torch.float64))
         self.residual = residual
+
+    def parameter_groups(self) -> list[dict]:
+        """Adam groups with learning-rate multiples (see :func:`mlpot.pips.trainer.parameter_groups`)."""
+        return [{"params": [self.log_strength_knots], "lr_scale": self.knot_lr_scale},
+                {"params": list(self.residual.parameters()), "lr_scale": 1.0}]
 
     def pull_strength(self, time_fraction: torch.Tensor) -> torch.Tensor:
         """κ(t/T) (n,) in the unit of ``strength``."""

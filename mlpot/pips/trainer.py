@@ -48,6 +48,15 @@ CHECKPOINT_VERSION = 1
 NEGLIGIBLE_WEIGHT = 1e-12  # paths below this importance weight are left out of the loss (their share is < N·1e-12)
 
 
+def parameter_groups(policy: torch.nn.Module) -> List[Dict]:
+    """Adam parameter groups of ``policy``, each with an ``lr_scale`` (a multiple of the run's
+    learning rate): the policy's own ``parameter_groups()`` when it has one (e.g. a few
+    schedule parameters that must move faster than network weights), else one group at scale 1."""
+    if hasattr(policy, "parameter_groups"):
+        return policy.parameter_groups()
+    return [{"params": list(policy.parameters()), "lr_scale": 1.0}]
+
+
 @dataclass
 class PiceTrainConfig:
     """Settings every PICE run has: batch, λ (unit of φ), optimiser, EMA, weight tempering, seed.
@@ -83,7 +92,7 @@ class PiceTrainer:
     def _start_training(self, config: PiceTrainConfig, out: Path | None, resume: bool) -> None:
         self.config = config
         self.out = Path(out) if out is not None else None
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(parameter_groups(self.policy), lr=config.lr)
         self.average = ExponentialMovingAverage(copy.deepcopy(self.policy), config.ema_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.iteration = 0
@@ -170,7 +179,7 @@ class PiceTrainer:
         in_loss = finite if self.config.baseline else tempered.weights > NEGLIGIBLE_WEIGHT
         kept = rollout.subset(in_loss)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(self.iteration)
+            group["lr"] = self.learning_rate(self.iteration) * group["lr_scale"]
         self.optimizer.zero_grad()
         loss = pice_surrogate_loss(policy_controls(self.policy, kept), kept.noises, tempered.weights[in_loss],
                                    self.control_weight, self.config.lam, baseline=self.config.baseline)
