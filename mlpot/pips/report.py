@@ -10,8 +10,8 @@ seed (so every method starts from the same velocities), and writes:
   the report's settings; NaN (e.g. ETS when no path hit) is written as null;
 - ``report.md``: the table method | THP | RMSD Å | EPD | ETS kJ/mol | max E kJ/mol | bias work kJ/mol | wall s
   (max E: the mean over paths of the highest unbiased energy along the path);
-- ``ramachandran.png`` (the paths over the plane of the transition's two dihedrals, start, target and
-  target basin), ``energy_profile.png`` (unbiased energy along the 3 lowest-barrier successful
+- ``ramachandran.png`` (the paths over the plane of the transition's two dihedrals, start, target and,
+  where the basin is a box in that plane, the target basin), ``energy_profile.png`` (unbiased energy along the 3 lowest-barrier successful
   paths of each method), ``training.png`` (ESS, mean path cost, loss, THP against the iteration);
 - ``report_paths.dcd`` + ``report_paths.pdb``: the policy's paths (:func:`mlpot.pips.trajectories.write_paths`).
 
@@ -141,8 +141,8 @@ def _write_files(run_dir: Path, trainer, sampled: Dict[str, EvaluatedPaths], rep
                              for positions in (trainer.start_nm, trainer.target))
     paths_deg = {METHODS[method]: tuple(angles.numpy() for angles in transition.dihedrals_deg(evaluated.finite_positions_nm))
                  for method, evaluated in sampled.items()}
-    plot_dihedral_paths(paths_deg, start_deg, target_deg, (transition.phi_range_deg, transition.psi_range_deg),
-                        files["ramachandran.png"])
+    box_deg = None if transition.phi_range_deg is None else (transition.phi_range_deg, transition.psi_range_deg)
+    plot_dihedral_paths(paths_deg, start_deg, target_deg, box_deg, files["ramachandran.png"])
     profiles = {METHODS[method]: (evaluated.energies_kj_mol.numpy(), evaluated.hits.numpy())
                 for method, evaluated in sampled.items()}
     plot_energy_profiles(profiles, sampled["pips"].rollout.timestep, files["energy_profile.png"], PROFILED_PATHS)

@@ -6,7 +6,7 @@ Dihedral angles in degrees, energies in kJ/mol, time in ps.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -23,22 +23,24 @@ def _path_line(first_deg: np.ndarray, second_deg: np.ndarray) -> Tuple[np.ndarra
 
 
 def plot_dihedral_paths(paths_deg: Dict[str, Tuple[np.ndarray, np.ndarray]], start_deg: Tuple[float, float],
-                        target_deg: Tuple[float, float], target_box_deg: Tuple[Range, Range], out: Path,
+                        target_deg: Tuple[float, float], target_box_deg: Optional[Tuple[Range, Range]], out: Path,
                         axis_names: Tuple[str, str] = ("φ", "ψ")) -> Path:
     """Paths over the (φ, ψ) plane, one panel per method.
 
     ``paths_deg``: method → (φ, ψ), each (n_paths, n_frames) degrees; start and target marked, the
-    target basin ``target_box_deg`` ((φ low, φ high), (ψ low, ψ high)) drawn as a box; end points dotted."""
+    target basin ``target_box_deg`` ((φ low, φ high), (ψ low, ψ high)) drawn as a box (None: the
+    basin is no box in this plane, none drawn); end points dotted."""
     figure = Figure(figsize=(4.2 * len(paths_deg), 4.2), dpi=DPI, layout="constrained")
     axes = figure.subplots(1, len(paths_deg), squeeze=False)[0]
-    (phi_low, phi_high), (psi_low, psi_high) = (np.clip(bounds, -180.0, 180.0) for bounds in target_box_deg)
     for axis, (method, (phi, psi)) in zip(axes, paths_deg.items()):
         for first, second in zip(phi, psi):
             axis.plot(*_path_line(first, second), lw=0.5, alpha=0.6)
         if len(phi):
             axis.scatter(phi[:, -1], psi[:, -1], s=10, c="k", zorder=3, label="path ends")
-        axis.add_patch(Rectangle((phi_low, psi_low), phi_high - phi_low, psi_high - psi_low, fill=False, ec="red",
-                                 lw=1.2, ls="--", label="target basin"))
+        if target_box_deg is not None:
+            (phi_low, phi_high), (psi_low, psi_high) = (np.clip(bounds, -180.0, 180.0) for bounds in target_box_deg)
+            axis.add_patch(Rectangle((phi_low, psi_low), phi_high - phi_low, psi_high - psi_low, fill=False,
+                                     ec="red", lw=1.2, ls="--", label="target basin"))
         axis.plot(*start_deg, marker="*", ms=14, c="tab:blue", mec="k", ls="", label="start", zorder=4)
         axis.plot(*target_deg, marker="*", ms=14, c="tab:red", mec="k", ls="", label="target", zorder=4)
         axis.set(xlim=(-180, 180), ylim=(-180, 180), xticks=range(-180, 181, 90), yticks=range(-180, 181, 90),
