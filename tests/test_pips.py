@@ -685,97 +685,14 @@ def test_report_on_a_tiny_run_writes_consistent_table_json_plots_and_paths(tmp_p
     assert paths.n_frames == 2 * 21 and paths.n_atoms == 22
 
 
-def test_cli_report_refuses_missing_runs_toy_runs_and_bad_path_counts_in_one_line(tmp_path, capsys, one_thread):
-    from mlpot.cli import main
+def test_dihedral_plot_draws_paths_with_or_without_a_target_box(tmp_path):
+    from mlpot.pips.report_plots import plot_dihedral_paths
 
-    assert main(["pips", "report", str(tmp_path / "missing")]) == 2
-    error = capsys.readouterr().err
-    assert "is not a PIPS run directory (no checkpoint.pt)" in error and error.count("\n") == 1
-    toy = tmp_path / "dw"
-    ToyTrainer(ToyTrainConfig(iterations=1, n_paths=4), out=toy).step()
-    assert main(["pips", "report", str(toy)]) == 2
-    error = capsys.readouterr().err
-    assert "report is for molecular runs" in error and error.count("\n") == 1
-    assert main(["pips", "report", str(toy), "--paths", "0"]) == 2
-    assert "number of paths must be a positive integer" in capsys.readouterr().err
-
-
-# ---------------------------------------------------------------------------------- baselines and report
-def test_steered_pull_points_down_the_heavy_atom_rmsd_gradient_with_no_net_force():
-    from mlpot.pips.baselines import SteeredPull
-
-    generator = torch.Generator().manual_seed(5)
-    positions = torch.randn(3, 10, 3, dtype=torch.float64, generator=generator)
-    target = torch.randn(10, 3, dtype=torch.float64, generator=generator)
-    heavy = [0, 2, 3, 5, 7, 8]
-    pull = SteeredPull(target, heavy, spring_kj_mol_nm2=2e3)
-    u = pull(positions, torch.zeros_like(positions), torch.full((3,), 0.3, dtype=torch.float64))
-    tracked = positions.clone().requires_grad_(True)
-    (gradient,) = torch.autograd.grad((aligned_rmsd(tracked[:, heavy], target[heavy]) ** 2).sum(), tracked)
-    torch.testing.assert_close(u, -2e3 * gradient)
-    assert float(u[:, [1, 4, 6, 9]].abs().max()) == 0.0  # hydrogens (here: the other atoms) feel nothing
-    torch.testing.assert_close(u.sum(dim=1), torch.zeros(3, 3, dtype=torch.float64))  # no net force
-    moved = positions + 1e-6 * u
-    assert bool((aligned_rmsd(moved[:, heavy], target[heavy]) < aligned_rmsd(positions[:, heavy], target[heavy])).all())
-    ramped = SteeredPull(target, heavy, spring_kj_mol_nm2=2e3, ramp=True)
-    assert ramped.spring_at(torch.tensor([0.0, 0.5])).tolist() == [0.0, 1e3]
-    with pytest.raises(ValueError, match="spring constant must be positive"):
-        SteeredPull(target, heavy, spring_kj_mol_nm2=-1.0)
-
-
-def test_control_work_of_a_constant_force_is_force_times_displacement():
-    from mlpot.pips.metrics import control_work
-
-    positions = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [1.0, 2.0]]])  # one path, two steps
-    controls = torch.tensor([[[3.0, 1.0], [3.0, 1.0]]])
-    assert control_work(positions, controls).tolist() == [3.0 * 1.0 + 1.0 * 2.0]
-
-
-def test_baselines_share_the_policy_start_velocities_and_unbiased_md_applies_no_control(tmp_path, one_thread):
-    from mlpot.pips.baselines import steered_md, unbiased_md
-    from mlpot.pips.molecular_trainer import MolecularTrainer
-
-    trainer = MolecularTrainer(tiny_molecular_config(n_steps=20), platform="Reference")
-    md, smd = unbiased_md(trainer, 2, seed=4), steered_md(trainer, 2, seed=4)
-    policy_metrics, policy_rollout = trainer.evaluate(2, seed=4)
-    assert float(md.rollout.controls.abs().max()) == 0.0 and md.metrics["bias_work_kj_mol"] == 0.0
-    assert float(smd.rollout.controls.abs().max()) > 0.0
-    for other in (smd.rollout, policy_rollout):  # same seed: same start, same thermalised start velocities
-        torch.testing.assert_close(other.control_velocities[:, 0], md.rollout.control_velocities[:, 0])
-    assert float(md.rollout.control_velocities[:, 0].abs().max()) > 0.0
-    assert set(policy_metrics) == set(md.metrics) == set(smd.metrics)
-    assert md.energies_kj_mol.shape == (2, 21) and md.hits.shape == (2,)
-    assert md.metrics["mean_max_energy_kj_mol"] == pytest.approx(float(md.energies_kj_mol.max(dim=1).values.mean()))
-
-
-def test_report_on_a_tiny_run_writes_consistent_table_json_plots_and_paths(tmp_path, capsys, one_thread):
-    import json
-
-    import mdtraj
-
-    from mlpot.cli import main
-    from mlpot.pips.molecular_trainer import MolecularTrainer
-
-    trainer = MolecularTrainer(tiny_molecular_config(n_steps=20, iterations=1), out=tmp_path)
-    trainer.step()
-    assert main(["pips", "report", str(tmp_path), "--paths", "2", "--seed", "3"]) == 0
-    printed = capsys.readouterr().out
-    assert "| method | THP | RMSD Å |" in printed and "| steered MD |" in printed
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert set(report["metrics"]) == {"pips", "md", "smd"}
-    assert report["training"]["iterations"] == 1 and report["settings"]["n_paths"] == 2
-    assert 1.0 <= report["training"]["final_ess"] <= 2.0
-    for method, metrics in report["metrics"].items():
-        assert 0.0 <= metrics["thp"] <= 1.0 and metrics["rmsd_A"] > 0 and metrics["epd"] > 0, method
-        assert metrics["wall_seconds"] > 0 and metrics["blown_up"] == 0, method
-        assert (metrics["ets_kj_mol"] is None) == (metrics["thp"] == 0.0), method  # ETS only over hits
-    assert report["metrics"]["md"]["bias_work_kj_mol"] == 0.0
-    table = (tmp_path / "report.md").read_text()
-    assert all(f"| {name} |" in table for name in ("PIPS", "unbiased MD", "steered MD"))
-    for name in ("ramachandran.png", "energy_profile.png", "training.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    paths = mdtraj.load(str(tmp_path / "report_paths.dcd"), top=str(tmp_path / "report_paths.pdb"))
-    assert paths.n_frames == 2 * 21 and paths.n_atoms == 22
+    angles = np.linspace(-170.0, 170.0, 12).reshape(2, 6)  # wraps nowhere; (2 paths, 6 frames)
+    paths = {"A": (angles, angles[::-1]), "B": (angles[:0], angles[:0])}  # B: every path blew up
+    for box in (((0.0, 120.0), (-180.0, 0.0)), None):
+        out = plot_dihedral_paths(paths, (-150.0, 160.0), (60.0, -40.0), box, tmp_path / "plane.png")
+        assert out.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_report_refuses_missing_runs_toy_runs_and_bad_path_counts_in_one_line(tmp_path, capsys, one_thread):
