@@ -38,7 +38,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from mlpot.pips.geometry import aligned_squared_deviation_gradient, centred, kabsch_rotation, pairwise_distances
+from mlpot.pips.geometry import atom_subset_squared_deviation_gradient, centred, kabsch_rotation, pairwise_distances
 from mlpot.pips.gradients import negative_gradient
 from mlpot.pips.policy import mlp
 
@@ -113,7 +113,7 @@ class TargetGuidedPolicy(nn.Module):
         super().__init__()
         if strength <= 0 or n_knots < 2:
             raise ValueError(f"strength must be positive and n_knots at least 2, got {strength}, {n_knots}")
-        self.register_buffer("target", torch.as_tensor(target, dtype=torch.float64)[list(atoms)].clone())
+        self.register_buffer("target", torch.as_tensor(target, dtype=torch.float64).clone())
         self.register_buffer("atoms", torch.tensor(list(atoms), dtype=torch.long))
         self.strength = strength
         self.log_strength_knots = nn.Parameter(torch.zeros(n_knots, dtype=torch.float64))
@@ -134,8 +134,6 @@ class TargetGuidedPolicy(nn.Module):
         return self.strength * nn.functional.softplus(value) / nn.functional.softplus(torch.zeros((), dtype=value.dtype))
 
     def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
-        pull = torch.zeros_like(positions)
-        pull[:, self.atoms] = -aligned_squared_deviation_gradient(positions[:, self.atoms].detach(),
-                                                                  self.target.to(positions.dtype))
+        pull = -atom_subset_squared_deviation_gradient(positions.detach(), self.target.to(positions.dtype), self.atoms)
         strength = self.pull_strength(time_fraction).to(positions.dtype)
         return strength[:, None, None] * pull + self.residual(positions, velocities, time_fraction)
