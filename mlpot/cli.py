@@ -11,6 +11,7 @@
     mlpot pips train --system double-well --out runs/dw
     mlpot pips train --system alanine-dipeptide --out runs/ad ; mlpot pips sample runs/ad --paths 64
     mlpot pips report runs/ad                    (policy vs unbiased and steered MD: table + PNGs)
+    mlpot stability model.pt --system ethanol --replicas 32 --time 10ps --temperature 500
     mlpot demo
 """
 
@@ -303,6 +304,38 @@ def _cmd_pips_report(args) -> int:
     return 0
 
 
+def _cmd_stability(args) -> int:
+    from mlpot.stable.evaluation import StabilitySettings, measure_model_file_stability
+    from mlpot.units import parse_duration_ps
+
+    settings = StabilitySettings(
+        replicas=args.replicas, time_ps=parse_duration_ps(args.time), temperature_K=args.temperature,
+        timestep_fs=args.timestep, friction_per_ps=args.friction, check_every_fs=args.check_every,
+        threshold_A=args.threshold, seed=args.seed, device=args.device,
+    )
+
+    def progress(time_ps: float, unstable_fraction: float) -> None:
+        print(f"{time_ps:9.3f} ps  unstable {unstable_fraction:5.1%}", flush=True)
+
+    result = measure_model_file_stability(args.model, args.system, settings, reference_path=args.reference,
+                                          progress=None if args.quiet else progress)
+    times = ", ".join(f"{t:.2f}" for t in result.times_to_instability_ps)
+    mae = "n/a (no stable frames)" if result.distance_histogram_mae is None else f"{result.distance_histogram_mae:.3f}"
+    print(f"{args.model}: {settings.replicas} replicas, Langevin {settings.temperature_K:g} K, "
+          f"{settings.timestep_fs:g} fs; start frames: {result.start_frames_from}")
+    print(f"time to instability (bond deviation > {settings.threshold_A:g} A): "
+          f"{result.mean_ps:.2f} +- {result.std_ps:.2f} ps (run length {settings.time_ps:g} ps); "
+          f"stable replicas {1 - sum(result.became_unstable) / settings.replicas:.0%}")
+    print(f"per replica (ps): {times}")
+    print(f"h(r) MAE of stable frames: {mae}; {result.seconds:.0f} s, {1e3 * result.seconds_per_step:.1f} ms/step")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+        print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpot", description="Learned equivariant interatomic potentials for OpenMM and ASE.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -418,6 +451,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steered-MD spring constant on the aligned heavy-atom RMSD², kJ/mol/nm² (default 1e4)")
     q.add_argument("--smd-ramp", action="store_true", help="ramp the steered-MD spring linearly from 0 (default: constant)")
     q.set_defaults(func=_cmd_pips_report)
+
+    p = sub.add_parser("stability", help="time to instability of a model's replicas (StABlE's evaluation)",
+                       description="Run independent Langevin replicas of a molecule with the model, starting from "
+                                   "reference frames (the model's test split when known), and time the first "
+                                   "bond-length deviation above the threshold in each.")
+    p.add_argument("model", help="model file")
+    p.add_argument("--system", default="ethanol", help="shipped system with reference data (default ethanol)")
+    p.add_argument("--reference", default=None, help="labelled frames of the molecule instead of the system's data")
+    p.add_argument("--replicas", type=int, default=32, help="independent replicas (default 32)")
+    p.add_argument("--time", default="10ps", help="simulated time per replica, e.g. 10ps, 500fs (default 10ps)")
+    p.add_argument("--temperature", type=float, default=500.0, help="K (default 500)")
+    p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    p.add_argument("--friction", type=float, default=1.0, help="Langevin friction, 1/ps (default 1)")
+    p.add_argument("--check-every", type=float, default=50.0, help="fs between stability checks (default 50)")
+    p.add_argument("--threshold", type=float, default=0.5, help="bond-length deviation that is unstable, A (default 0.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", default=None, help="write the result as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no line per check")
+    p.set_defaults(func=_cmd_stability)
 
     p = sub.add_parser("demo", help="train on the shipped ethanol DFT set, then run the model in OpenMM")
     p.add_argument("--arch", choices=["egnn", "nequip"], default="nequip")

@@ -9,6 +9,8 @@ Constants follow CODATA 2018, the values ASE (``ase.units``) and OpenMM use.
 
 from __future__ import annotations
 
+import math
+
 ANGSTROM_PER_NM: float = 10.0
 NM_PER_ANGSTROM: float = 0.1
 
@@ -38,6 +40,7 @@ ENERGY_UNITS_IN_EV: dict[str, float] = {
     "kcal/mol": 1.0 / KCAL_PER_MOL_PER_EV,
     "Hartree": EV_PER_HARTREE,
 }
+TIME_UNITS_IN_FS: dict[str, float] = {"fs": 1.0, "ps": FS_PER_PS, "ns": 1e3 * FS_PER_PS}
 LENGTH_UNITS_IN_ANGSTROM: dict[str, float] = {
     "Angstrom": 1.0,
     "nm": ANGSTROM_PER_NM,
@@ -45,17 +48,38 @@ LENGTH_UNITS_IN_ANGSTROM: dict[str, float] = {
 }
 
 
+def _factor(table: dict[str, float], kind: str, from_unit: str, to_unit: str) -> float:
+    for unit in (from_unit, to_unit):
+        if unit not in table:
+            raise ValueError(f"unknown {kind} unit {unit!r}; known: {sorted(table)}")
+    return table[from_unit] / table[to_unit]
+
+
 def energy_factor(from_unit: str, to_unit: str = "eV") -> float:
     """Multiply an energy in ``from_unit`` by this to get it in ``to_unit``."""
-    for unit in (from_unit, to_unit):
-        if unit not in ENERGY_UNITS_IN_EV:
-            raise ValueError(f"unknown energy unit {unit!r}; known: {sorted(ENERGY_UNITS_IN_EV)}")
-    return ENERGY_UNITS_IN_EV[from_unit] / ENERGY_UNITS_IN_EV[to_unit]
+    return _factor(ENERGY_UNITS_IN_EV, "energy", from_unit, to_unit)
 
 
 def length_factor(from_unit: str, to_unit: str = "Angstrom") -> float:
     """Multiply a length in ``from_unit`` by this to get it in ``to_unit``."""
-    for unit in (from_unit, to_unit):
-        if unit not in LENGTH_UNITS_IN_ANGSTROM:
-            raise ValueError(f"unknown length unit {unit!r}; known: {sorted(LENGTH_UNITS_IN_ANGSTROM)}")
-    return LENGTH_UNITS_IN_ANGSTROM[from_unit] / LENGTH_UNITS_IN_ANGSTROM[to_unit]
+    return _factor(LENGTH_UNITS_IN_ANGSTROM, "length", from_unit, to_unit)
+
+
+def time_factor(from_unit: str, to_unit: str = "fs") -> float:
+    """Multiply a time in ``from_unit`` by this to get it in ``to_unit`` (fs, ps, ns)."""
+    return _factor(TIME_UNITS_IN_FS, "time", from_unit, to_unit)
+
+
+def parse_duration_ps(text: str) -> float:
+    """A duration written with its unit, ``"100ps"``, ``"500 fs"``, ``"1ns"`` (a bare number is ps), in ps."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([a-z]*)\s*", str(text))
+    unit = match.group(2) if match else ""
+    try:
+        value = float(match.group(1)) if match else math.nan
+    except ValueError:
+        value = math.nan
+    if not match or not math.isfinite(value) or (unit and unit not in TIME_UNITS_IN_FS):
+        raise ValueError(f"cannot read the duration {text!r}: write a number with fs, ps or ns, e.g. 100ps")
+    return value * time_factor(unit or "ps", "ps")

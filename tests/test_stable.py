@@ -443,3 +443,73 @@ def test_covalent_bonds_and_bond_lengths_reject_bad_input():
         bond_lengths(torch.zeros(2, 3), torch.tensor([[0, 2]]))
     with pytest.raises(ValueError, match="positive"):
         DistanceBins(r_max_A=-1.0)
+
+
+# ---------------------------------------------------------------- time to instability (mlpot stability)
+
+
+class ElasticNetwork(torch.nn.Module):
+    """Harmonic springs between all pairs at their lengths in one reference frame: a model that never breaks."""
+
+    def __init__(self, reference_positions: torch.Tensor, spring_eV_per_A2: float = 10.0):
+        super().__init__()
+        self.n_atoms = reference_positions.shape[0]
+        self.register_buffer("rest_lengths", torch.cdist(reference_positions, reference_positions))
+        self.spring = spring_eV_per_A2
+
+    def forward(self, species, edge_index, vectors):
+        i, j = edge_index[0] % self.n_atoms, edge_index[1] % self.n_atoms
+        stretch = torch.linalg.norm(vectors, dim=-1) - self.rest_lengths[i, j]
+        pair = 0.5 * self.spring * stretch**2
+        return 0.5 * torch.zeros(species.shape[0], dtype=vectors.dtype).index_add(0, edge_index[0], pair)
+
+
+def test_springs_stay_stable_and_a_model_without_bonds_falls_apart(ethanol_frames, ethanol_reference,
+                                                                   ethanol_positions, eager_models):
+    from mlpot.models.potential import Potential
+    from mlpot.stable.evaluation import StabilitySettings, measure_stability
+
+    positions, _ = ethanol_positions
+    springs = Potential(ElasticNetwork(positions[0]), [1, 6, 8], cutoff=5.0, energy_shift=[0.0] * 3).double()
+    settings = StabilitySettings(replicas=4, time_ps=0.2, temperature_K=500.0, check_every_fs=25.0)
+    stable = measure_stability(springs, ethanol_frames, ethanol_reference, [0, 0, 0, 0], settings)  # springs' rest frame
+    assert stable.times_to_instability_ps == [0.2] * 4 and not any(stable.became_unstable)
+    assert stable.unstable_fraction == [0.0] * settings.n_checks
+    assert 0.0 < stable.distance_histogram_mae < 2.0
+
+    # the tiny random network's forces are ~1e-4 eV/Å: at 500 K the atoms fly apart within ~0.1 ps
+    free = measure_stability(eager_models[("egnn", "float64")], ethanol_frames, ethanol_reference,
+                             [0, 300, 600, 900], settings)
+    print(f"no-bond model: times to instability {free.times_to_instability_ps} ps")
+    assert all(free.became_unstable) and max(free.times_to_instability_ps) < 0.2
+    assert free.unstable_fraction[-1] == 1.0 and len(free.check_times_ps) < settings.n_checks
+
+
+def test_stability_command_reports_times_and_writes_json(model_files, tmp_path, capsys):
+    from mlpot.cli import main
+
+    out = tmp_path / "stability.json"
+    code = main(["stability", str(model_files[("egnn", "float64")]), "--system", "ethanol", "--replicas", "2",
+                 "--time", "100fs", "--check-every", "25", "--out", str(out), "--quiet"])
+    assert code == 0
+    result = __import__("json").loads(out.read_text())
+    assert len(result["times_to_instability_ps"]) == 2 and result["start_frames_from"] == "evenly spaced reference frames"
+    assert {"mean_ps", "std_ps", "stable_fraction", "distance_histogram_mae", "seconds_per_step"} <= set(result)
+    assert "time to instability" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--time", "10 years"], "cannot read the duration"),
+        (["--system", "water-192"], "no shipped reference data"),
+        (["--replicas", "0"], "replicas must be a positive integer"),
+        (["--check-every", "0.1"], "at least one timestep"),
+    ],
+)
+def test_stability_command_rejects_bad_settings_in_one_line(arguments, message, model_files, capsys):
+    from mlpot.cli import main
+
+    assert main(["stability", str(model_files[("egnn", "float64")]), *arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
