@@ -134,6 +134,7 @@ class TargetGuidedPolicy(nn.Module):
         return self.strength * nn.functional.softplus(value) / nn.functional.softplus(torch.zeros((), dtype=value.dtype))
 
     def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
-        pull = -atom_subset_squared_deviation_gradient(positions.detach(), self.target.to(positions.dtype), self.atoms)
+        pull = -atom_subset_squared_deviation_gradient(positions.detach(), self.target.to(positions.dtype),
+                                                      self.atoms.tolist())
         strength = self.pull_strength(time_fraction).to(positions.dtype)
         return strength[:, None, None] * pull + self.residual(positions, velocities, time_fraction)
