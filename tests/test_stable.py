@@ -303,15 +303,17 @@ def test_velocity_verlet_conserves_energy_with_a_small_timestep(morse_model, mor
     assert float(drift) < 1e-3 * float(kinetic_swing)
 
 
-def test_nose_hoover_chain_conserves_its_extended_energy(morse_model, morse_cluster_positions, ethanol_positions):
+@pytest.mark.parametrize("chain_length", [1, 3])
+def test_nose_hoover_chain_conserves_its_extended_energy(chain_length, morse_model, morse_cluster_positions,
+                                                         ethanol_positions):
     _, numbers = ethanol_positions
     positions = morse_cluster_positions
-    integrator = NoseHooverChain(0.1, temperature_K=600.0, time_constant_fs=10.0)
+    integrator = NoseHooverChain(0.1, temperature_K=600.0, time_constant_fs=10.0, chain_length=chain_length)
     simulator = _simulator(morse_model, positions[:3], numbers, integrator, temperature_K=300.0)
     trajectory = simulator.run(n_steps=400, record_every=10)
     drift = (trajectory.conserved_energies - trajectory.conserved_energies[0]).abs().max()
     heat = (trajectory.kinetic_energies + trajectory.potential_energies).std(0).min()  # the bath exchanges energy
-    print(f"NHC 0.1 fs: max |H - H0| {float(drift):.2e} eV; U + K varies by {float(heat):.3f} eV (std)")
+    print(f"NHC(M={chain_length}) 0.1 fs: max |H - H0| {float(drift):.2e} eV; U + K varies by {float(heat):.3f} eV (std)")
     assert float(drift) < 1e-2 * float(heat)
 
 

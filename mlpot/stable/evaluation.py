@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ from mlpot.md.reference import MoleculeReference, frame_positions
 from mlpot.md.simulator import ReplicaSimulator
 from mlpot.md.stability import EVALUATION_BOND_THRESHOLD_A, BondLengthCriterion, run_checked_segment
 from mlpot.units import FS_PER_PS
+
+ProgressCallback = Callable[[float, float], None]  # (time_ps, unstable_fraction) after every check
 
 # reference data (labelled frames) of the shipped systems that have some, relative to SYSTEMS_DIR
 REFERENCE_DATA = {"ethanol": "ethanol/dft.extxyz"}
@@ -153,7 +155,8 @@ def start_frame_indices(metadata: Dict[str, Any], reference_path: Path, n_frames
 
 def measure_stability(model: torch.nn.Module, frames: Sequence[Frame], reference: MoleculeReference,
                       start_frames: Sequence[int], settings: StabilitySettings = StabilitySettings(),
-                      progress=None, start_frames_from: str = "given by the caller") -> StabilityResult:
+                      progress: Optional[ProgressCallback] = None,
+                      start_frames_from: str = "given by the caller") -> StabilityResult:
     """Run the replicas and time their first instability.
 
     Args:
@@ -217,7 +220,8 @@ def measure_stability(model: torch.nn.Module, frames: Sequence[Frame], reference
 
 def measure_model_file_stability(model_path: str | Path, system: str = "ethanol",
                                  settings: StabilitySettings = StabilitySettings(),
-                                 reference_path: str | Path | None = None, progress=None) -> StabilityResult:
+                                 reference_path: str | Path | None = None,
+                                 progress: Optional[ProgressCallback] = None) -> StabilityResult:
     """:func:`measure_stability` of a model file on a shipped system (or on ``reference_path``'s frames)."""
     from mlpot.data.readers import read_frames
     from mlpot.deploy import load_model
