@@ -24,13 +24,19 @@ make the estimate noisier, not biased beyond the usual O(1/S)).
 from __future__ import annotations
 
 import math
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
 from mlpot.units import BOLTZMANN_EV_PER_K
 
 ObservableLoss = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _positive_temperature(temperature_K: float) -> float:
+    if not (isinstance(temperature_K, (int, float)) and math.isfinite(temperature_K) and temperature_K > 0):
+        raise ValueError(f"temperature must be a positive number of K, got {temperature_K!r}")
+    return float(temperature_K)
 
 
 def squared_error_loss(target: torch.Tensor) -> ObservableLoss:
@@ -79,8 +85,7 @@ def boltzmann_surrogate(energies_eV: torch.Tensor, weights: torch.Tensor, temper
         weights: ``(S,)`` per-sample loss weights (:func:`loss_weights`); detached here.
         temperature_K: the temperature the samples were drawn at, K.
     """
-    if not (math.isfinite(temperature_K) and temperature_K > 0):
-        raise ValueError(f"temperature must be a positive number of K, got {temperature_K!r}")
+    _positive_temperature(temperature_K)
     if energies_eV.dim() != 1 or weights.shape != energies_eV.shape:
         raise ValueError(f"energies and weights must both have shape (n_samples,); got "
                          f"{tuple(energies_eV.shape)} and {tuple(weights.shape)}")
@@ -88,8 +93,13 @@ def boltzmann_surrogate(energies_eV: torch.Tensor, weights: torch.Tensor, temper
     if n_samples < 2:
         raise ValueError("the Boltzmann estimator needs at least 2 samples")
     beta = 1.0 / (BOLTZMANN_EV_PER_K * temperature_K)
-    centred = (weights - weights.mean()).detach().to(energies_eV)
-    return -beta / (n_samples - 1) * (centred * energies_eV).sum()
+    return _weighted_energy_sum(energies_eV, (weights - weights.mean()).detach(), beta, n_samples)
+
+
+def _weighted_energy_sum(energies_eV: torch.Tensor, centred_weights: torch.Tensor, beta: float,
+                         n_samples: int) -> torch.Tensor:
+    """−β/(S−1) Σ (w_i − w̄) U_i for (part of) S samples whose weights are already centred over all S."""
+    return -beta / (n_samples - 1) * (centred_weights.to(energies_eV) * energies_eV).sum()
 
 
 def observable_loss_surrogate(energies_eV: torch.Tensor, observables: torch.Tensor, loss: ObservableLoss,
@@ -101,3 +111,29 @@ def observable_loss_surrogate(energies_eV: torch.Tensor, observables: torch.Tens
     """
     weights, value = loss_weights(observables, loss)
     return boltzmann_surrogate(energies_eV, weights, temperature_K), value
+
+
+def backward_boltzmann_gradient(energies_of: Callable[[torch.Tensor], torch.Tensor], samples: torch.Tensor,
+                                weights: torch.Tensor, temperature_K: float,
+                                chunk_size: Optional[int] = None) -> None:
+    """Accumulate −β Cov(w, ∂U/∂θ) into the parameters' ``.grad`` (adds to what is there).
+
+    ``energies_of`` maps a chunk of samples (e.g. positions ``(s, n_atoms, 3)`` Å) to their energies
+    ``(s,)`` eV with the graph to θ (e.g. ``ReplicaPotential.energies``). The weights are centred over
+    all S samples first, so backpropagating the surrogate chunk by chunk (``chunk_size`` samples at a
+    time, to bound memory) gives exactly the gradient of one backward pass over all of them
+    (``chunk_size=None``, the default).
+    """
+    n_samples = samples.shape[0]
+    if n_samples < 2:
+        raise ValueError("the Boltzmann estimator needs at least 2 samples")
+    beta = 1.0 / (BOLTZMANN_EV_PER_K * _positive_temperature(temperature_K))
+    if weights.shape != (n_samples,):
+        raise ValueError(f"need one weight per sample: {tuple(weights.shape)} weights for {n_samples} samples")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    centred = (weights - weights.mean()).detach()
+    size = n_samples if chunk_size is None else chunk_size
+    for start in range(0, n_samples, size):
+        chunk = slice(start, start + size)
+        _weighted_energy_sum(energies_of(samples[chunk]), centred[chunk], beta, n_samples).backward()
