@@ -1,17 +1,22 @@
-"""PIPS cost per training iteration on alanine dipeptide, and where the time goes.
+"""PIPS cost per training iteration, per molecular system, and where the time goes.
 
-One iteration is exactly ``MolecularTrainer.step``: 16 controlled rollouts × 500 steps of 1 fs in
-OpenMM (16 replicas in one Context, CPU platform), path costs, weights, the PICE surrogate loss
-over all 8000 recorded states (one batched forward + backward), Adam and EMA updates, checkpoint
-skipped. Reported: seconds per iteration and per path, and the rollout's split into time inside
-OpenMM (step, getState, setting the control force), inside the policy, and the rest (Python,
-numpy/torch conversions, noise, records). For comparison, the same 16 × 500 uncontrolled steps
-with one Context per replica (the reference code's layout) are timed too.
+One iteration is exactly ``MolecularTrainer.step`` with the system's default batch
+(``run_defaults`` in ``mlpot/pips/peptides.py``; alanine dipeptide 16 × 500 steps, polyproline
+16 × 1000, chignolin 8 × 1000, all 1 fs, CPU platform): controlled rollouts in OpenMM, path costs,
+weights, the PICE surrogate loss over all recorded states (one batched forward + backward), Adam
+and EMA updates, checkpoint skipped. Alanine dipeptide (vacuum) runs its replicas in one Context;
+polyproline and chignolin (GBn2 implicit solvent) in one Context per replica. Reported: seconds
+per iteration and per path, and the rollout's split into time inside OpenMM (step, getState,
+setting the control force), inside the policy, and the rest (Python, numpy/torch conversions,
+noise, records). For alanine dipeptide the same 16 × 500 uncontrolled steps are also timed with
+one Context per replica (the reference code's layout, and ours for implicit solvent).
 
-    python benchmarks/pips_speed.py                     # both policies, 3 iterations each
-    python benchmarks/pips_speed.py --iterations 5 --threads 1
+    python benchmarks/pips_speed.py                                   # alanine dipeptide, both policies
+    python benchmarks/pips_speed.py --systems polyproline --iterations 2
+    python benchmarks/pips_speed.py --systems chignolin --policies aligned-force --iterations 1 --warmup 0
 
-Writes ``benchmarks/results/pips_speed.json`` and prints a markdown table.
+Updates ``benchmarks/results/pips_speed.json`` (the entries of the systems and policies measured
+are replaced, the others kept) and prints a markdown table of what it measured.
 """
 
 from __future__ import annotations
@@ -19,54 +24,54 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
 def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float:
-    """Wall seconds for ``n_steps`` uncontrolled steps of ``n_paths`` single-replica Contexts, with
-    the per-step work of a rollout (set the control force, step, read positions and velocities)."""
+    """Wall seconds of an uncontrolled alanine-dipeptide rollout of ``n_paths`` × ``n_steps`` with one
+    Context per replica (:class:`ContextPerReplicaRunner` on the vacuum System)."""
+    import torch
+
     from mlpot.pips.molecular_trainer import MolecularTrainConfig, PS_PER_FS
     from mlpot.pips.openmm_integrator import langevin_settings
-    from mlpot.pips.openmm_rollout import ReplicaRunner
+    from mlpot.pips.openmm_rollout import ContextPerReplicaRunner
     from mlpot.pips.peptides import peptide_transition
-    from mlpot.pips.replicas import build_replica_system
+    from mlpot.pips.replicas import build_replica_system, SeparateReplicas
 
-    config = MolecularTrainConfig()
+    config = MolecularTrainConfig(system="alanine-dipeptide")
     topology, start_nm, _ = peptide_transition(config.system).load()
     settings = langevin_settings(config.timestep_fs * PS_PER_FS, config.friction_per_ps, config.temperature_K)
-    runners = [ReplicaRunner(build_replica_system(topology, start_nm, 1), settings, "CPU", threads)
-               for _ in range(n_paths)]
-    zero = np.zeros((start_nm.shape[0], 3))
-    started = time.perf_counter()
-    for runner in runners:
-        runner.context.setPositions(start_nm)
-        runner.context.setVelocitiesToTemperature(config.temperature_K, 1)
-    for _ in range(n_steps):
-        for runner in runners:
-            runner.integrator.setPerDofVariableByName("control_force", zero)
-            runner.integrator.step(1)
-            runner.context.getState(getPositions=True, getVelocities=True)
-    return time.perf_counter() - started
+    single = build_replica_system(topology, start_nm, 1)
+    replicas = SeparateReplicas(single_system=single.single_system, topology=topology, n_copies=n_paths,
+                                n_atoms=single.n_atoms, masses_amu=single.masses_amu)
+    runner = ContextPerReplicaRunner(replicas, settings, "CPU", threads)
+    result = runner.run(lambda x, v, t: torch.zeros_like(x), start_nm, n_steps, torch.Generator().manual_seed(0))
+    return result.timings.total
 
 
-def measure_policy(policy: str, iterations: int, threads: int) -> dict:
+def measure(system: str, policy: str, iterations: int, threads: int, warmup: int = 1) -> dict:
     from mlpot.pips.molecular_trainer import MolecularTrainConfig, MolecularTrainer
+    from mlpot.pips.peptides import peptide_transition
 
-    # after the first update the controls are non-zero; their cost does not depend on their values anyway
-    trainer = MolecularTrainer(MolecularTrainConfig(policy=policy), threads=threads)
-    rows = [trainer.step() for _ in range(iterations + 1)][1:]  # the first includes one-off set-up
+    # the system's default batch; after the first update the controls are non-zero (their cost does
+    # not depend on their values anyway)
+    config = MolecularTrainConfig(system=system, policy=policy, **peptide_transition(system).run_defaults)
+    trainer = MolecularTrainer(config, threads=threads)
+    rows = [trainer.step() for _ in range(iterations + warmup)][warmup:]  # the first includes one-off set-up
     median = {key: statistics.median(row[key] for row in rows)
               for key in ("seconds", "rollout_seconds", "openmm_seconds", "policy_seconds", "python_seconds")}
-    n_paths = trainer.config.n_paths
+    n_paths, n_steps = trainer.config.n_paths, trainer.config.n_steps
     return {
-        "policy": policy, "n_paths": n_paths, "n_steps": trainer.config.n_steps, "iterations_timed": iterations,
+        "system": system, "policy": policy, "layout": type(trainer.runner(n_paths)).__name__,
+        "n_atoms": trainer.topology.getNumAtoms(), "n_paths": n_paths, "n_steps": n_steps,
+        "iterations_timed": iterations, "warmup_iterations": warmup,
         "seconds_per_iteration": median["seconds"], "seconds_per_path": median["seconds"] / n_paths,
+        "ms_per_replica_step": 1e3 * median["rollout_seconds"] / (n_paths * n_steps),
         "rollout_seconds": median["rollout_seconds"],
         "loss_and_update_seconds": median["seconds"] - median["rollout_seconds"],
         "rollout_fraction_openmm": median["openmm_seconds"] / median["rollout_seconds"],
@@ -78,31 +83,43 @@ def measure_policy(policy: str, iterations: int, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed iterations first (default 1; the first one builds the Contexts)")
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenMM CPU threads (default 1)")
+    parser.add_argument("--systems", nargs="+", default=["alanine-dipeptide"],
+                        help="alanine-dipeptide, polyproline, chignolin (default alanine-dipeptide)")
     parser.add_argument("--policies", nargs="+", default=["distance-energy", "aligned-force"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pips_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    results = [measure_policy(policy, args.iterations, args.threads) for policy in args.policies]
-    separate = separate_contexts_seconds(16, 500, args.threads)
-    print("| system | policy | paths × steps | s / iteration | s / path | rollout s | loss+update s | "
-          "OpenMM | policy | Python |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    results = [measure(system, policy, args.iterations, args.threads, args.warmup)
+               for system in args.systems for policy in args.policies]
+    print("| system | policy | replicas | paths × steps | s / iteration | s / path | ms / replica-step | rollout s | "
+          "loss+update s | OpenMM | policy | Python |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| alanine-dipeptide | {r['policy']} | {r['n_paths']} × {r['n_steps']} | "
-              f"{r['seconds_per_iteration']:.2f} | {r['seconds_per_path']:.3f} | {r['rollout_seconds']:.2f} | "
-              f"{r['loss_and_update_seconds']:.2f} | {r['rollout_fraction_openmm']:.0%} | "
+        print(f"| {r['system']} ({r['n_atoms']} atoms) | {r['policy']} | {r['layout']} | {r['n_paths']} × {r['n_steps']} | "
+              f"{r['seconds_per_iteration']:.2f} | {r['seconds_per_path']:.3f} | {r['ms_per_replica_step']:.2f} | "
+              f"{r['rollout_seconds']:.2f} | {r['loss_and_update_seconds']:.2f} | {r['rollout_fraction_openmm']:.0%} | "
               f"{r['rollout_fraction_policy']:.0%} | {r['rollout_fraction_python']:.0%} |")
-    print(f"\n16 × 500 uncontrolled steps in 16 separate Contexts (step + set force + getState): {separate:.2f} s")
-    record = {
+    out = Path(args.out)
+    record = json.loads(out.read_text()) if out.exists() else {}
+    measured = {(r["system"], r["policy"]) for r in results}
+    kept = [r for r in record.get("results", [])
+            if (r.get("system", "alanine-dipeptide"), r["policy"]) not in measured]
+    record.update({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(), "threads": args.threads,
-        "results": results, "separate_contexts_16x500_seconds": separate,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    print(f"written {args.out}")
+        "load_average_1min": os.getloadavg()[0], "results": kept + results,
+    })
+    if "alanine-dipeptide" in args.systems:
+        separate = separate_contexts_seconds(16, 500, args.threads)
+        print(f"\nalanine dipeptide, 16 × 500 uncontrolled steps, one Context per replica: {separate:.2f} s")
+        record["separate_contexts_16x500_seconds"] = separate
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"written {out}")
 
 
 if __name__ == "__main__":

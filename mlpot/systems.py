@@ -82,6 +82,7 @@ class UnknownSystemError(KeyError, ValueError):
 
 _AMBER14 = ("amber14-all.xml",)
 _AMBER14_TIP3P = ("amber14-all.xml", "amber14/tip3p.xml")
+_AMBER14_GBN2 = ("amber14-all.xml", "implicit/gbn2.xml")
 
 # name, file relative to SYSTEMS_DIR, periodic, description, aliases, force-field files
 _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -108,6 +109,38 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "ACE-ALA-NME, 22 atoms, vacuum; C7ax minimum of amber14",
         (),
         _AMBER14,
+    ),
+    (
+        "polyproline",
+        "polyproline/ppii.pdb",
+        False,
+        "ACE-(PRO)3-NME, 54 atoms, implicit solvent; polyproline II helix (all X-Pro bonds trans), amber14 + GBn2 minimum",
+        ("polyproline-ppii", "pro3"),
+        _AMBER14_GBN2,
+    ),
+    (
+        "polyproline-ppi",
+        "polyproline/ppi.pdb",
+        False,
+        "ACE-(PRO)3-NME, 54 atoms, implicit solvent; polyproline I helix (all X-Pro bonds cis), amber14 + GBn2 minimum",
+        (),
+        _AMBER14_GBN2,
+    ),
+    (
+        "chignolin",
+        "chignolin/unfolded.pdb",
+        False,
+        "GYDPETGTWG, 138 atoms, zwitterion, implicit solvent; extended (PPII angles), amber14 + GBn2 minimum",
+        ("chignolin-unfolded",),
+        _AMBER14_GBN2,
+    ),
+    (
+        "chignolin-folded",
+        "chignolin/folded.pdb",
+        False,
+        "GYDPETGTWG, 138 atoms, zwitterion, implicit solvent; beta-hairpin from 1UAO backbone angles, amber14 + GBn2 minimum",
+        (),
+        _AMBER14_GBN2,
     ),
     (
         "ethanol",

@@ -374,8 +374,8 @@ def test_cli_trains_a_toy_resumes_it_and_refuses_unknown_systems(tmp_path, capsy
     assert main(["pips", "train", "--out", out, "--iterations", "2", "--paths", "4", "--eval-paths", "4", "--quiet"]) == 0
     assert "THP" in capsys.readouterr().out
     assert main(["pips", "train", "--out", out, "--resume", "--quiet", "--eval-paths", "4"]) == 0
-    assert main(["pips", "train", "--system", "chignolin", "--out", str(tmp_path / "chig")]) == 2
-    assert "no PIPS transition defined for 'chignolin'" in capsys.readouterr().err
+    assert main(["pips", "train", "--system", "trp-cage", "--out", str(tmp_path / "trp")]) == 2
+    assert "no PIPS transition defined for 'trp-cage'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------- OpenMM side
@@ -448,11 +448,21 @@ def alanine_replicas():
     return build_replica_system(topology, start_nm, 4), settings, start_nm, target_nm
 
 
-def replica_runner(alanine_replicas):
-    from mlpot.pips.openmm_rollout import ReplicaRunner
+RUNNER_LAYOUTS = ("one-context", "context-per-replica")
+
+
+def replica_runner(alanine_replicas, layout="one-context"):
+    """Alanine dipeptide's 4 replicas in one Context, or (the implicit-solvent layout, which works
+    for a vacuum System too) in one Context each."""
+    from mlpot.pips.openmm_rollout import ContextPerReplicaRunner, OneContextRunner
+    from mlpot.pips.replicas import SeparateReplicas
 
     replicas, settings, start_nm, _ = alanine_replicas
-    return ReplicaRunner(replicas, settings, platform="Reference"), start_nm
+    if layout == "one-context":
+        return OneContextRunner(replicas, settings, platform="Reference"), start_nm
+    separate = SeparateReplicas(single_system=replicas.single_system, topology=replicas.topology,
+                                n_copies=replicas.n_copies, n_atoms=replicas.n_atoms, masses_amu=replicas.masses_amu)
+    return ContextPerReplicaRunner(separate, settings, platform="Reference"), start_nm
 
 
 def no_control(positions, velocities, time_fraction):
@@ -485,8 +495,9 @@ def test_replicas_of_an_mlpot_model_potential_do_not_feel_each_other(model_files
     assert total == pytest.approx(3 * single, rel=1e-8)
 
 
-def test_openmm_rollout_records_every_step_with_kicks_of_the_controlled_variance(alanine_replicas):
-    runner, start_nm = replica_runner(alanine_replicas)
+@pytest.mark.parametrize("layout", RUNNER_LAYOUTS)
+def test_openmm_rollout_records_every_step_with_kicks_of_the_controlled_variance(alanine_replicas, layout):
+    runner, start_nm = replica_runner(alanine_replicas, layout)
     result = runner.run(no_control, start_nm, 30, torch.Generator().manual_seed(0))
     rollout = result.rollout
     assert rollout.positions.shape == (4, 31, 22, 3) and rollout.noises.shape == (4, 30, 22, 3)
@@ -503,10 +514,11 @@ def test_openmm_rollout_records_every_step_with_kicks_of_the_controlled_variance
     assert 0.6 < float(kinetic) < 1.4  # thermalised start velocities, not 0 K
 
 
-def test_openmm_rollout_bias_pushes_only_its_replica_along_its_sign_in_kj_per_mol_per_nm(alanine_replicas):
+@pytest.mark.parametrize("layout", RUNNER_LAYOUTS)
+def test_openmm_rollout_bias_pushes_only_its_replica_along_its_sign_in_kj_per_mol_per_nm(alanine_replicas, layout):
     """A control force on the alpha carbon of replica 1 only: with the same random numbers, replica 1's
     carbon moves by F dt² n² / (2m) relative to the uncontrolled run, every other replica not at all."""
-    runner, start_nm = replica_runner(alanine_replicas)
+    runner, start_nm = replica_runner(alanine_replicas, layout)
     force = torch.tensor([800.0, -300.0, 0.0], dtype=torch.float64)  # kJ/mol/nm
     carbon, n = 8, 3
 
@@ -525,8 +537,9 @@ def test_openmm_rollout_bias_pushes_only_its_replica_along_its_sign_in_kj_per_mo
         assert float(difference[other].abs().max()) == 0.0
 
 
-def test_blown_up_replica_is_dropped_with_a_warning_and_counted(alanine_replicas):
-    runner, start_nm = replica_runner(alanine_replicas)
+@pytest.mark.parametrize("layout", RUNNER_LAYOUTS)
+def test_blown_up_replica_is_dropped_with_a_warning_and_counted(alanine_replicas, layout):
+    runner, start_nm = replica_runner(alanine_replicas, layout)
 
     def explode_replica_2(positions, velocities, time_fraction):
         u = torch.zeros_like(positions)
@@ -548,6 +561,118 @@ def test_alanine_target_basin_holds_c7ax_not_c5(alanine_replicas):
     transition = peptide_transition("alanine-dipeptide")
     hits = transition.in_target_basin(torch.from_numpy(np.stack([start_nm, target_nm])))
     assert hits.tolist() == [False, True]
+
+
+# ---------------------------------------------------------------------------------- implicit-solvent peptides
+def lone_context_energy_and_forces(system_name, positions_nm):
+    """Energy (kJ/mol) and forces (kJ/mol/nm) of one molecule in a Context of its own, with a System
+    made here from the registry's force field files (not by the code under test)."""
+    from openmm import app
+
+    from mlpot.systems import get_system, load_openmm
+
+    topology, _ = load_openmm(system_name)
+    system = app.ForceField(*get_system(system_name).forcefield_files).createSystem(
+        topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions_nm)
+    state = context.getState(getEnergy=True, getForces=True)
+    return (state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole),
+            state.getForces(asNumpy=True).value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer))
+
+
+@pytest.mark.parametrize("system", ["polyproline", "chignolin"])
+def test_context_per_replica_gives_every_replica_the_energy_and_forces_of_a_lone_molecule(system):
+    from mlpot.pips.openmm_integrator import langevin_settings
+    from mlpot.pips.openmm_rollout import ContextPerReplicaRunner, replica_runner
+    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.replicas import potential_energies_kj_mol
+
+    transition = peptide_transition(system)
+    topology, start_nm, target_nm = transition.load()
+    settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
+    runner = replica_runner(topology, start_nm, 3, settings, transition.forcefield_files, platform="Reference")
+    assert isinstance(runner, ContextPerReplicaRunner) and len(runner.contexts) == 3
+    forces = [type(force).__name__ for force in runner.replicas.single_system.getForces()]
+    assert "CustomGBForce" in forces and "CMMotionRemover" not in forces
+    generator = np.random.default_rng(0)
+    frames = np.stack([start_nm, target_nm, start_nm + 0.01 * generator.standard_normal(start_nm.shape)])
+    runner._start(frames, 300.0, seed=1)
+    lone = [lone_context_energy_and_forces(transition.start, frame) for frame in frames]
+    for context, (energy, forces) in zip(runner.contexts, lone):
+        state = context.getState(getEnergy=True, getForces=True)
+        assert state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole) == pytest.approx(energy, rel=1e-12)
+        np.testing.assert_allclose(state.getForces(asNumpy=True)._value, forces, rtol=1e-10, atol=1e-8)
+    energies = potential_energies_kj_mol(runner.replicas.single_system, frames, platform="Reference")
+    np.testing.assert_allclose(energies, [energy for energy, _ in lone], rtol=1e-12)
+
+
+def test_copies_in_one_system_refuse_implicit_solvent_by_name():
+    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.replicas import build_replica_system
+
+    transition = peptide_transition("polyproline")
+    topology, start_nm, _ = transition.load()
+    with pytest.raises(NotImplementedError, match="CustomGBForce.*one Context per replica"):
+        build_replica_system(topology, start_nm, 2, transition.forcefield_files)
+
+
+@pytest.mark.parametrize("system", ["alanine-dipeptide", "polyproline", "chignolin"])
+def test_start_is_outside_and_target_inside_the_target_basin(system):
+    from mlpot.pips.peptides import peptide_transition
+
+    _, start_nm, target_nm = peptide_transition(system).load()
+    hits = peptide_transition(system).in_target_basin(torch.from_numpy(np.stack([start_nm, target_nm])))
+    assert hits.tolist() == [False, True]
+
+
+def test_basin_and_plot_atoms_are_the_named_backbone_atoms():
+    from mlpot.pips.peptides import peptide_transition
+
+    def names(system, indices):
+        atoms = list(peptide_transition(system).load()[0].atoms())
+        return [f"{atoms[i].residue.name}{atoms[i].residue.index + 1}:{atoms[i].name}" for i in indices]
+
+    polyproline, chignolin = peptide_transition("polyproline"), peptide_transition("chignolin")
+    omegas = [names("polyproline", omega) for omega in polyproline.basin.omegas]
+    assert omegas == [["ACE1:CH3", "ACE1:C", "PRO2:N", "PRO2:CA"], ["PRO2:CA", "PRO2:C", "PRO3:N", "PRO3:CA"],
+                      ["PRO3:CA", "PRO3:C", "PRO4:N", "PRO4:CA"]]
+    assert names("polyproline", polyproline.phi) == ["PRO2:C", "PRO3:N", "PRO3:CA", "PRO3:C"]
+    assert names("polyproline", polyproline.psi) == ["PRO3:N", "PRO3:CA", "PRO3:C", "PRO4:N"]
+    cas = names("chignolin", chignolin.basin.atoms)
+    assert [name.split(":")[1] for name in cas] == ["CA"] * 10
+    assert "".join(name[:3] for name in cas) == "GLYTYRASPPROGLUTHRGLYTHRTRPGLY"
+    assert names("chignolin", chignolin.phi) == ["THR6:C", "GLY7:N", "GLY7:CA", "GLY7:C"]
+    assert names("chignolin", chignolin.psi) == ["GLY7:N", "GLY7:CA", "GLY7:C", "THR8:N"]
+
+
+def test_polyproline_basin_needs_every_x_pro_bond_cis():
+    from mlpot.pips.peptides import peptide_transition
+
+    transition = peptide_transition("polyproline")
+    _, _, target_nm = transition.load()
+    target = torch.from_numpy(target_nm)
+    assert bool(transition.in_target_basin(target))
+    for omega in transition.basin.omegas:  # flip one bond to trans: rotate the C-side half about C–N
+        c_atom, n_atom = omega[1], omega[2]
+        axis = (target[n_atom] - target[c_atom]) / torch.linalg.vector_norm(target[n_atom] - target[c_atom])
+        flipped = target.clone()
+        moving = torch.arange(n_atom, len(target))
+        relative = target[moving] - target[n_atom]
+        flipped[moving] = target[n_atom] - relative + 2 * (relative @ axis)[:, None] * axis  # 180° about the axis
+        assert not bool(transition.in_target_basin(flipped))
+
+
+def test_polyproline_two_step_rollout_runs_in_the_trainer(one_thread):
+    from mlpot.pips.molecular_trainer import MolecularTrainer
+    from mlpot.pips.openmm_rollout import ContextPerReplicaRunner
+
+    trainer = MolecularTrainer(tiny_molecular_config(system="polyproline", n_paths=2, n_steps=2), platform="Reference")
+    assert isinstance(trainer.runner(2), ContextPerReplicaRunner)
+    row = trainer.step()
+    assert row["iteration"] == 1 and row["dropped_paths"] == 0
+    rollout, _ = trainer.rollout(2, torch.Generator().manual_seed(1))
+    assert rollout.positions.shape == (2, 3, 54, 3) and bool(rollout.finite_paths().all())
 
 
 def tiny_molecular_config(**overrides):

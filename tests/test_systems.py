@@ -18,6 +18,9 @@ REPO_ROOT = Path(mlpot.__file__).resolve().parent.parent
 AVOGADRO_PER_MOL = 6.02214076e23
 REGISTERED = [spec.name for spec in systems.list_systems()]
 ALA2_NAMES = ["alanine-dipeptide", "alanine-dipeptide-c7eq", "alanine-dipeptide-c7ax"]
+# name -> (folder, atoms) of the peptides minimised in amber14 + GBn2
+IMPLICIT_SOLVENT_PEPTIDES = {"polyproline": ("polyproline", 54), "polyproline-ppi": ("polyproline", 54),
+                             "chignolin": ("chignolin", 138), "chignolin-folded": ("chignolin", 138)}
 WATER_BOXES = {"water-192": 192, "water-1536": 1536}
 
 # tleap order and names: phi = atoms 4-6-8-14, psi = 6-8-14-16 (0-based)
@@ -47,7 +50,7 @@ def _phi_psi_deg(pdb_path: Path) -> tuple[float, float]:
     )
 
 
-def _amber14_vacuum_energy_kj_per_mol(spec: systems.SystemSpec) -> float:
+def _forcefield_energy_kj_per_mol(spec: systems.SystemSpec) -> float:
     import openmm
     from openmm import app, unit
 
@@ -67,7 +70,7 @@ def _build_info(folder: str) -> dict:
 
 
 def test_registry_lists_the_shipped_systems_and_their_files_exist():
-    assert REGISTERED == ALA2_NAMES + ["ethanol"] + list(WATER_BOXES)
+    assert REGISTERED == ALA2_NAMES + list(IMPLICIT_SOLVENT_PEPTIDES) + ["ethanol"] + list(WATER_BOXES)
     for spec in systems.list_systems():
         assert spec.pdb_path.is_file(), spec.pdb_path
         assert spec.pdb_path.is_relative_to(systems.SYSTEMS_DIR)
@@ -132,11 +135,31 @@ def test_c7_alanine_dipeptide_structures_are_in_their_basins():
 def test_amber14_energy_of_shipped_alanine_dipeptide_matches_build_info(name):
     spec = systems.get_system(name)
     record = next(c for c in _build_info("alanine-dipeptide")["conformers"].values() if c["file"] == spec.pdb_path.name)
-    energy = _amber14_vacuum_energy_kj_per_mol(spec)
+    energy = _forcefield_energy_kj_per_mol(spec)
     assert np.isfinite(energy)
     assert energy == pytest.approx(record["energy_of_pdb_file_kj_per_mol"], abs=0.01)
     # PDB rounding (0.001 Angstrom) costs only a little above the minimum
     assert 0.0 <= energy - record["energy_minimised_kj_per_mol"] < 0.1
+
+
+@pytest.mark.parametrize("name", IMPLICIT_SOLVENT_PEPTIDES)
+def test_gbn2_energy_of_shipped_peptide_matches_build_info(name):
+    spec = systems.get_system(name)
+    folder, n_atoms = IMPLICIT_SOLVENT_PEPTIDES[name]
+    assert spec.forcefield_files == ("amber14-all.xml", "implicit/gbn2.xml")
+    record = next(c for c in _build_info(folder)["conformers"].values() if c["file"] == spec.pdb_path.name)
+    assert record["n_atoms"] == n_atoms == systems.load_openmm(name)[0].getNumAtoms()
+    energy = _forcefield_energy_kj_per_mol(spec)
+    assert energy == pytest.approx(record["energy_of_pdb_file_kj_per_mol"], abs=0.01)
+    assert 0.0 <= energy - record["energy_minimised_kj_per_mol"] < 0.2
+
+
+@pytest.mark.parametrize("start, target", [("polyproline", "polyproline-ppi"), ("chignolin", "chignolin-folded")])
+def test_peptide_start_and_target_have_the_same_atoms_in_the_same_order(start, target):
+    def listing(name):
+        return [(atom.residue.name, atom.name, atom.element.symbol) for atom in systems.load_openmm(name)[0].atoms()]
+
+    assert listing(start) == listing(target)
 
 
 @pytest.mark.parametrize("name, n_atoms", WATER_BOXES.items())

@@ -14,9 +14,9 @@ state (Holdijk et al., NeurIPS 2023). Modules, each with one job:
 - :mod:`~mlpot.pips.metrics` — THP, channel usage, EPD, ETS, work of the control;
 - :mod:`~mlpot.pips.trainer` — the PICE training loop with checkpoints and exact resume, and the toy trainer;
 - :mod:`~mlpot.pips.openmm_integrator` — the controlled Langevin integrator for OpenMM rollouts;
-- :mod:`~mlpot.pips.replicas` — N non-interacting copies of a molecule in one OpenMM System;
-- :mod:`~mlpot.pips.openmm_rollout` — batched controlled rollouts in OpenMM, recorded as a Rollout;
-- :mod:`~mlpot.pips.peptides` — molecular transitions (start, target, φ/ψ, target basin);
+- :mod:`~mlpot.pips.replicas` — N non-interacting copies of a molecule: one OpenMM System, or one per copy (implicit solvent);
+- :mod:`~mlpot.pips.openmm_rollout` — batched controlled rollouts in OpenMM (one Context, or one per replica), recorded as a Rollout;
+- :mod:`~mlpot.pips.peptides` — molecular transitions (alanine dipeptide, polyproline, chignolin: start, target, target basin, φ/ψ);
 - :mod:`~mlpot.pips.path_metrics` — the metrics of a set of molecular paths (THP, RMSD, EPD, ETS, bias work);
 - :mod:`~mlpot.pips.molecular_trainer` — PICE training of a molecular policy (alanine dipeptide);
 - :mod:`~mlpot.pips.baselines` — unbiased and steered MD, run like the policy's paths;

@@ -38,10 +38,9 @@ from mlpot.pips.cost import TERMINAL_COSTS
 from mlpot.pips.dynamics import Rollout, control_weight
 from mlpot.pips.molecular_policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
 from mlpot.pips.openmm_integrator import langevin_settings
-from mlpot.pips.openmm_rollout import ControlFunction, ReplicaRunner
+from mlpot.pips.openmm_rollout import ControlFunction, ReplicaRunner, replica_runner
 from mlpot.pips.path_metrics import EvaluatedPaths, MolecularPathMetrics
 from mlpot.pips.peptides import peptide_transition
-from mlpot.pips.replicas import build_replica_system
 from mlpot.pips.trainer import PiceTrainConfig, PiceTrainer
 
 MOLECULAR_POLICIES = ("distance-energy", "aligned-force")
@@ -138,8 +137,9 @@ class MolecularTrainer(PiceTrainer):
     def runner(self, n_paths: int) -> ReplicaRunner:
         """The OpenMM Context holding ``n_paths`` replicas (built once per batch size)."""
         if n_paths not in self._runners:
-            replicas = build_replica_system(self.topology, self.start_nm, n_paths, model=self.potential)
-            self._runners[n_paths] = ReplicaRunner(replicas, self.settings, self.platform, self.threads)
+            self._runners[n_paths] = replica_runner(self.topology, self.start_nm, n_paths, self.settings,
+                                                    self.transition.forcefield_files, self.potential,
+                                                    self.platform, self.threads)
         return self._runners[n_paths]
 
     # ---- what the loop needs

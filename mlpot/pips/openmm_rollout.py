@@ -1,10 +1,18 @@
 """Batched controlled rollouts of a molecule in OpenMM, recorded as a :class:`~mlpot.pips.dynamics.Rollout`.
 
-The N replicas are the N copies of a :class:`~mlpot.pips.replicas.ReplicaSystem` in one Context
-(one ``step`` call advances all of them), integrated by the controlled LangevinMiddle integrator
-of :mod:`mlpot.pips.openmm_integrator`. Per step:
+The N replicas are integrated by the controlled LangevinMiddle integrator of
+:mod:`mlpot.pips.openmm_integrator`, in one of two layouts (:func:`replica_runner` picks the one
+:func:`~mlpot.pips.replicas.build_replicas` chose):
 
-1. read positions and velocities of all copies (one ``getState``);
+- :class:`OneContextRunner`: the N copies of a :class:`~mlpot.pips.replicas.ReplicaSystem` in one
+  Context (one ``step`` call advances all of them); vacuum force fields and mlpot models.
+- :class:`ContextPerReplicaRunner`: N Contexts over the single-copy System, each with its own
+  integrator; force fields whose implicit solvent couples every pair of atoms. Each replica is
+  exactly the single-copy System; the per-replica OpenMM calls cost N times the Python overhead.
+
+Both share :meth:`ReplicaRunner.run`, the loop below; only the engine calls differ. Per step:
+
+1. read positions and velocities of all copies;
 2. evaluate the policy once for all replicas, u(x_s, v_s, t_s / T) with t_s = s dt, the state at
    the start of the step (a function of the past only, as the path weights require);
 3. draw the controlled-channel kick dW_c ~ N(0, f (1 − a²) m kT) per degree of freedom from the
@@ -33,17 +41,19 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict
+from pathlib import Path
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import openmm
 import torch
+from openmm import app
 
 from mlpot.pips.dynamics import LangevinSettings, Rollout
 from mlpot.pips.openmm_integrator import (
     MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K, controlled_langevin_integrator, set_control_forces,
 )
-from mlpot.pips.replicas import ReplicaSystem, openmm_platform
+from mlpot.pips.replicas import ReplicaSystem, Replicas, build_replicas, openmm_platform
 
 ControlFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -78,25 +88,33 @@ class OpenMMRollout:
 
 
 class ReplicaRunner:
-    """A Context over a :class:`ReplicaSystem` with the controlled integrator, reused for every rollout."""
+    """Controlled rollouts of ``replicas`` (the loop, the records, blow-up handling, timings);
+    subclasses hold the Context(s) and implement the four engine calls. ``mass`` (n_atoms, 1) amu."""
 
-    def __init__(self, replicas: ReplicaSystem, settings: LangevinSettings, platform: str = "CPU",
-                 threads: int = 1, blowup_kinetic_factor: float = 50.0):
+    def __init__(self, replicas: Replicas, settings: LangevinSettings, blowup_kinetic_factor: float = 50.0):
         self.replicas = replicas
         self.settings = settings
         self.blowup_kinetic_factor = blowup_kinetic_factor
-        self.integrator = controlled_langevin_integrator(settings)
-        self.integrator.setRandomNumberSeed(1)
-        chosen, properties = openmm_platform(platform, threads)
-        self.context = openmm.Context(replicas.system, self.integrator, chosen, properties)
         self.mass = torch.tensor(replicas.masses_amu, dtype=torch.float64)[:, None]  # (n_atoms, 1)
 
-    def _state(self) -> tuple[np.ndarray, np.ndarray]:
-        state = self.context.getState(getPositions=True, getVelocities=True)
-        positions = self.replicas.per_copy(state.getPositions(asNumpy=True)._value)
-        velocities = state.getVelocities(asNumpy=True)._value.reshape(positions.shape)
-        return positions, velocities
+    # ---- engine calls (positions (n_copies, n_atoms, 3) nm, velocities nm/ps, forces kJ/mol/nm)
+    def _start(self, positions_nm: np.ndarray, temperature_K: float, seed: int) -> None:
+        """Set every copy's positions and draw Maxwell–Boltzmann velocities from ``seed``."""
+        raise NotImplementedError
 
+    def _state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and velocities of every copy, each (n_copies, n_atoms, 3)."""
+        raise NotImplementedError
+
+    def _step(self, control_forces: np.ndarray) -> None:
+        """One step of every copy with the extra forces (n_copies, n_atoms, 3)."""
+        raise NotImplementedError
+
+    def _reset(self, copies: np.ndarray, positions_nm: np.ndarray, velocities: np.ndarray) -> None:
+        """Put the copies flagged in ``copies`` (n_copies,) bool at these positions and velocities."""
+        raise NotImplementedError
+
+    # ---- the loop
     def _blown_up(self, positions: np.ndarray, velocities: np.ndarray) -> np.ndarray:
         finite = np.isfinite(positions).all(axis=(1, 2)) & np.isfinite(velocities).all(axis=(1, 2))
         kinetic = 0.5 * (self.replicas.masses_amu[None, :, None] * np.nan_to_num(velocities) ** 2).sum(axis=(1, 2))
@@ -110,6 +128,9 @@ class ReplicaRunner:
         started = time.perf_counter()
         replicas, settings, dt = self.replicas, self.settings, self.settings.timestep
         n_paths, n_atoms = replicas.n_copies, replicas.n_atoms
+        if np.shape(start_positions_nm) != (n_atoms, 3):
+            raise ValueError(f"start positions have shape {np.shape(start_positions_nm)}; the molecule needs "
+                             f"({n_atoms}, 3) in nm")
         start = np.broadcast_to(start_positions_nm, (n_paths, n_atoms, 3))
         kick_std = torch.sqrt(settings.kick_variances(self.mass)[0])  # (n_atoms, 1)
         seed = int(torch.randint(1, 2**30, (1,), generator=generator))
@@ -121,8 +142,7 @@ class ReplicaRunner:
         alive = np.ones(n_paths, dtype=bool)
 
         clock = time.perf_counter()
-        self.context.setPositions(replicas.stacked_positions(start))
-        self.context.setVelocitiesToTemperature(settings.kT / MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K, seed)
+        self._start(start, settings.kT / MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K, seed)
         positions, velocities = self._state()
         timings.openmm += time.perf_counter() - clock
         positions_record[:, 0] = torch.from_numpy(positions)
@@ -139,8 +159,7 @@ class ReplicaRunner:
                                 ("noises", kick)):
                 record[name][live, step] = value[live]
             clock = time.perf_counter()
-            set_control_forces(self.integrator, push.reshape(-1, 3))
-            self.integrator.step(1)
+            self._step(push)
             positions, velocities = self._state()
             timings.openmm += time.perf_counter() - clock
             blown = self._blown_up(positions, velocities) & alive
@@ -164,5 +183,84 @@ class ReplicaRunner:
                       "(non-finite or exploding kinetic energy); dropped from this iteration", RuntimeWarning)
         positions[blown] = start[blown]
         velocities[blown] = 0.0
-        self.context.setPositions(self.replicas.stacked_positions(positions))
+        self._reset(blown, positions, velocities)
+
+
+class OneContextRunner(ReplicaRunner):
+    """One Context over a :class:`ReplicaSystem` with the controlled integrator, reused for every rollout."""
+
+    def __init__(self, replicas: ReplicaSystem, settings: LangevinSettings, platform: str = "CPU",
+                 threads: int = 1, blowup_kinetic_factor: float = 50.0):
+        super().__init__(replicas, settings, blowup_kinetic_factor)
+        self.integrator = controlled_langevin_integrator(settings)
+        self.integrator.setRandomNumberSeed(1)
+        chosen, properties = openmm_platform(platform, threads)
+        self.context = openmm.Context(replicas.system, self.integrator, chosen, properties)
+
+    def _start(self, positions_nm: np.ndarray, temperature_K: float, seed: int) -> None:
+        self.context.setPositions(self.replicas.stacked_positions(positions_nm))
+        self.context.setVelocitiesToTemperature(temperature_K, seed)
+
+    def _state(self) -> tuple[np.ndarray, np.ndarray]:
+        state = self.context.getState(getPositions=True, getVelocities=True)
+        positions = self.replicas.per_copy(state.getPositions(asNumpy=True)._value)
+        velocities = state.getVelocities(asNumpy=True)._value.reshape(positions.shape)
+        return positions, velocities
+
+    def _step(self, control_forces: np.ndarray) -> None:
+        set_control_forces(self.integrator, control_forces.reshape(-1, 3))
+        self.integrator.step(1)
+
+    def _reset(self, copies: np.ndarray, positions_nm: np.ndarray, velocities: np.ndarray) -> None:
+        self.context.setPositions(self.replicas.stacked_positions(positions_nm))
         self.context.setVelocities(velocities.reshape(-1, 3))
+
+
+class ContextPerReplicaRunner(ReplicaRunner):
+    """One Context (and controlled integrator) per replica over the single-copy System, reused for
+    every rollout. Copy k's velocities are drawn from seed + k."""
+
+    def __init__(self, replicas: Replicas, settings: LangevinSettings, platform: str = "CPU",
+                 threads: int = 1, blowup_kinetic_factor: float = 50.0):
+        super().__init__(replicas, settings, blowup_kinetic_factor)
+        chosen, properties = openmm_platform(platform, threads)
+        self.integrators, self.contexts = [], []
+        for _ in range(replicas.n_copies):
+            integrator = controlled_langevin_integrator(settings)
+            integrator.setRandomNumberSeed(1)
+            self.integrators.append(integrator)
+            self.contexts.append(openmm.Context(replicas.single_system, integrator, chosen, properties))
+
+    def _start(self, positions_nm: np.ndarray, temperature_K: float, seed: int) -> None:
+        for copy, context in enumerate(self.contexts):
+            context.setPositions(positions_nm[copy])
+            context.setVelocitiesToTemperature(temperature_K, seed + copy)
+
+    def _state(self) -> tuple[np.ndarray, np.ndarray]:
+        states = [context.getState(getPositions=True, getVelocities=True) for context in self.contexts]
+        positions = np.stack([state.getPositions(asNumpy=True)._value for state in states])
+        velocities = np.stack([state.getVelocities(asNumpy=True)._value for state in states])
+        return positions, velocities
+
+    def _step(self, control_forces: np.ndarray) -> None:
+        for integrator, forces in zip(self.integrators, control_forces):
+            set_control_forces(integrator, forces)
+            integrator.step(1)
+
+    def _reset(self, copies: np.ndarray, positions_nm: np.ndarray, velocities: np.ndarray) -> None:
+        for copy in np.flatnonzero(copies):
+            self.contexts[copy].setPositions(positions_nm[copy])
+            self.contexts[copy].setVelocities(velocities[copy])
+
+
+def replica_runner(topology: app.Topology, start_positions_nm: np.ndarray, n_copies: int,
+                   settings: LangevinSettings, forcefield_files=("amber14-all.xml",), model: Optional[Path] = None,
+                   platform: str = "CPU", threads: int = 1) -> ReplicaRunner:
+    """The runner for ``n_copies`` replicas of ``topology`` in the force field ``forcefield_files``
+    (or the mlpot ``model`` file): one Context when the copies can share a System, one Context per
+    replica when the force field couples every pair (implicit solvent); see
+    :func:`~mlpot.pips.replicas.build_replicas`. ``start_positions_nm`` (n_atoms, 3) sizes the molecule."""
+    replicas = build_replicas(topology, start_positions_nm, n_copies, forcefield_files, model)
+    if isinstance(replicas, ReplicaSystem):
+        return OneContextRunner(replicas, settings, platform, threads)
+    return ContextPerReplicaRunner(replicas, settings, platform, threads)

@@ -1,37 +1,114 @@
-"""Molecular PIPS systems: start and target structures from :mod:`mlpot.systems`, the dihedrals
-that name their states, and the target basin that decides whether a path hit.
+"""Molecular PIPS systems: start and target structures from :mod:`mlpot.systems`, the target
+basin that decides whether a path hit, and the (φ, ψ) of one residue to plot paths by.
 
-Only alanine dipeptide is defined so far (C5 → C7ax, amber14 vacuum); polyproline and chignolin
-need implicit-solvent replicas, which :mod:`mlpot.pips.replicas` does not support yet.
+Each system's basin is its own kind of region (atom indices 0-based, angles in degrees):
+
+- **alanine dipeptide** (C5 → C7ax, amber14 vacuum): a (φ, ψ) box, :class:`DihedralBox`.
+- **polyproline** ACE-(PRO)3-NME (PPII → PPI, amber14 + GBn2): every X–Pro peptide bond cis,
+  :class:`CisPeptideBonds`. The ACE–Pro1 bond counts as well as the two Pro–Pro bonds: PPI has
+  all three cis (the target is built so), the acetyl–prolyl bond isomerises over the same
+  ~80 kJ/mol barrier as a prolyl–prolyl one, and a path that flips only the Pro–Pro bonds ends in
+  a mixed cis/trans state, not in PPI. The Pro3–NME bond is trans in both states and is not part
+  of the criterion.
+- **chignolin** GYDPETGTWG (extended → β-hairpin, amber14 + GBn2): CA RMSD to the folded target
+  below 2 Å after superposition, :class:`CloseToTarget`. 2 Å accepts the hairpin as it fluctuates
+  at 300 K (two unbiased 3 ps runs from the folded target, GBn2, friction 1/ps: at most 1.44 Å,
+  0.68 Å on average) with a margin, and is a quarter of the distance of the extended start
+  (8.3 Å); the same order as the ~1 Å by which the minimised rebuild departs from its 1UAO angles.
+
+The force field of a transition is its start structure's, as registered in :mod:`mlpot.systems`
+(one place); ``run_defaults`` are the training settings a system starts from unless overridden
+(:func:`mlpot.pips.runs.new_run`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Tuple
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Dict, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
 import torch
 
-from mlpot.pips.geometry import dihedral_degrees
+from mlpot import units
+from mlpot.pips.geometry import aligned_rmsd, dihedral_degrees
 
 Quadruple = Tuple[int, int, int, int]
+
+
+class TargetBasin(Protocol):
+    """A region of configuration space around a transition's target."""
+
+    def contains(self, positions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """bool (...): positions (..., n_atoms, 3) nm lie in the basin of ``target`` (n_atoms, 3) nm."""
+
+
+@dataclass(frozen=True)
+class DihedralBox:
+    """(φ, ψ) of the quadruples ``phi``/``psi`` inside ``phi_range_deg`` × ``psi_range_deg``
+    (degrees, open intervals)."""
+
+    phi: Quadruple
+    psi: Quadruple
+    phi_range_deg: Tuple[float, float]
+    psi_range_deg: Tuple[float, float]
+
+    def contains(self, positions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        phi, psi = dihedral_degrees(positions, self.phi), dihedral_degrees(positions, self.psi)
+        (phi_low, phi_high), (psi_low, psi_high) = self.phi_range_deg, self.psi_range_deg
+        return (phi > phi_low) & (phi < phi_high) & (psi > psi_low) & (psi < psi_high)
+
+
+@dataclass(frozen=True)
+class CisPeptideBonds:
+    """Every peptide bond ω = CA_{i-1}–C_{i-1}–N_i–CA_i in ``omegas`` is cis: |ω| < ``max_abs_deg``."""
+
+    omegas: Tuple[Quadruple, ...]
+    max_abs_deg: float = 90.0
+
+    def contains(self, positions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        cis = [dihedral_degrees(positions, omega).abs() < self.max_abs_deg for omega in self.omegas]
+        return torch.stack(cis, dim=-1).all(dim=-1)
+
+
+@dataclass(frozen=True)
+class CloseToTarget:
+    """RMSD of ``atoms`` to the target after optimal superposition below ``max_rmsd_A`` (Å)."""
+
+    atoms: Tuple[int, ...]
+    max_rmsd_A: float
+
+    def contains(self, positions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        atoms = list(self.atoms)
+        rmsd_A = aligned_rmsd(positions[..., atoms, :], target[atoms]) * units.ANGSTROM_PER_NM
+        return rmsd_A < self.max_rmsd_A
+
+
+@lru_cache(maxsize=None)
+def _positions_nm(system: str) -> np.ndarray:
+    from mlpot.systems import load_openmm
+
+    positions = np.array(load_openmm(system)[1]._value)
+    positions.flags.writeable = False
+    return positions
 
 
 @dataclass(frozen=True)
 class PeptideTransition:
     """A transition between two registered structures (same atoms, same order).
 
-    ``phi``/``psi`` are 0-based atom quadruples; the target basin is the (φ, ψ) box
-    ``phi_range_deg`` × ``psi_range_deg`` (degrees, open intervals)."""
+    ``basin`` decides whether a configuration reached the target; ``phi``/``psi`` are the 0-based
+    atom quadruples of one residue's backbone dihedrals (what :meth:`dihedrals_deg` reports, e.g.
+    for plots); ``run_defaults`` are per-system :class:`~mlpot.pips.molecular_trainer.MolecularTrainConfig`
+    settings."""
 
     name: str
     start: str
     target: str
+    basin: TargetBasin
     phi: Quadruple
     psi: Quadruple
-    phi_range_deg: Tuple[float, float]
-    psi_range_deg: Tuple[float, float]
+    run_defaults: Mapping[str, object] = field(default_factory=dict)
 
     def load(self):
         """(topology, start positions (n_atoms, 3) nm, target positions (n_atoms, 3) nm)."""
@@ -43,22 +120,71 @@ class PeptideTransition:
             raise ValueError(f"{self.start} and {self.target} do not have the same atoms in the same order")
         return topology, np.asarray(start._value), np.asarray(target._value)
 
+    @property
+    def forcefield_files(self) -> Tuple[str, ...]:
+        """The OpenMM force field files of the start structure (:mod:`mlpot.systems`), also the target's."""
+        from mlpot.systems import get_system
+
+        start, target = get_system(self.start), get_system(self.target)
+        if start.forcefield_files != target.forcefield_files:
+            raise ValueError(f"{self.start} ({', '.join(start.forcefield_files)}) and {self.target} "
+                             f"({', '.join(target.forcefield_files)}) are registered with different force fields")
+        if not start.forcefield_files:
+            raise ValueError(f"{self.start} has no registered force field")
+        return start.forcefield_files
+
+    @property
+    def phi_range_deg(self) -> Optional[Tuple[float, float]]:
+        """The basin's φ interval (degrees) when it is a :class:`DihedralBox` on this transition's
+        (φ, ψ), else None (the basin is no box in that plane)."""
+        return self._plotted_box().phi_range_deg if self._plotted_box() else None
+
+    @property
+    def psi_range_deg(self) -> Optional[Tuple[float, float]]:
+        """The basin's ψ interval (degrees), as :attr:`phi_range_deg`."""
+        return self._plotted_box().psi_range_deg if self._plotted_box() else None
+
+    def _plotted_box(self) -> Optional[DihedralBox]:
+        box = self.basin
+        return box if isinstance(box, DihedralBox) and (box.phi, box.psi) == (self.phi, self.psi) else None
+
     def dihedrals_deg(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(φ, ψ) in degrees of positions (..., n_atoms, 3)."""
+        """(φ, ψ) in degrees of the chosen residue, positions (..., n_atoms, 3)."""
         return dihedral_degrees(positions, self.phi), dihedral_degrees(positions, self.psi)
 
     def in_target_basin(self, positions: torch.Tensor) -> torch.Tensor:
-        """bool (...): (φ, ψ) of positions (..., n_atoms, 3) lies in the target box."""
-        phi, psi = self.dihedrals_deg(positions)
-        (phi_low, phi_high), (psi_low, psi_high) = self.phi_range_deg, self.psi_range_deg
-        return (phi > phi_low) & (phi < phi_high) & (psi > psi_low) & (psi < psi_high)
+        """bool (...): positions (..., n_atoms, 3) nm lie in the target basin."""
+        target = torch.tensor(_positions_nm(self.target), dtype=positions.dtype)
+        if positions.shape[-2:] != target.shape:
+            raise ValueError(f"positions of shape {tuple(positions.shape)} do not end in the {self.name} "
+                             f"molecule's {tuple(target.shape)}")
+        return self.basin.contains(positions, target)
 
 
+# atom indices below are those of the files in systems/ (tests check their names)
 PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
     # C7ax: 0 < φ < 120°, ψ < 0 (shared/reference/data.md); φ = C(ACE)–N–CA–C, ψ = N–CA–C–N(NME)
     "alanine-dipeptide": PeptideTransition(
         name="alanine-dipeptide", start="alanine-dipeptide", target="alanine-dipeptide-c7ax",
-        phi=(4, 6, 8, 14), psi=(6, 8, 14, 16), phi_range_deg=(0.0, 120.0), psi_range_deg=(-180.0, 0.0),
+        basin=DihedralBox(phi=(4, 6, 8, 14), psi=(6, 8, 14, 16), phi_range_deg=(0.0, 120.0),
+                          psi_range_deg=(-180.0, 0.0)),
+        phi=(4, 6, 8, 14), psi=(6, 8, 14, 16),
+    ),
+    # PPII → PPI: ACE–Pro1, Pro1–Pro2, Pro2–Pro3 cis; φ/ψ of the middle proline. 16 × 1 ps by default
+    # (the reference code: 16 × 10 ps at 2 fs with constraints; cost per iteration: benchmarks/pips_speed.py)
+    "polyproline": PeptideTransition(
+        name="polyproline", start="polyproline", target="polyproline-ppi",
+        basin=CisPeptideBonds(omegas=((0, 4, 6, 7), (7, 9, 20, 21), (21, 23, 34, 35))),
+        phi=(9, 20, 21, 23), psi=(20, 21, 23, 34),
+        run_defaults={"n_paths": 16, "n_steps": 1000},
+    ),
+    # extended → hairpin: CA RMSD < 2 Å; φ/ψ of Gly7 (φ −68° extended, +73° in the hairpin's turn).
+    # 8 × 1 ps by default, ~8 ms per replica-step on one core (the reference code: 16 × 5 ps)
+    "chignolin": PeptideTransition(
+        name="chignolin", start="chignolin", target="chignolin-folded",
+        basin=CloseToTarget(atoms=(4, 11, 32, 43, 58, 73, 87, 94, 108, 132), max_rmsd_A=2.0),
+        phi=(75, 85, 87, 90), psi=(85, 87, 90, 92),
+        run_defaults={"n_paths": 8, "n_steps": 1000},
     ),
 }
 
@@ -66,6 +192,6 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
 def peptide_transition(name: str) -> PeptideTransition:
     """The transition called ``name``; a KeyError lists the known ones."""
     if name not in PEPTIDE_TRANSITIONS:
-        raise KeyError(f"no PIPS transition defined for {name!r}; known: {', '.join(PEPTIDE_TRANSITIONS)} and the 2D "
-                       "toys (polyproline and chignolin need implicit-solvent replicas, not written yet)")
+        raise KeyError(f"no PIPS transition defined for {name!r}; known: {', '.join(PEPTIDE_TRANSITIONS)} and the "
+                       "2D toys")
     return PEPTIDE_TRANSITIONS[name]

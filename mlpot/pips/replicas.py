@@ -1,17 +1,24 @@
-"""N non-interacting copies of one molecule in a single OpenMM System: the batch of PIPS replicas.
+"""N non-interacting copies of one molecule: the batch of PIPS replicas, in one of two layouts.
 
-Copy k sits at ``k · spacing_nm`` along x. The copies must not feel each other:
+**All copies in one OpenMM System** (:class:`ReplicaSystem`, :func:`build_replica_system`): copy k
+sits at ``k · spacing_nm`` along x, and the copies must not feel each other:
 
-- **amber14 (vacuum)**: the System is built by ``ForceField.createSystem`` on the N-copy topology
-  with ``NoCutoff``; every pair of atoms in different copies is then made an exception of the
-  ``NonbondedForce`` with zero charge product and zero ε, so the copies are exactly independent
-  (and each copy's energy is its own vacuum energy). Systems with forces other than bonded terms
-  and one ``NonbondedForce`` (e.g. implicit solvent) are refused (NotImplementedError).
+- **a vacuum force field** (amber14): the System is built by ``ForceField.createSystem`` on the
+  N-copy topology with ``NoCutoff``; every pair of atoms in different copies is then made an
+  exception of the ``NonbondedForce`` with zero charge product and zero ε, so the copies are
+  exactly independent (and each copy's energy is its own vacuum energy).
 - **an mlpot model file** (``mlpot.plugins.openmm.create_system``): the model's cutoff is far
   below the spacing, so no pair across copies is ever within it (checked).
 
-No ``CMMotionRemover`` is added: over N copies it would couple them (it removes the *total*
-centre-of-mass velocity). Units: nm, amu (OpenMM's).
+**One System per copy** (:class:`SeparateReplicas`): a force field with any force other than
+bonded terms and one ``NonbondedForce`` — implicit solvent (``CustomGBForce``, ``GBSAOBCForce``)
+couples every pair of atoms through the Born radii, which no exception can switch off — is run
+as N Contexts over the single-copy System (:mod:`mlpot.pips.openmm_rollout`). :func:`build_replicas`
+picks the layout.
+
+No ``CMMotionRemover`` is added in either layout: over N copies it would couple them (it removes
+the *total* centre-of-mass velocity), and the single-copy layout must be the same dynamics.
+Units: nm, amu (OpenMM's).
 """
 
 from __future__ import annotations
@@ -30,19 +37,30 @@ DEFAULT_SPACING_NM = 10.0
 
 
 @dataclass
-class ReplicaSystem:
-    """``system`` holding ``n_copies`` copies of a molecule of ``n_atoms`` atoms; ``offsets_nm``
-    (n_copies, 1, 3) is where copy k's frame is moved to (add to a copy's positions, subtract
-    from the context's); ``single_system`` is one copy alone (for unbiased energies);
-    ``masses_amu`` (n_atoms,)."""
+class Replicas:
+    """What every layout has: ``n_copies`` copies of a molecule of ``n_atoms`` atoms (``topology``);
+    ``single_system`` is one copy alone (also the System of unbiased energies); ``masses_amu`` (n_atoms,)."""
 
-    system: openmm.System
     single_system: openmm.System
     topology: app.Topology
     n_copies: int
     n_atoms: int
-    offsets_nm: np.ndarray
     masses_amu: np.ndarray
+
+
+@dataclass
+class SeparateReplicas(Replicas):
+    """Every copy runs in its own Context over ``single_system``."""
+
+
+@dataclass
+class ReplicaSystem(Replicas):
+    """All copies in one System: ``system`` holds the ``n_copies`` copies; ``offsets_nm``
+    (n_copies, 1, 3) is where copy k's frame is moved to (add to a copy's positions, subtract
+    from the context's)."""
+
+    system: openmm.System
+    offsets_nm: np.ndarray
 
     def stacked_positions(self, positions_nm: np.ndarray) -> np.ndarray:
         """Per-copy positions (n_copies, n_atoms, 3) nm → the context's (n_copies · n_atoms, 3)."""
@@ -81,6 +99,24 @@ def _forcefield_system(forcefield_files, topology: app.Topology) -> openmm.Syste
                                    removeCMMotion=False)
 
 
+def couples_every_pair(system: openmm.System) -> list[str]:
+    """Names of the forces of ``system`` that copies in one System could not be shielded from each
+    other by nonbonded exceptions (anything but bonded terms and ``NonbondedForce``); empty for a
+    vacuum force field."""
+    return [type(force).__name__ for force in system.getForces()
+            if not isinstance(force, _BONDED_FORCES + (openmm.NonbondedForce,))]
+
+
+def _require_non_periodic(topology: app.Topology) -> None:
+    if topology.getPeriodicBoxVectors() is not None:
+        raise NotImplementedError("PIPS replicas are built for non-periodic systems (vacuum or implicit solvent) only")
+
+
+def _masses_amu(system: openmm.System) -> np.ndarray:
+    return np.array([system.getParticleMass(i).value_in_unit(openmm.unit.dalton)
+                     for i in range(system.getNumParticles())])
+
+
 def _model_system(model: Path, topology: app.Topology) -> openmm.System:
     import torch  # noqa: F401  (openmmtorch needs torch imported first)
     from mlpot.deploy import load_model
@@ -98,8 +134,7 @@ def build_replica_system(topology: app.Topology, positions_nm: np.ndarray, n_cop
     constraints: 1 fs steps do not need them, and constraints would project the recorded noise)
     or, when ``model`` is given, that mlpot model file. ``positions_nm`` (n_atoms, 3) only sizes
     the molecule (its extent must stay well below ``spacing_nm``)."""
-    if topology.getPeriodicBoxVectors() is not None:
-        raise NotImplementedError("PIPS replicas are built for non-periodic (vacuum) systems only")
+    _require_non_periodic(topology)
     n_atoms = topology.getNumAtoms()
     extent = float(np.ptp(positions_nm, axis=0).max())
     if extent > 0.3 * spacing_nm:
@@ -113,18 +148,37 @@ def build_replica_system(topology: app.Topology, positions_nm: np.ndarray, n_cop
             raise ValueError(f"model cutoff {cutoff_nm} nm reaches across copies {spacing_nm} nm apart")
         system, single = _model_system(Path(model), merged), _model_system(Path(model), topology)
     else:
-        system, single = _forcefield_system(forcefield_files, merged), _forcefield_system(forcefield_files, topology)
+        single = _forcefield_system(forcefield_files, topology)
+        coupling = couples_every_pair(single)
+        if coupling:
+            raise NotImplementedError(f"copies in one System cannot be kept apart with a {', '.join(coupling)} "
+                                      f"({', '.join(forcefield_files)}, e.g. implicit solvent): use build_replicas, "
+                                      "which runs such force fields as one Context per replica")
+        system = _forcefield_system(forcefield_files, merged)
         for force in system.getForces():
             if isinstance(force, openmm.NonbondedForce):
                 _exclude_across_copies(force, n_copies, n_atoms)
-            elif not isinstance(force, _BONDED_FORCES):
-                raise NotImplementedError(f"replicas with a {type(force).__name__} (e.g. implicit solvent) are not "
-                                          "supported yet: only bonded terms and a vacuum NonbondedForce")
-    masses = np.array([single.getParticleMass(i).value_in_unit(openmm.unit.dalton) for i in range(n_atoms)])
     offsets = np.zeros((n_copies, 1, 3))
     offsets[:, 0, 0] = np.arange(n_copies) * spacing_nm
     return ReplicaSystem(system=system, single_system=single, topology=topology, n_copies=n_copies,
-                         n_atoms=n_atoms, offsets_nm=offsets, masses_amu=masses)
+                         n_atoms=n_atoms, offsets_nm=offsets, masses_amu=_masses_amu(single))
+
+
+def build_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: int,
+                   forcefield_files=("amber14-all.xml",), model: Optional[Path] = None,
+                   spacing_nm: float = DEFAULT_SPACING_NM) -> Replicas:
+    """``n_copies`` independent copies of ``topology`` in the layout the potential allows: one
+    System (:func:`build_replica_system`) for an mlpot ``model`` or a vacuum force field,
+    :class:`SeparateReplicas` for a force field that couples every pair (implicit solvent)."""
+    if n_copies < 1:
+        raise ValueError(f"need at least one replica, got n_copies={n_copies}")
+    _require_non_periodic(topology)
+    if model is None:
+        single = _forcefield_system(forcefield_files, topology)
+        if couples_every_pair(single):
+            return SeparateReplicas(single_system=single, topology=topology, n_copies=n_copies,
+                                    n_atoms=topology.getNumAtoms(), masses_amu=_masses_amu(single))
+    return build_replica_system(topology, positions_nm, n_copies, forcefield_files, model, spacing_nm)
 
 
 def openmm_platform(name: str = "CPU", threads: int = 1) -> tuple[openmm.Platform, dict]:

@@ -15,14 +15,17 @@ from mlpot.pips.trainer import CHECKPOINT_NAME, PiceTrainer, ToyTrainConfig, Toy
 
 def new_run(system: str, out: Optional[Path], potential: Optional[str] = None, **settings) -> PiceTrainer:
     """A fresh trainer for ``system`` writing to ``out``; ``settings`` (None values ignored) override
-    the configuration's defaults; ``potential`` (mlpot model file) only for molecules."""
+    the system's defaults (a molecule's ``run_defaults`` in :mod:`mlpot.pips.peptides`) and the
+    configuration's; ``potential`` (mlpot model file) only for molecules."""
     settings = {key: value for key, value in settings.items() if value is not None}
     if system in TOY_SYSTEMS:
         if potential is not None:
             raise ValueError("--potential applies to molecular systems, not to the 2D toys")
         return ToyTrainer(ToyTrainConfig(system=system, **settings), out=out)
     from mlpot.pips.molecular_trainer import MolecularTrainConfig, MolecularTrainer
+    from mlpot.pips.peptides import peptide_transition
 
+    settings = {**peptide_transition(system).run_defaults, **settings}  # the system's defaults, then the caller's
     return MolecularTrainer(MolecularTrainConfig(system=system, potential=potential, **settings), out=out)
 
 
