@@ -367,6 +367,22 @@ def test_trained_double_well_policy_reaches_thp_90_percent_through_both_channels
     assert min(summary.upper, summary.lower) >= 0.25
 
 
+def test_cli_settings_override_the_configuration_and_unknown_ones_are_refused(tmp_path, capsys, one_thread):
+    from mlpot.cli import main
+
+    out = tmp_path / "dw"
+    assert main(["pips", "train", "--out", str(out), "--iterations", "1", "--paths", "4", "--eval-paths", "4",
+                 "--quiet", "--set", "lam=0.02", "--set", "hidden=[8, 8]"]) == 0
+    config = torch.load(out / "checkpoint.pt", weights_only=False)["config"]
+    assert config["lam"] == 0.02 and config["hidden"] == [8, 8]
+    capsys.readouterr()
+    assert main(["pips", "train", "--out", str(tmp_path / "x"), "--set", "lambda=0.02"]) == 2
+    assert "unknown PIPS setting(s) lambda" in capsys.readouterr().err
+    assert main(["pips", "train", "--out", str(tmp_path / "x"), "--set", "lam"]) == 2
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err
+    assert main(["pips", "train", "--out", str(out), "--resume", "--set", "lam=1"]) == 2
+
+
 def test_cli_trains_a_toy_resumes_it_and_refuses_unknown_systems(tmp_path, capsys, one_thread):
     from mlpot.cli import main
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,13 @@ def new_run(system: str, out: Optional[Path], potential: Optional[str] = None, *
     the system's defaults (a molecule's ``run_defaults`` in :mod:`mlpot.pips.peptides`) and the
     configuration's; ``potential`` (mlpot model file) only for molecules."""
     settings = {key: value for key, value in settings.items() if value is not None}
+    config_type = ToyTrainConfig if system in TOY_SYSTEMS else None
+    if config_type is None:
+        from mlpot.pips.molecular_trainer import MolecularTrainConfig as config_type
+    known = {field.name for field in dataclasses.fields(config_type)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown PIPS setting(s) {', '.join(unknown)} for {system}; known: {', '.join(sorted(known))}")
     if system in TOY_SYSTEMS:
         if potential is not None:
             raise ValueError("--potential applies to molecular systems, not to the 2D toys")
@@ -27,6 +35,17 @@ def new_run(system: str, out: Optional[Path], potential: Optional[str] = None, *
 
     settings = {**peptide_transition(system).run_defaults, **settings}  # the system's defaults, then the caller's
     return MolecularTrainer(MolecularTrainConfig(system=system, potential=potential, **settings), out=out)
+
+
+def parse_setting(assignment: str) -> tuple[str, object]:
+    """``KEY=VALUE`` → (key, value parsed as YAML: numbers, lists, null, strings); a ValueError names
+    a malformed assignment. Unknown keys are refused by the configuration dataclass itself."""
+    import yaml
+
+    key, separator, text = assignment.partition("=")
+    if not separator or not key.strip():
+        raise ValueError(f"--set expects KEY=VALUE (e.g. lam=1e-4), got {assignment!r}")
+    return key.strip(), yaml.safe_load(text)
 
 
 def resume_run(out: Path) -> PiceTrainer:
