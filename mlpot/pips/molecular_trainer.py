@@ -1,7 +1,9 @@
-"""PICE training of a molecular control policy with rollouts in OpenMM (alanine dipeptide first).
+"""PICE training of a molecular control policy with rollouts in OpenMM (alanine dipeptide,
+polyproline, chignolin: :mod:`mlpot.pips.peptides`).
 
 The loop, checkpoints and exact resume are :class:`mlpot.pips.trainer.PiceTrainer`'s; this module
-supplies the OpenMM rollouts (:mod:`mlpot.pips.openmm_rollout`, N replicas in one Context), the
+supplies the OpenMM rollouts (:mod:`mlpot.pips.openmm_rollout`: N replicas in one Context in
+vacuum, one Context per replica in implicit solvent), the
 terminal cost and the path metrics. Units are OpenMM's throughout (nm, ps, kJ/mol, kJ/mol/nm;
 see :mod:`mlpot.pips.openmm_rollout`); λ is in nm², the unit of the terminal cost.
 
