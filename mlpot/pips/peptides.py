@@ -176,7 +176,9 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
         name="polyproline", start="polyproline", target="polyproline-ppi",
         basin=CisPeptideBonds(omegas=((0, 4, 6, 7), (7, 9, 20, 21), (21, 23, 34, 35))),
         phi=(9, 20, 21, 23), psi=(20, 21, 23, 34),
-        run_defaults={"n_paths": 16, "n_steps": 1000},
+        # three cis-trans isomerisations need a stronger start pull than alanine's: steered MD
+        # (8 paths × 1 ps) at 1e4 kJ/mol/nm² hits 0/8, at 3e4 7/8 (through ~1000 kJ/mol: brute force)
+        run_defaults={"n_paths": 16, "n_steps": 1000, "guide_strength_kj_mol_nm2": 3e4},
     ),
     # extended → hairpin: CA RMSD < 2 Å; φ/ψ of Gly7 (φ −68° extended, +73° in the hairpin's turn).
     # 8 × 1 ps by default, ~8 ms per replica-step on one core (the reference code: 16 × 5 ps)
