@@ -849,3 +849,16 @@ def test_cli_report_refuses_missing_runs_toy_runs_and_bad_path_counts_in_one_lin
     assert "report is for molecular runs" in error and error.count("\n") == 1
     assert main(["pips", "report", str(toy), "--paths", "0"]) == 2
     assert "number of paths must be a positive integer" in capsys.readouterr().err
+
+
+def test_molecular_training_runs_on_an_mlpot_model_potential(model_files, tmp_path, one_thread):
+    import openmmtorch  # noqa: F401  (after torch)
+    from mlpot.pips.runs import new_run
+
+    model = model_files[("egnn", "float64")]
+    trainer = new_run("alanine-dipeptide", tmp_path, potential=str(model), n_paths=2, n_steps=5, iterations=1)
+    row = trainer.step()
+    assert row["dropped_paths"] == 0 and math.isfinite(row["mean_cost"])
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["config"]["potential"] == str(model)
+    metrics, _ = trainer.evaluate(2, seed=1)
+    assert math.isfinite(metrics["mean_max_energy_kj_mol"])
