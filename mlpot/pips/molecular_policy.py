@@ -24,8 +24,8 @@ Either can be wrapped by :class:`TargetGuidedPolicy`, which adds a pull down the
 terminal cost (the aligned RMSD to the target) with a learned, time-dependent strength. Started
 from zero control, PICE on alanine dipeptide never sees a path near the target (16 paths × 0.5 ps
 at 300 K, friction 1/ps: the importance weights stay on one path, ESS 1.0/16, THP 0 after 400
-iterations), because reaching C7ax in 0.5 ps is a ~10⁻¹⁰-probability event of the uncontrolled
-dynamics. Starting from a pull that already gets there (what steered MD does) turns the search
+iterations), because the uncontrolled dynamics practically never gets there (16 replicas × 1 ns
+of unbiased MD from the start: no crossing). Starting from a pull that already gets there (what steered MD does) turns the search
 into a refinement: the weights then compare paths that hit with more or less control work, and
 PICE lowers the work (and the energy crossed) while keeping the hits. The pull uses only the
 target structure, which the terminal cost uses anyway, so no collective variable is introduced.
