@@ -633,7 +633,7 @@ def test_copies_in_one_system_refuse_implicit_solvent_by_name():
         build_replica_system(topology, start_nm, 2, transition.forcefield_files)
 
 
-@pytest.mark.parametrize("system", ["alanine-dipeptide", "polyproline", "chignolin"])
+@pytest.mark.parametrize("system", ["alanine-dipeptide", "alanine-dipeptide-c7eq", "polyproline", "chignolin"])
 def test_start_is_outside_and_target_inside_the_target_basin(system):
     from mlpot.pips.peptides import peptide_transition
 

@@ -170,6 +170,13 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
                           psi_range_deg=(-180.0, 0.0)),
         phi=(4, 6, 8, 14), psi=(6, 8, 14, 16),
     ),
+    # the same target from C7eq (φ ≈ −83°, ψ ≈ 73°), the other start the issue names
+    "alanine-dipeptide-c7eq": PeptideTransition(
+        name="alanine-dipeptide-c7eq", start="alanine-dipeptide-c7eq", target="alanine-dipeptide-c7ax",
+        basin=DihedralBox(phi=(4, 6, 8, 14), psi=(6, 8, 14, 16), phi_range_deg=(0.0, 120.0),
+                          psi_range_deg=(-180.0, 0.0)),
+        phi=(4, 6, 8, 14), psi=(6, 8, 14, 16),
+    ),
     # PPII → PPI: ACE–Pro1, Pro1–Pro2, Pro2–Pro3 cis; φ/ψ of the middle proline. 16 × 1 ps by default
     # (the reference code: 16 × 10 ps at 2 fs with constraints; cost per iteration: benchmarks/pips_speed.py)
     "polyproline": PeptideTransition(
