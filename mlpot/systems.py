@@ -33,6 +33,7 @@ __all__ = [
     "list_systems",
     "load_atoms",
     "load_openmm",
+    "reference_data_file",
 ]
 
 def _systems_dir() -> Path:
@@ -63,6 +64,8 @@ class SystemSpec:
         aliases: other names :func:`get_system` accepts for it.
         forcefield_files: OpenMM ``ForceField`` files the structure was built and relaxed with
             (an MM reference for the same topology); empty for a user-supplied file.
+        reference_data: labelled frames of the molecule (energies eV, forces eV/Å; extxyz), the
+            reference observables of stability measurements and StABlE; None if none is shipped.
     """
 
     name: str
@@ -71,6 +74,7 @@ class SystemSpec:
     description: str
     aliases: tuple[str, ...] = ()
     forcefield_files: tuple[str, ...] = ()
+    reference_data: Path | None = None
 
 
 class UnknownSystemError(KeyError, ValueError):
@@ -169,12 +173,37 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
 )
 
 
+# labelled reference frames (DFT) of the systems that have some, relative to SYSTEMS_DIR
+_REFERENCE_DATA = {
+    "alanine-dipeptide": "alanine-dipeptide/dft.extxyz",
+    "alanine-dipeptide-c7eq": "alanine-dipeptide/dft.extxyz",
+    "alanine-dipeptide-c7ax": "alanine-dipeptide/dft.extxyz",
+    "ethanol": "ethanol/dft.extxyz",
+}
+
+
 def list_systems() -> list[SystemSpec]:
     """All registered systems, in registry order, with paths under :data:`SYSTEMS_DIR`."""
     return [
-        SystemSpec(name, SYSTEMS_DIR / relative, periodic, description, aliases, forcefield_files)
+        SystemSpec(name, SYSTEMS_DIR / relative, periodic, description, aliases, forcefield_files,
+                   SYSTEMS_DIR / _REFERENCE_DATA[name] if name in _REFERENCE_DATA else None)
         for name, relative, periodic, description, aliases, forcefield_files in _REGISTRY
     ]
+
+
+def reference_data_file(name_or_path: NameOrPath) -> Path:
+    """The labelled reference frames of a shipped system (``ethanol`` → ``systems/ethanol/dft.extxyz``).
+
+    Raises:
+        ValueError: for a system without shipped reference data, naming those that have some.
+        UnknownSystemError: for an unknown name.
+    """
+    spec = get_system(name_or_path)
+    if spec.reference_data is None:
+        having = [s.name for s in list_systems() if s.reference_data is not None]
+        raise ValueError(f"system {spec.name!r} has no shipped reference data; systems with some: {having} "
+                         "(or pass a file of labelled frames)")
+    return spec.reference_data
 
 
 def get_system(name_or_path: NameOrPath) -> SystemSpec:

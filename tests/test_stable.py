@@ -211,6 +211,26 @@ def test_bond_criterion_flags_a_doubled_ch_bond_but_no_thermal_dft_fluctuation(
     assert evaluation.unstable(segment).tolist() == [True, False]
 
 
+def test_molecule_criterion_flags_merged_hydrogens_that_no_bond_criterion_sees(ethanol_reference, ethanol_positions):
+    """Under-trained models can merge two methyl hydrogens while every C-H bond keeps its length."""
+    from mlpot.md.stability import molecule_criterion
+
+    positions, numbers = ethanol_positions
+    bonds, lengths = ethanol_reference.bonds, ethanol_reference.bond_lengths_A
+    carbon = next(c for c in range(9) if int(numbers[c]) == 6 and
+                  sum(int(numbers[j]) == 1 for b in bonds.tolist() if c in b for j in b if j != c) == 3)
+    first, second = [j for b in bonds.tolist() if carbon in b for j in b if j != carbon and int(numbers[j]) == 1][:2]
+    merged = positions[:4].clone()
+    for frame in merged:  # rotate the second H onto the first, around the carbon: same C-H length
+        frame[second] = frame[carbon] + (frame[first] - frame[carbon]) * (
+            torch.linalg.norm(frame[second] - frame[carbon]) / torch.linalg.norm(frame[first] - frame[carbon]))
+    criterion = molecule_criterion(9, bonds, lengths, EVALUATION_BOND_THRESHOLD_A)
+    assert not BondLengthCriterion(bonds, lengths, EVALUATION_BOND_THRESHOLD_A).unstable(merged[None]).any()
+    assert criterion.unstable(merged[None]).all()
+    assert not criterion.unstable(positions[None]).any()  # no DFT frame has two atoms within 0.7 Å
+    assert molecule_criterion(9, bonds, lengths, 0.5, contact_A=None).unstable(merged[None]).sum() == 0
+
+
 def test_non_finite_replica_counts_as_unstable_and_leaves_the_others_running(eager_models, ethanol_positions,
                                                                             ethanol_reference):
     positions, numbers = ethanol_positions
@@ -522,3 +542,209 @@ def test_stability_command_rejects_bad_settings_in_one_line(arguments, message, 
     assert main(["stability", str(model_files[("egnn", "float64")]), *arguments]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
+
+
+# ---------------------------------------------------------------- StABlE fine-tuning (mlpot stable)
+
+
+def _tiny_parent(path) -> None:
+    from mlpot.deploy import save_model
+    from mlpot.models import build_model, describe
+
+    description = describe("egnn", [1, 6, 8], 5.0, hyperparameters={"hidden": 8, "num_layers": 1})
+    save_model(build_model(description, seed=0), description, path)
+
+
+def _tiny_stable_config(parent, out, cycles: int):
+    from mlpot.stable.config import StableConfig
+
+    return StableConfig.from_dict({
+        "parent": str(parent), "out": str(out),
+        "simulation": {"replicas": 3, "segment_fs": 10.0, "record_every_fs": 2.5, "max_simulation_ps": 0.02},
+        "learning": {"max_steps_per_cycle": 2, "qm_frames_per_step": 4, "qm_batch_size": 2},
+        "run": {"cycles": cycles},
+    })
+
+
+def _rows_without_wall_clock(path):
+    import csv
+
+    from mlpot.stable.trainer import WALL_CLOCK_COLUMNS
+
+    with open(path) as handle:
+        return [{k: v for k, v in row.items() if k not in WALL_CLOCK_COLUMNS} for row in csv.DictReader(handle)]
+
+
+def test_stable_config_round_trips_through_yaml_and_refuses_unknown_keys(tmp_path):
+    from mlpot.stable.config import StableConfig, load_stable_config, save_stable_config
+    from mlpot.train.config import apply_override
+
+    config = StableConfig.from_dict({"parent": "model.pt", "simulation": {"replicas": 12}, "learning": {"lr": 0.002}})
+    save_stable_config(config, tmp_path / "config.yaml")
+    assert load_stable_config(tmp_path / "config.yaml") == config
+    apply_override(config, "learning.energy_force_weight=3")
+    assert config.learning.energy_force_weight == 3
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['replica'\] in config section 'simulation'"):
+        StableConfig.from_dict({"simulation": {"replica": 8}})
+    with pytest.raises(ValueError, match=r"unknown top-level config key\(s\) \['cycles'\]"):
+        StableConfig.from_dict({"cycles": 3})
+    with pytest.raises(ValueError, match="unknown key 'learning_rate' in section 'learning'"):
+        apply_override(config, "learning.learning_rate=0.1")
+    (tmp_path / "bad.yaml").write_text("run: {cycles: 2, speed: fast}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown key\(s\) \['speed'\]"):
+        load_stable_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("simulation.replicas", 1, "simulation.replicas must be an integer >= 2"),
+    ("simulation.timestep_fs", -0.5, "simulation.timestep_fs must be a positive number"),
+    ("learning.observable_loss", "kl", "unknown learning.observable_loss 'kl'"),
+    ("simulation.unstable_fraction_to_learn", 1.5, "must be a fraction in"),
+    ("learning.energy_force_weight", -1, "must not be negative"),
+])
+def test_stable_config_rejects_bad_settings_with_a_named_problem(key, value, message):
+    from mlpot.stable.config import StableConfig
+    from mlpot.train.config import apply_override
+
+    config = StableConfig.from_dict({"parent": "model.pt"})
+    apply_override(config, f"{key}={value}")
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+    with pytest.raises(ValueError, match="no parent model"):
+        StableConfig().validate()
+
+
+def test_stable_cycle_checkpoints_and_resume_takes_exactly_the_same_next_cycle(tmp_path):
+    from mlpot.stable.trainer import stable_train
+
+    _tiny_parent(tmp_path / "parent.pt")
+    straight = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "straight", 2), quiet=True)
+    assert straight.cycles_done == 2 and straight.learning_steps >= 2
+
+    first = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "resumed", 1), quiet=True)
+    assert first.cycles_done == 1 and (tmp_path / "resumed" / "checkpoint.pt").is_file()
+    with pytest.raises(FileExistsError, match="--resume"):
+        stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "resumed", 2), quiet=True)
+    resumed = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "resumed", 2), resume=True, quiet=True)
+
+    rows = _rows_without_wall_clock(tmp_path / "straight" / "log.csv")
+    assert {row["phase"] for row in rows} == {"simulate", "learn"}
+    assert _rows_without_wall_clock(tmp_path / "resumed" / "log.csv") == rows
+    assert resumed.learning_steps == straight.learning_steps
+    for name in ("model.pt", "metrics.json", "unstable_fraction.png", "distance_histogram.png", "force_errors.png"):
+        assert (tmp_path / "straight" / name).is_file(), name
+
+
+def test_resume_refuses_a_changed_setting_or_parent(tmp_path):
+    from mlpot.stable.trainer import stable_train
+
+    _tiny_parent(tmp_path / "parent.pt")
+    stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 1), quiet=True)
+    changed = _tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 2)
+    changed.learning.lr = 0.01
+    with pytest.raises(ValueError, match=r"--resume: learning.lr is 0.01 but the checkpoint was made with 0.0005"):
+        stable_train(changed, resume=True, quiet=True)
+    _tiny_parent(tmp_path / "parent.pt")  # same weights, new file (new time stamp)
+    with pytest.raises(ValueError, match="sha256 differs"):
+        stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 2), resume=True, quiet=True)
+
+
+def test_exported_stable_model_loads_and_records_its_parent_and_settings(tmp_path):
+    from mlpot.deploy import load_model
+    from mlpot.stable.trainer import stable_train
+    from mlpot.train.trainer import file_digest
+
+    _tiny_parent(tmp_path / "parent.pt")
+    result = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 1), quiet=True)
+    deployed = load_model(result.model_path)
+    record = deployed.metadata["provenance"]["stable"]
+    assert record["parent_sha256"] == file_digest(str(tmp_path / "parent.pt"))
+    assert record["config"]["simulation"]["threshold_A"] == TRAINING_BOND_THRESHOLD_A
+    assert record["learning_steps"] == result.learning_steps and record["cycles"] == 1
+    assert deployed.metadata["arch"] == "egnn" and deployed.species == ["H", "C", "O"]
+
+
+def test_stable_command_runs_a_config_and_names_a_bad_key(tmp_path, capsys):
+    from mlpot.cli import main
+    from mlpot.stable.config import save_stable_config
+
+    _tiny_parent(tmp_path / "parent.pt")
+    save_stable_config(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 1), tmp_path / "stable.yaml")
+    assert main(["stable", str(tmp_path / "stable.yaml"), "--quiet", "--set", "run.seed=3"]) == 0
+    assert "model file" in capsys.readouterr().out
+    assert main(["stable", str(tmp_path / "stable.yaml"), "--set", "run.speed=2"]) == 2
+    assert "unknown key 'speed' in section 'run'" in capsys.readouterr().err
+    assert main(["stable", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml not found" in capsys.readouterr().err
+
+
+class HarmonicBond(torch.nn.Module):
+    """U = ½ k (r − r0)² for the one bond of a diatomic, with a learnable rest length r0 (Å)."""
+
+    def __init__(self, rest_length_A: float, spring_eV_per_A2: float = 20.0):
+        super().__init__()
+        self.rest_length = torch.nn.Parameter(torch.tensor(rest_length_A, dtype=torch.float64))
+        self.spring = spring_eV_per_A2
+
+    def forward(self, species, edge_index, vectors):
+        r = torch.linalg.norm(vectors, dim=-1)
+        pair = 0.5 * self.spring * (r - self.rest_length) ** 2
+        return 0.5 * torch.zeros(species.shape[0], dtype=vectors.dtype).index_add(0, edge_index[0], pair)
+
+
+@pytest.mark.slow
+def test_learning_steps_move_the_mean_bond_length_of_a_harmonic_model_to_the_reference():
+    """Boltzmann-estimator steps on L = (⟨r⟩ − 1.10 Å)², from samples of the model's own simulation,
+    must pull a CO model with rest length 1.30 Å to ⟨r⟩ ≈ 1.10 Å (r0 just below: ⟨r⟩ ≈ r0 + 2kT/(k r0) at 500 K)."""
+    from mlpot.models.potential import Potential
+    from mlpot.stable.trainer import backward_observable_loss
+
+    target_A, temperature_K = 1.10, 500.0
+    model = Potential(HarmonicBond(1.30), atomic_numbers=[6, 8], cutoff=3.0, energy_shift=[0.0, 0.0]).double()
+    potential = ReplicaPotential(model, [6, 8])
+    start = torch.tensor([[[0.0, 0.0, 0.0], [1.3, 0.0, 0.0]]], dtype=torch.float64).repeat(8, 1, 1)
+    integrator = LangevinBAOAB(0.5, temperature_K, friction_per_fs=0.05, generator=torch.Generator().manual_seed(1))
+    simulator = ReplicaSimulator.from_positions(potential, start, integrator, temperature_K, seed=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    bond = torch.tensor([[0, 1]])
+    losses = []
+    for _ in range(30):
+        simulator.restart_from(simulator.state)  # the model changed: forces at the current positions
+        simulator.run(60, 60)  # relax to the new model first
+        samples = simulator.run(120, 5).positions.reshape(-1, 2, 3)
+        optimizer.zero_grad()
+        losses.append(backward_observable_loss(potential, samples, lambda s: bond_lengths(s, bond)[:, 0],
+                                               squared_error_loss(torch.tensor(target_A)), temperature_K))
+        optimizer.step()
+    simulator.restart_from(simulator.state)
+    simulator.run(60, 60)
+    final = bond_lengths(simulator.run(600, 5).positions, bond).mean().item()
+    rest_length = model.representation.rest_length.item()
+    print(f"losses {losses[0]:.4f} -> {losses[-1]:.5f}; r0 {rest_length:.3f} A, <r> {final:.3f} A")
+    assert losses[-1] < 0.05 * losses[0]
+    assert abs(final - target_A) < 0.025  # from 0.2 Å away (Adam overshoots by ~0.01-0.02 Å)
+    assert rest_length < target_A
+
+
+def test_parent_comes_from_a_model_file_or_the_best_ema_weights_of_a_training_checkpoint(tmp_path):
+    from mlpot.models import build_model, describe
+    from mlpot.stable.parent import load_parent
+
+    _tiny_parent(tmp_path / "parent.pt")
+    from_file = load_parent(tmp_path / "parent.pt")
+    assert from_file.description["arch"] == "egnn" and from_file.split is None
+
+    description = describe("egnn", [1, 6, 8], 5.0, hyperparameters={"hidden": 8, "num_layers": 1})
+    best, current = build_model(description, seed=1), build_model(description, seed=2)
+    torch.save({"description": description, "ema": {"module": current.state_dict()}, "best_ema": best.state_dict(),
+                "config": {"data": {"files": [str(ETHANOL_DFT)]}}, "split": {"train": [0, 1], "val": [], "test": [2]}},
+               tmp_path / "checkpoint.pt")
+    from_checkpoint = load_parent(tmp_path / "checkpoint.pt")
+    assert all(torch.equal(a, b) for a, b in zip(from_checkpoint.model.state_dict().values(), best.state_dict().values()))
+    assert from_checkpoint.split["test"] == [2] and from_checkpoint.split_file == str(ETHANOL_DFT)
+
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ValueError, match="neither an mlpot model file nor a readable training checkpoint"):
+        load_parent(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="parent model .*missing.pt not found"):
+        load_parent(tmp_path / "missing.pt")

@@ -274,3 +274,14 @@ def test_ethanol_system_is_the_molecule_of_the_shipped_dataset():
     assert atoms.get_chemical_symbols() == first_frame.get_chemical_symbols()
     distances = atoms.get_all_distances()
     assert 1.45 < distances[0, 1] < 1.56 and 1.38 < distances[1, 2] < 1.47  # C-C and C-O bonds, Å
+
+
+def test_reference_data_of_ethanol_and_alanine_dipeptide_are_their_shipped_dft_frames():
+    assert systems.reference_data_file("ethanol") == systems.SYSTEMS_DIR / "ethanol" / "dft.extxyz"
+    for name in ALA2_NAMES:
+        assert systems.get_system(name).reference_data == systems.SYSTEMS_DIR / "alanine-dipeptide" / "dft.extxyz"
+    for spec in systems.list_systems():
+        assert spec.reference_data is None or spec.reference_data.is_file(), spec.name
+    with pytest.raises(ValueError, match="system 'water-192' has no shipped reference data; systems with some: "
+                                         r"\['alanine-dipeptide'"):
+        systems.reference_data_file("water-192")

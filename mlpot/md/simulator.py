@@ -70,12 +70,20 @@ class ReplicaSimulator:
             raise ValueError(f"masses must be {potential.n_atoms} positive values in amu")
         if state.velocities.shape != state.positions.shape:
             raise ValueError("velocities must have the same shape as positions, (R, n_atoms, 3)")
-        self.state = state
-        energies, forces = potential.energies_and_forces(state.positions)
-        state.forces = forces.to(dtype)
-        state.potential_energies = energies.to(dtype)
+        self.restart_from(state)
         integrator.init_state(state, self.masses)
         self.time_fs = 0.0
+
+    def restart_from(self, state: ReplicaState) -> None:
+        """Continue from ``state`` (used as is, thermostat variables included), with its forces and
+        energies recomputed at its positions by the potential's current model (e.g. after the model's
+        parameters changed, or when restoring a checkpoint)."""
+        if state.positions.shape != (state.n_replicas, self.potential.n_atoms, 3):
+            raise ValueError(f"the state must have positions of shape (n_replicas, {self.potential.n_atoms}, 3) Å")
+        energies, forces = self.potential.energies_and_forces(state.positions)
+        state.forces = forces.to(state.positions.dtype)
+        state.potential_energies = energies.to(state.positions.dtype)
+        self.state = state
 
     @classmethod
     def from_positions(

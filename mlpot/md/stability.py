@@ -6,7 +6,11 @@ replica whether it went unphysical somewhere in them:
 * :class:`BondLengthCriterion` — max over bonds and frames of |d − d_ref| above a threshold
   (StABlE: 0.25 Å while training, deliberately strict; 0.5 Å at evaluation);
 * :class:`MinimumDistanceCriterion` — two atoms of different molecules closer than a threshold
-  (StABlE's water training criterion, 1.2 Å), minimum image for periodic cells.
+  (StABlE's water training criterion, 1.2 Å), minimum image for periodic cells;
+* :class:`AnyCriterion` — unstable when any of several criteria fires; :func:`molecule_criterion` is the
+  bond criterion plus a contact check (any two atoms closer than 0.7 Å), which catches atoms that
+  collapse onto each other without stretching a bond (seen with under-trained models: methyl
+  hydrogens merging at 500 K while every C–H bond stays in its band).
 
 Non-finite positions always count as unstable.
 """
@@ -26,6 +30,7 @@ from mlpot.md.state import ReplicaState
 TRAINING_BOND_THRESHOLD_A = 0.25
 EVALUATION_BOND_THRESHOLD_A = 0.5
 MINIMUM_INTERMOLECULAR_DISTANCE_A = 1.2
+MINIMUM_CONTACT_DISTANCE_A = 0.7  # no two atoms of a molecule come this close at any physical temperature
 
 
 def _check_frames(positions: torch.Tensor) -> None:
@@ -118,6 +123,33 @@ class MinimumDistanceCriterion:
     def unstable(self, positions: torch.Tensor) -> torch.Tensor:
         """``(R,)`` bool: replicas with two molecules closer than the threshold in any frame."""
         return self.minimum_distance_A(positions) < self.threshold_A
+
+
+@dataclass
+class AnyCriterion:
+    """Unstable when any of ``criteria`` (each with ``unstable(positions) -> (R,) bool``) says so."""
+
+    criteria: Tuple["Criterion", ...]
+
+    def __post_init__(self):
+        if not self.criteria:
+            raise ValueError("AnyCriterion needs at least one criterion")
+
+    def unstable(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(R,)`` bool: replicas that some criterion flags in the frames ``(F, R, n_atoms, 3)`` Å."""
+        flags = [criterion.unstable(positions) for criterion in self.criteria]
+        return torch.stack(flags).any(dim=0)
+
+
+def molecule_criterion(n_atoms: int, bonds: torch.Tensor, reference_lengths_A: torch.Tensor, threshold_A: float,
+                       contact_A: Optional[float] = MINIMUM_CONTACT_DISTANCE_A) -> "Criterion":
+    """The bond-length criterion (``threshold_A``) of a molecule of ``n_atoms``, plus, unless ``contact_A`` is
+    None, any two of its atoms closer than ``contact_A`` Å."""
+    bond_criterion = BondLengthCriterion(bonds, reference_lengths_A, threshold_A)
+    if contact_A is None:
+        return bond_criterion
+    contact = MinimumDistanceCriterion(torch.arange(n_atoms, device=bonds.device), threshold_A=contact_A)
+    return AnyCriterion((bond_criterion, contact))
 
 
 def reset_unstable(state: ReplicaState, last_stable: ReplicaState, unstable: torch.Tensor) -> int:

@@ -3,7 +3,8 @@
 R replicas of a molecule start from reference frames (the model's own test split when its provenance
 says which frames those were, else evenly spaced frames of the reference data), run Langevin
 dynamics at a temperature, and are checked every ``check_every_fs`` with the bond-length criterion
-(0.5 Å by default). A replica's time to instability is the time of the first check that fails
+(0.5 Å by default) and a contact check (two atoms closer than 0.7 Å; StABlE checks bonds only, which
+misses hydrogens merging with each other). A replica's time to instability is the time of the first check that fails
 (capped at the run length for replicas that never fail); after that it is held at its last stable
 state, so it cannot wander off to coordinates the neighbour list would choke on. The h(r) of the
 stable frames of all replicas is compared with the reference h(r) (∫|Δh| dr).
@@ -29,14 +30,12 @@ from mlpot.md.observables import distance_histogram, histogram_mae
 from mlpot.md.potential import ReplicaPotential
 from mlpot.md.reference import MoleculeReference, frame_positions
 from mlpot.md.simulator import ReplicaSimulator
-from mlpot.md.stability import EVALUATION_BOND_THRESHOLD_A, BondLengthCriterion, run_checked_segment
+from mlpot.md.stability import (
+    EVALUATION_BOND_THRESHOLD_A, MINIMUM_CONTACT_DISTANCE_A, molecule_criterion, run_checked_segment,
+)
 from mlpot.units import FS_PER_PS
 
 ProgressCallback = Callable[[float, float], None]  # (time_ps, unstable_fraction) after every check
-
-# reference data (labelled frames) of the shipped systems that have some, relative to SYSTEMS_DIR
-REFERENCE_DATA = {"ethanol": "ethanol/dft.extxyz"}
-
 
 @dataclass(frozen=True)
 class StabilitySettings:
@@ -50,6 +49,7 @@ class StabilitySettings:
         friction_per_ps: Langevin friction γ, 1/ps.
         check_every_fs: spacing of the stability checks (and of the h(r) frames), fs.
         threshold_A: bond-length deviation that counts as unstable, Å.
+        contact_A: two atoms closer than this count as unstable, Å (None: bonds only, as StABlE).
         seed: initial velocities and Langevin noise.
         device: where the model and the replicas run.
     """
@@ -61,6 +61,7 @@ class StabilitySettings:
     friction_per_ps: float = 1.0
     check_every_fs: float = 50.0
     threshold_A: float = EVALUATION_BOND_THRESHOLD_A
+    contact_A: Optional[float] = MINIMUM_CONTACT_DISTANCE_A
     seed: int = 0
     device: str = "cpu"
 
@@ -71,6 +72,8 @@ class StabilitySettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.contact_A is not None and not (isinstance(self.contact_A, (int, float)) and self.contact_A > 0):
+            raise ValueError(f"contact_A must be a positive number of Å or None, got {self.contact_A!r}")
         if self.check_every_fs < self.timestep_fs:
             raise ValueError(f"check_every_fs ({self.check_every_fs}) must be at least one timestep ({self.timestep_fs} fs)")
         if self.time_ps * FS_PER_PS < self.check_every_fs:
@@ -117,36 +120,34 @@ class StabilityResult:
         return result
 
 
-def reference_data_file(system: str) -> Path:
-    """The labelled reference frames of a shipped system (e.g. ``ethanol`` → ``systems/ethanol/dft.extxyz``)."""
-    from mlpot.systems import SYSTEMS_DIR, get_system
-
-    name = get_system(system).name
-    if name not in REFERENCE_DATA:
-        raise ValueError(f"system {name!r} has no shipped reference data; systems with some: {sorted(REFERENCE_DATA)} "
-                         "(or pass a reference file)")
-    return SYSTEMS_DIR / REFERENCE_DATA[name]
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def start_frame_indices(metadata: Dict[str, Any], reference_path: Path, n_frames: int,
-                        n_replicas: int) -> Tuple[List[int], str]:
-    """Indices of the start frames and where they come from.
-
-    If the model was trained on exactly ``reference_path`` (same sha256, one data file), its test split
-    is rebuilt from the training configuration in its provenance and the first ``n_replicas`` test
-    frames are used (cycling if there are fewer); otherwise ``n_replicas`` evenly spaced frames.
-    """
+def training_split(metadata: Dict[str, Any], reference_path: Path, n_frames: int) -> Optional[Dict[str, List[int]]]:
+    """The model's train/val/test split of ``reference_path``'s frames, rebuilt from the training configuration
+    in its provenance, if it was trained on exactly that file (same sha256, one data file); else None."""
     from mlpot.train.config import TrainConfig
     from mlpot.train.trainer import make_split
 
     training = (metadata.get("provenance") or {}).get("training") or {}
     data_files = training.get("data_files") or []
     if len(data_files) == 1 and data_files[0].get("sha256") == _sha256(reference_path) and "config" in training:
-        test = make_split(TrainConfig.from_dict(training["config"]), n_frames)["test"]
+        return make_split(TrainConfig.from_dict(training["config"]), n_frames)
+    return None
+
+
+def start_frame_indices(metadata: Dict[str, Any], reference_path: Path, n_frames: int,
+                        n_replicas: int) -> Tuple[List[int], str]:
+    """Indices of the start frames and where they come from.
+
+    If the model's test split of ``reference_path`` is known (:func:`training_split`), its first
+    ``n_replicas`` test frames are used (cycling if there are fewer); otherwise ``n_replicas`` evenly
+    spaced frames.
+    """
+    split = training_split(metadata, reference_path, n_frames)
+    if split is not None:
+        test = split["test"]
         if test:
             return [test[k % len(test)] for k in range(n_replicas)], "the model's test split"
     spaced = np.linspace(0, n_frames - 1, n_replicas).round().astype(int).tolist()
@@ -178,8 +179,8 @@ def measure_stability(model: torch.nn.Module, frames: Sequence[Frame], reference
                                friction_per_fs=settings.friction_per_ps / FS_PER_PS, generator=generator)
     simulator = ReplicaSimulator.from_positions(potential, positions[list(start_frames)], integrator,
                                                 settings.temperature_K, seed=settings.seed)
-    criterion = BondLengthCriterion(reference.bonds.to(device), reference.bond_lengths_A.to(device),
-                                    settings.threshold_A)
+    criterion = molecule_criterion(potential.n_atoms, reference.bonds.to(device), reference.bond_lengths_A.to(device),
+                                   settings.threshold_A, settings.contact_A)
     run_length_ps = settings.n_checks * settings.steps_per_check * settings.timestep_fs / FS_PER_PS
     times = torch.full((settings.replicas,), run_length_ps, dtype=torch.float64)
     unstable_so_far = torch.zeros(settings.replicas, dtype=torch.bool)
@@ -226,6 +227,7 @@ def measure_model_file_stability(model_path: str | Path, system: str = "ethanol"
     from mlpot.data.readers import read_frames
     from mlpot.deploy import load_model
     from mlpot.md.reference import molecule_reference
+    from mlpot.systems import reference_data_file
 
     deployed = load_model(model_path, device=settings.device)
     path = Path(reference_path) if reference_path is not None else reference_data_file(system)

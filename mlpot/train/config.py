@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import yaml
 
@@ -106,7 +106,7 @@ class TrainConfig:
         raw = dict(raw or {})
         sections = {}
         for name, section_type in (("data", DataConfig), ("model", ModelConfig), ("training", TrainingConfig)):
-            sections[name] = _section(section_type, raw.pop(name, None) or {}, name)
+            sections[name] = config_section(section_type, raw.pop(name, None) or {}, name)
         out = raw.pop("out", "runs/train")
         if raw:
             raise ValueError(f"unknown top-level config key(s) {sorted(raw)}; known: data, model, training, out")
@@ -116,7 +116,8 @@ class TrainConfig:
         return config
 
 
-def _section(section_type, values: Dict[str, Any], name: str):
+def config_section(section_type, values: Dict[str, Any], name: str):
+    """The dataclass ``section_type`` built from a YAML mapping; unknown keys are refused by name."""
     if not isinstance(values, dict):
         raise ValueError(f"config section {name!r} must be a mapping")
     known = {f.name for f in dataclasses.fields(section_type)}
@@ -127,7 +128,12 @@ def _section(section_type, values: Dict[str, Any], name: str):
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read a YAML config; errors name the file."""
+    """Read a YAML training config; errors name the file."""
+    return read_yaml_config(path, TrainConfig.from_dict)
+
+
+def read_yaml_config(path: str | Path, from_dict: Callable[[Dict[str, Any]], Any]) -> Any:
+    """Read a YAML file and build a config from it with ``from_dict``; errors name the file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} not found")
@@ -136,20 +142,24 @@ def load_config(path: str | Path) -> TrainConfig:
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not valid YAML ({error})") from None
     try:
-        return TrainConfig.from_dict(raw)
+        return from_dict(raw)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
 
 
-def apply_override(config: TrainConfig, assignment: str) -> None:
-    """Apply ``section.key=value`` (value parsed as YAML) to ``config`` in place."""
+def apply_override(config: Any, assignment: str) -> None:
+    """Apply ``section.key=value`` (value parsed as YAML) to ``config`` in place.
+
+    ``config`` is any dataclass whose sections are dataclass fields (:class:`TrainConfig`,
+    :class:`mlpot.stable.config.StableConfig`)."""
     if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
         raise ValueError(f"override {assignment!r} must look like section.key=value, e.g. training.lr=0.01")
     dotted, text = assignment.split("=", 1)
     section_name, key = dotted.split(".", 1)
-    section = getattr(config, section_name, None)
-    if section_name not in ("data", "model", "training") or section is None:
-        raise ValueError(f"override {assignment!r}: unknown section {section_name!r}")
+    sections = [f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
+    if section_name not in sections:
+        raise ValueError(f"override {assignment!r}: unknown section {section_name!r}; known: {sections}")
+    section = getattr(config, section_name)
     if key not in {f.name for f in dataclasses.fields(section)}:
         raise ValueError(f"override {assignment!r}: unknown key {key!r} in section {section_name!r}")
     setattr(section, key, yaml.safe_load(text))

@@ -20,7 +20,8 @@ def write_csv(rows: Sequence[Dict[str, float]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (plots are only written to files)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +32,7 @@ def _pyplot():
 
 def plot_learning_curve(rows: Sequence[Dict[str, float]], path: Path) -> None:
     """Training and validation force MAE and per-atom energy MAE against epoch, log scale."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     epochs = [row["epoch"] for row in rows]
     for axis, key, label in (
@@ -57,7 +58,7 @@ def plot_learning_curve(rows: Sequence[Dict[str, float]], path: Path) -> None:
 
 def plot_parity(pairs: Dict[str, tuple], metrics: Dict[str, float], path: Path, title: str = "") -> None:
     """Predicted against reference per-atom energies and force components (and stress, if any)."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [
         ("energy_per_atom", "energy (eV/atom)", "meV/atom"),
         ("forces", "force component (eV/Å)", "meV/Å"),

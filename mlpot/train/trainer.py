@@ -343,7 +343,7 @@ class Trainer:
         del state
         training = self.config.training
         stopped_because = "epochs"
-        with _interrupts_as_keyboard_interrupt():
+        with interrupts_as_keyboard_interrupt():
             try:
                 while self.progress["epoch"] < training.epochs:
                     if self._out_of_time():
@@ -504,7 +504,7 @@ class Trainer:
 
 
 @contextmanager
-def _interrupts_as_keyboard_interrupt():
+def interrupts_as_keyboard_interrupt():
     """SIGTERM (cluster pre-emption, ``kill PID``) behaves like Ctrl-C: checkpoint, then stop."""
     def handler(signum, frame):
         raise KeyboardInterrupt
