@@ -12,16 +12,19 @@ import numpy as np
 from mlpot.train.report import pyplot
 
 
-def plot_unstable_fraction(rows: Sequence[Dict], path: Path) -> None:
-    """Fraction of replicas found unstable so far against simulated time, one line per cycle (simulation phases)."""
+def plot_unstable_fraction(rows: Sequence[Dict], path: Path, selected_cycle: Optional[int] = None) -> None:
+    """Fraction of replicas found unstable so far against simulated time in the simulation phases of the parent
+    (cycle 0), of the selected model and of the last one."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
-    cycles = sorted({row["cycle"] for row in rows if row["phase"] == "simulate"})
+    simulated = sorted({row["cycle"] for row in rows if row["phase"] == "simulate"})
+    cycles = sorted({c for c in (simulated[0], selected_cycle, simulated[-1]) if c in simulated}) if simulated else []
     for cycle in cycles:
         points = [(row["time_ps"], row["unstable_fraction_so_far"]) for row in rows
                   if row["phase"] == "simulate" and row["cycle"] == cycle]
         times, fractions = zip(*points)
         label = "parent model" if cycle == 0 else f"after {cycle} learning phase{'s' if cycle > 1 else ''}"
+        label += " (selected)" if cycle == selected_cycle and cycle != 0 else ""
         axis.step([0.0, *times], [0.0, *fractions], where="post", label=label)
     axis.set_xlabel("simulated time (ps)")
     axis.set_ylabel("fraction of replicas unstable")

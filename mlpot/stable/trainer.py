@@ -444,7 +444,7 @@ class StableTrainer:
         self.model.to(self.device)
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
         if progress["rows"]:
-            plot_unstable_fraction(progress["rows"], self.out / "unstable_fraction.png")
+            plot_unstable_fraction(progress["rows"], self.out / "unstable_fraction.png", selected)
         before_histogram = histograms.get(0)
         after_histogram = histograms.get(selected) if selected != 0 else None
         plot_distance_histograms(self.bins.centres().numpy(), reference,
