@@ -445,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = pips_sub.add_parser("train", help="train a PIPS policy (2D toys in torch, molecules in OpenMM); "
                             "checkpoints every iteration")
     q.add_argument("--system", default="double-well",
-                   help="double-well, mueller-brown or alanine-dipeptide (default double-well)")
+                   help="double-well, mueller-brown (2D toys, torch), alanine-dipeptide, alanine-dipeptide-c7eq, "
+                        "polyproline, chignolin (OpenMM) (default double-well)")
     q.add_argument("--out", required=True, help="run directory (checkpoint.pt)")
     q.add_argument("--potential", default=None, help="mlpot model file as the physical potential (molecules; "
                    "default: the system's force field, amber14)")
