@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -243,6 +242,7 @@ def _cmd_data_inspect(args) -> int:
 
 def _cmd_pips_train(args) -> int:
     from mlpot.pips.runs import new_run, parse_setting, resume_run
+    from mlpot.train.trainer import interrupts_as_keyboard_interrupt
 
     if args.resume:
         if args.set:
@@ -250,21 +250,27 @@ def _cmd_pips_train(args) -> int:
         trainer = resume_run(Path(args.out))
     else:
         overrides = dict(parse_setting(assignment) for assignment in args.set)
+        options = {"system": args.system, "potential": args.potential, "iterations": args.iterations,
+                   "n_paths": args.paths, "seed": args.seed}
+        repeated = sorted(key for key in overrides if key in options)
+        if repeated:
+            raise ValueError(f"--set {', '.join(repeated)}: give this with its own option "
+                             "(--system, --potential, --iterations, --paths, --seed)")
         trainer = new_run(args.system, Path(args.out), potential=args.potential, iterations=args.iterations,
                           n_paths=args.paths, seed=args.seed, **overrides)
     started = time.perf_counter()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a batch system's SIGTERM stops like Ctrl-C
     try:
-        while trainer.iteration < trainer.config.iterations:
-            if args.max_minutes is not None and time.perf_counter() - started > 60.0 * args.max_minutes:
-                print(f"time limit of {args.max_minutes} min reached after {trainer.iteration} iterations; "
-                      f"`mlpot pips train --out {args.out} --resume` continues")
-                break
-            row = trainer.step()
-            if not args.quiet:
-                print(f"iteration {row['iteration']:4d}  ESS {row['ess']:5.1f}/{trainer.config.n_paths}  "
-                      f"THP {row['thp']:.2f}  mean S {row['mean_cost']:8.2f}  {row['seconds']:.2f} s")
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see main): the last finished iteration is checkpointed
+        with interrupts_as_keyboard_interrupt():  # a batch system's SIGTERM stops like Ctrl-C
+            while trainer.iteration < trainer.config.iterations:
+                if args.max_minutes is not None and time.perf_counter() - started > 60.0 * args.max_minutes:
+                    print(f"time limit of {args.max_minutes} min reached after {trainer.iteration} iterations; "
+                          f"`mlpot pips train --out {args.out} --resume` continues")
+                    break
+                row = trainer.step()
+                if not args.quiet:
+                    print(f"iteration {row['iteration']:4d}  ESS {row['ess']:5.1f}/{trainer.config.n_paths}  "
+                          f"THP {row['thp']:.2f}  mean S {row['mean_cost']:8.2f}  {row['seconds']:.2f} s")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the last finished iteration is checkpointed
         print(f"\nstopped after {trainer.iteration} iterations (checkpointed); "
               f"`mlpot pips train --out {args.out} --resume` continues", file=sys.stderr)
         return 130

@@ -4,6 +4,7 @@ policies, toy systems, the toy trainer (short training, channel usage, exact res
 from __future__ import annotations
 
 import math
+import signal
 
 import numpy as np
 import openmm
@@ -370,6 +371,7 @@ def test_trained_double_well_policy_reaches_thp_90_percent_through_both_channels
 def test_cli_settings_override_the_configuration_and_unknown_ones_are_refused(tmp_path, capsys, one_thread):
     from mlpot.cli import main
 
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "dw"
     assert main(["pips", "train", "--out", str(out), "--iterations", "1", "--paths", "4", "--eval-paths", "4",
                  "--quiet", "--set", "lam=0.02", "--set", "hidden=[8, 8]"]) == 0
@@ -381,6 +383,10 @@ def test_cli_settings_override_the_configuration_and_unknown_ones_are_refused(tm
     assert main(["pips", "train", "--out", str(tmp_path / "x"), "--set", "lam"]) == 2
     assert "--set expects KEY=VALUE" in capsys.readouterr().err
     assert main(["pips", "train", "--out", str(out), "--resume", "--set", "lam=1"]) == 2
+    assert "--set is not allowed" in capsys.readouterr().err
+    assert main(["pips", "train", "--out", str(tmp_path / "x"), "--iterations", "2", "--set", "iterations=3"]) == 2
+    assert "--set iterations: give this with its own option" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == sigterm_handler  # the command leaves no handler behind
 
 
 def test_cli_trains_a_toy_resumes_it_and_refuses_unknown_systems(tmp_path, capsys, one_thread):

@@ -153,21 +153,23 @@ class StableConfig:
                             ("learning.stop_unstable_fraction", learning.stop_unstable_fraction)):
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
-        if learning.energy_force_weight < 0:
-            raise ValueError(f"learning.energy_force_weight (λ) must not be negative, got {learning.energy_force_weight}")
+        if isinstance(learning.energy_force_weight, bool) or not isinstance(learning.energy_force_weight, (int, float)) \
+                or not learning.energy_force_weight >= 0:
+            raise ValueError(f"learning.energy_force_weight (λ) must be a non-negative number, got {learning.energy_force_weight!r}")
         if learning.observable_loss not in OBSERVABLE_LOSSES:
             raise ValueError(f"unknown learning.observable_loss {learning.observable_loss!r}; "
                              f"choose one of {list(OBSERVABLE_LOSSES)}")
         if learning.optimizer not in ("adam", "sgd"):
             raise ValueError(f"unknown learning.optimizer {learning.optimizer!r}; choose adam or sgd")
-        if learning.grad_clip is not None and not learning.grad_clip > 0:
+        if learning.grad_clip is not None and not (isinstance(learning.grad_clip, (int, float)) and learning.grad_clip > 0):
             raise ValueError(f"learning.grad_clip must be positive or null, got {learning.grad_clip!r}")
         if simulation.record_every_fs < simulation.timestep_fs or simulation.segment_fs < simulation.record_every_fs:
             raise ValueError("need timestep_fs <= record_every_fs <= segment_fs in section simulation")
         if simulation.contact_A is not None and not (isinstance(simulation.contact_A, (int, float))
                                                      and simulation.contact_A > 0):
             raise ValueError(f"simulation.contact_A must be a positive number of Å or null, got {simulation.contact_A!r}")
-        if run.max_time_minutes is not None and not run.max_time_minutes > 0:
+        if run.max_time_minutes is not None and not (isinstance(run.max_time_minutes, (int, float))
+                                                     and run.max_time_minutes > 0):
             raise ValueError(f"run.max_time_minutes must be positive or null, got {run.max_time_minutes!r}")
 
 
