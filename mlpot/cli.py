@@ -271,7 +271,7 @@ def _cmd_pips_train(args) -> int:
                     print(f"iteration {row['iteration']:4d}  ESS {row['ess']:5.1f}/{trainer.config.n_paths}  "
                           f"THP {row['thp']:.2f}  mean S {row['mean_cost']:8.2f}  {row['seconds']:.2f} s")
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the last finished iteration is checkpointed
-        print(f"\nstopped after {trainer.iteration} iterations (checkpointed); "
+        print(f"\nstopped; the checkpoint holds every finished iteration; "
               f"`mlpot pips train --out {args.out} --resume` continues", file=sys.stderr)
         return 130
     if hasattr(trainer, "transition"):  # molecular: the sample command evaluates (it costs rollouts)
@@ -315,6 +315,8 @@ def _cmd_stability(args) -> int:
     from mlpot.stable.evaluation import StabilitySettings, measure_model_file_stability
     from mlpot.units import parse_duration_ps
 
+    if args.contact < 0:
+        raise ValueError(f"--contact is a distance in Å (0 switches the contact check off), got {args.contact}")
     settings = StabilitySettings(
         replicas=args.replicas, time_ps=parse_duration_ps(args.time), temperature_K=args.temperature,
         timestep_fs=args.timestep, friction_per_ps=args.friction, check_every_fs=args.check_every,

@@ -179,7 +179,7 @@ class PiceTrainer:
         in_loss = finite if self.config.baseline else tempered.weights > NEGLIGIBLE_WEIGHT
         kept = rollout.subset(in_loss)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(self.iteration) * group["lr_scale"]
+            group["lr"] = self.learning_rate(self.iteration) * group.get("lr_scale", 1.0)  # (older checkpoints lack it)
         self.optimizer.zero_grad()
         loss = pice_surrogate_loss(policy_controls(self.policy, kept), kept.noises, tempered.weights[in_loss],
                                    self.control_weight, self.config.lam, baseline=self.config.baseline)

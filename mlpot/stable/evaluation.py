@@ -5,9 +5,10 @@ says which frames those were, else evenly spaced frames of the reference data), 
 dynamics at a temperature, and are checked every ``check_every_fs`` with the bond-length criterion
 (0.5 Å by default) and a contact check (two atoms closer than 0.7 Å; StABlE checks bonds only, which
 misses hydrogens merging with each other). A replica's time to instability is the time of the first check that fails
-(capped at the run length for replicas that never fail); after that it is held at its last stable
-state, so it cannot wander off to coordinates the neighbour list would choke on. The h(r) of the
-stable frames of all replicas is compared with the reference h(r) (∫|Δh| dr).
+(capped at the run length for replicas that never fail); after that the segment runner puts it back
+to the start of the failed segment and it keeps running (so it cannot wander off to coordinates the
+neighbour list would choke on), but it is no longer counted: the h(r) of the frames of the replicas
+that have never failed is compared with the reference h(r) (∫|Δh| dr).
 
 Units: fs and ps as named, K, Å.
 """
@@ -174,7 +175,8 @@ def measure_stability(model: torch.nn.Module, frames: Sequence[Frame], reference
         raise ValueError("the reference observables were computed for other atoms than these frames")
     device = torch.device(settings.device)
     potential = ReplicaPotential(model, numbers, device=device)
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    # the start velocities are drawn from ``seed``; the Langevin noise from its own stream
+    generator = torch.Generator(device=device).manual_seed(settings.seed + 1)
     integrator = LangevinBAOAB(settings.timestep_fs, settings.temperature_K,
                                friction_per_fs=settings.friction_per_ps / FS_PER_PS, generator=generator)
     simulator = ReplicaSimulator.from_positions(potential, positions[list(start_frames)], integrator,
