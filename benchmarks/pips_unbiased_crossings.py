@@ -3,7 +3,7 @@
 PIPS's ETS (mean over successful paths of the highest unbiased potential energy along the path)
 is to be compared with the same maximum along **unbiased crossing paths**. Plain MD does not
 produce them: 16 replicas × 1 ns of unbiased alanine dipeptide (300 K, friction 1/ps, amber14
-vacuum, from C5) never reached C7ax (measured with this script's first version). So the
+vacuum, from C5) never reached C7ax (this script's first version; `results/pips_tuning/cross1.log`). So the
 crossing paths are made the transition-path-sampling way, by shooting from the barrier:
 
 1. a relaxed scan of φ (C(ACE)–N–CA–C) from the start to the target value, both ways round
