@@ -381,7 +381,7 @@ def test_cli_settings_override_the_configuration_and_unknown_ones_are_refused(tm
     assert main(["pips", "train", "--out", str(tmp_path / "x"), "--set", "lambda=0.02"]) == 2
     assert "unknown PIPS setting(s) lambda" in capsys.readouterr().err
     assert main(["pips", "train", "--out", str(tmp_path / "x"), "--set", "lam"]) == 2
-    assert "--set expects KEY=VALUE" in capsys.readouterr().err
+    assert "must look like KEY=VALUE" in capsys.readouterr().err
     assert main(["pips", "train", "--out", str(out), "--resume", "--set", "lam=1"]) == 2
     assert "--set is not allowed" in capsys.readouterr().err
     assert main(["pips", "train", "--out", str(tmp_path / "x"), "--iterations", "2", "--set", "iterations=3"]) == 2

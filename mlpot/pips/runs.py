@@ -38,14 +38,11 @@ def new_run(system: str, out: Optional[Path], potential: Optional[str] = None, *
 
 
 def parse_setting(assignment: str) -> tuple[str, object]:
-    """``KEY=VALUE`` → (key, value parsed as YAML: numbers, lists, null, strings); a ValueError names
-    a malformed assignment. Unknown keys are refused by the configuration dataclass itself."""
-    import yaml
+    """``KEY=VALUE`` of ``mlpot pips train --set`` → (key, value parsed as YAML); unknown keys are
+    refused by :func:`new_run`."""
+    from mlpot.train.config import parse_assignment
 
-    key, separator, text = assignment.partition("=")
-    if not separator or not key.strip():
-        raise ValueError(f"--set expects KEY=VALUE (e.g. lam=1e-4), got {assignment!r}")
-    return key.strip(), yaml.safe_load(text)
+    return parse_assignment(assignment, "KEY=VALUE, e.g. --set lam=1e-4")
 
 
 def resume_run(out: Path) -> PiceTrainer:

@@ -147,14 +147,24 @@ def read_yaml_config(path: str | Path, from_dict: Callable[[Dict[str, Any]], Any
         raise ValueError(f"{path}: {error}") from None
 
 
+def parse_assignment(assignment: str, expected: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` → (NAME, VALUE parsed as YAML: numbers, lists, null, strings), the one parser of
+    every command's ``--set``; a ValueError says the assignment must look like ``expected``."""
+    name, separator, text = assignment.partition("=")
+    if not separator or not name.strip():
+        raise ValueError(f"override {assignment!r} must look like {expected}")
+    return name.strip(), yaml.safe_load(text)
+
+
 def apply_override(config: Any, assignment: str) -> None:
     """Apply ``section.key=value`` (value parsed as YAML) to ``config`` in place.
 
     ``config`` is any dataclass whose sections are dataclass fields (:class:`TrainConfig`,
     :class:`mlpot.stable.config.StableConfig`)."""
-    if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
-        raise ValueError(f"override {assignment!r} must look like section.key=value, e.g. training.lr=0.01")
-    dotted, text = assignment.split("=", 1)
+    expected = "section.key=value, e.g. training.lr=0.01"
+    dotted, value = parse_assignment(assignment, expected)
+    if "." not in dotted:
+        raise ValueError(f"override {assignment!r} must look like {expected}")
     section_name, key = dotted.split(".", 1)
     sections = [f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
     if section_name not in sections:
@@ -162,7 +172,7 @@ def apply_override(config: Any, assignment: str) -> None:
     section = getattr(config, section_name)
     if key not in {f.name for f in dataclasses.fields(section)}:
         raise ValueError(f"override {assignment!r}: unknown key {key!r} in section {section_name!r}")
-    setattr(section, key, yaml.safe_load(text))
+    setattr(section, key, value)
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
