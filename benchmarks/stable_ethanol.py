@@ -184,9 +184,10 @@ def main() -> None:
     rows = {"parent (under-trained)": timed("measure parent", evaluate, parent)}
     stable, config = timed("StABlE", run_stable, parent, out / "stable")
     rows["after StABlE"] = timed("measure StABlE", evaluate, stable.model_path)
-    control = timed("energy/force control", energy_force_control, parent, out / "energy_force",
-                    stable.learning_steps, config)
-    rows[f"control: {stable.learning_steps} energy/force steps"] = timed("measure control", evaluate, control)
+    # the control gets as many plain steps as the exported (selected) model had learning steps
+    control_steps = stable.metrics.get("selected_learning_steps", stable.learning_steps)
+    control = timed("energy/force control", energy_force_control, parent, out / "energy_force", control_steps, config)
+    rows[f"control: {control_steps} energy/force steps"] = timed("measure control", evaluate, control)
     rows["control: parent at 0.25 fs"] = timed("measure half time step", evaluate, parent, 0.25)
 
     before, after = rows["parent (under-trained)"], rows["after StABlE"]

@@ -315,6 +315,7 @@ class StableTrainer:
         if best is None or score >= tuple(progress["scores"][best]):  # ties go to the later (more trained) model
             progress["best_cycle"] = progress["cycle"]
             progress["best_model"] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            progress["best_learning_steps"] = progress["learning_steps"]  # the steps that made the selected model
         if progress["histogram_frames"]:
             mean = progress["histogram_sum"] / progress["histogram_frames"]
             progress["cycle_histograms"][progress["cycle"]] = mean.tolist()
@@ -426,6 +427,8 @@ class StableTrainer:
             "stopped_because": stopped_because, "cycles": progress["cycle"], "learning_steps": progress["learning_steps"],
             "wall_s": round(progress["elapsed_s"], 1), "split_from": self.split_origin,
             "split_sizes": {k: len(v) for k, v in self.split.items()}, "selected_cycle": selected,
+            "selected_learning_steps": (progress.get("best_learning_steps", progress["learning_steps"])
+                                        if progress["best_model"] is not None else progress["learning_steps"]),
             "scores": {int(c): {"time_to_learning_ps": t, "unstable_fraction": -f} for c, (t, f) in progress["scores"].items()},
             "test_errors_before": progress["errors_before"], "test_errors_after": after.result() if after else {},
             "distance_histogram_mae": {int(c): float(np.abs(np.asarray(h) - reference).sum() * self.bins.bin_width_A)
