@@ -106,7 +106,10 @@ class Peer:
         from torch_ema import ExponentialMovingAverage
 
         frames = ase.io.read(xyz, index=":")
-        keys = mace_data.KeySpecification(info_keys={"energy": "energy"}, arrays_keys={"forces": "forces"})
+        for atoms in frames:  # ASE's extxyz reader holds energy and forces in a calculator, where MACE does not look
+            atoms.info["REF_energy"] = atoms.get_potential_energy()
+            atoms.arrays["REF_forces"] = atoms.get_forces()
+        keys = mace_data.KeySpecification(info_keys={"energy": "REF_energy"}, arrays_keys={"forces": "REF_forces"})
         z_table = tools.AtomicNumberTable(ATOMIC_NUMBERS)
         graphs = [mace_data.AtomicData.from_config(mace_data.config_from_atoms(atoms, key_specification=keys),
                                                    z_table=z_table, cutoff=CUTOFF_A) for atoms in frames]
