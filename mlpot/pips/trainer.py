@@ -197,6 +197,10 @@ class PiceTrainer:
             "mean_control_cost": float(cost.control[finite].mean()), "loss": float(loss.detach()),
             "paths_in_loss": int(in_loss.sum()), "dropped_paths": int((~finite).sum()),
         }
+        return self._record(row)
+
+    def _record(self, row: Dict[str, float]) -> Dict[str, float]:
+        """Append a finished iteration's row to the log and checkpoint (when there is an output folder)."""
         self.log.append(row)
         if self.out is not None:
             self.save_checkpoint()
@@ -212,10 +216,7 @@ class PiceTrainer:
         row = {"iteration": self.iteration, "seconds": time.perf_counter() - started,
                "rollout_seconds": rollout_seconds, **rollout_entries, "ess": 0.0, "ess_fraction": 0.0,
                "thp": 0.0, "mean_cost": float("nan"), "loss": float("nan"), "dropped_paths": n_paths, "skipped": 1}
-        self.log.append(row)
-        if self.out is not None:
-            self.save_checkpoint()
-        return row
+        return self._record(row)
 
     def run(self, max_seconds: float | None = None, stop_at_thp: float | None = None,
             window: int = 5) -> List[Dict[str, float]]:
