@@ -868,3 +868,20 @@ def test_molecular_training_runs_on_an_mlpot_model_potential(model_files, tmp_pa
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["config"]["potential"] == str(model)
     metrics, _ = trainer.evaluate(2, seed=1)
     assert math.isfinite(metrics["mean_max_energy_kj_mol"])
+
+
+def test_resuming_a_missing_corrupt_or_foreign_checkpoint_names_the_problem(tmp_path, capsys):
+    from mlpot.cli import main
+
+    assert main(["pips", "train", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "checkpoint.pt").write_bytes(b"not a torch file")
+    assert main(["pips", "train", "--out", str(corrupt), "--resume"]) == 2
+    assert "is not a readable checkpoint" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    torch.save({"checkpoint_version": 99, "config": {}}, foreign / "checkpoint.pt")
+    assert main(["pips", "train", "--out", str(foreign), "--resume"]) == 2
+    assert "is not a PIPS checkpoint of version 1 (found version 99)" in capsys.readouterr().err

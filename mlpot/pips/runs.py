@@ -8,10 +8,9 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-import torch
-
+from mlpot.checkpoints import read_checkpoint
 from mlpot.pips.toy import TOY_SYSTEMS
-from mlpot.pips.trainer import CHECKPOINT_NAME, PiceTrainer, ToyTrainConfig, ToyTrainer
+from mlpot.pips.trainer import CHECKPOINT_NAME, CHECKPOINT_VERSION, PiceTrainer, ToyTrainConfig, ToyTrainer
 
 
 def new_run(system: str, out: Optional[Path], potential: Optional[str] = None, **settings) -> PiceTrainer:
@@ -47,9 +46,9 @@ def parse_setting(assignment: str) -> tuple[str, object]:
 
 def resume_run(out: Path) -> PiceTrainer:
     """The run in ``out`` continued from its checkpoint, toy or molecular as it was started."""
-    config = torch.load(Path(out) / CHECKPOINT_NAME, weights_only=False)["config"]
-    if config["system"] in TOY_SYSTEMS:
-        return ToyTrainer.resume(out)
+    state = read_checkpoint(Path(out) / CHECKPOINT_NAME, CHECKPOINT_VERSION, "PIPS")
+    if state["config"]["system"] in TOY_SYSTEMS:
+        return ToyTrainer.resume(out, state)
     from mlpot.pips.molecular_trainer import MolecularTrainer
 
-    return MolecularTrainer.resume(out)
+    return MolecularTrainer.resume(out, state)

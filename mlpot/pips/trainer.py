@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from mlpot.checkpoints import read_checkpoint
 from mlpot.pips.cost import path_cost, squared_distance_to_target
 from mlpot.pips.dynamics import (
     LangevinSettings, Rollout, control_weight, controlled_langevin_rollout, maxwell_boltzmann_velocities,
@@ -98,13 +99,17 @@ class PiceTrainer:
         self.iteration = 0
         self.log: List[Dict[str, float]] = []
         if resume:
-            self._load_state(torch.load(self._checkpoint_path(), weights_only=False))
+            self._load_state(read_checkpoint(self._checkpoint_path(), CHECKPOINT_VERSION, "PIPS"))
 
     @classmethod
-    def resume(cls, out: Path):
-        """The run in ``out``, continued from its checkpoint with the configuration it was started with."""
-        state = torch.load(Path(out) / CHECKPOINT_NAME, weights_only=False)
-        return cls(cls.config_type(**state["config"]), out=out, resume=True)
+    def resume(cls, out: Path, state: Dict | None = None):
+        """The run in ``out``, continued from its checkpoint (``state``, when the caller has read it
+        already) with the configuration it was started with."""
+        if state is None:
+            state = read_checkpoint(Path(out) / CHECKPOINT_NAME, CHECKPOINT_VERSION, "PIPS")
+        trainer = cls(cls.config_type(**state["config"]), out=out)
+        trainer._load_state(state)
+        return trainer
 
     # ---- what a system supplies
     def rollout(self, n_paths: int | None = None, generator: torch.Generator | None = None,

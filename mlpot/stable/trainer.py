@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from mlpot.checkpoints import read_checkpoint
 from mlpot.data import frames_to_graphs, random_split
 from mlpot.data.readers import read_frames
 from mlpot.md.integrators import NoseHooverChain
@@ -220,14 +221,7 @@ class StableTrainer:
                 raise FileExistsError(f"{self.out} already holds a StABlE run ({CHECKPOINT_NAME}); continue it with "
                                       "--resume or choose another output directory")
             return None
-        if not path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:
-            raise ValueError(f"--resume: {path} is not a readable checkpoint ({type(error).__name__})") from None
-        if not isinstance(state, dict) or state.get("checkpoint_version") != CHECKPOINT_VERSION:
-            raise ValueError(f"--resume: {path} is not a StABlE checkpoint of this version")
+        state = read_checkpoint(path, CHECKPOINT_VERSION, "StABlE")
         self._check_resumable(state["config"])
         return state
 

@@ -42,6 +42,7 @@ from mlpot.data import (
     read_index_file, read_many, save_split, validate_frames,
 )
 from mlpot.data.graphs import Graph
+from mlpot.checkpoints import read_checkpoint
 from mlpot.data.statistics import DatasetStatistics
 from mlpot.models import DTYPES, atomic_numbers_of, build_model, describe
 from mlpot.train import distributed
@@ -133,14 +134,7 @@ class Trainer:
     def _prepare_directory(self) -> Dict | None:
         checkpoint_path = self._checkpoint_path()
         if self.resume:
-            if not checkpoint_path.exists():
-                raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}")
-            try:
-                state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-            except Exception as error:
-                raise ValueError(f"--resume: {checkpoint_path} is not a readable checkpoint ({error})") from None
-            if state.get("checkpoint_version") != CHECKPOINT_VERSION:
-                raise ValueError(f"--resume: {checkpoint_path} has an unsupported checkpoint version")
+            state = read_checkpoint(checkpoint_path, CHECKPOINT_VERSION, "training")
             self._check_resumable(state["config"])
             return state
         if checkpoint_path.exists():
