@@ -76,21 +76,36 @@ def neighbor_pairs(
         cutoff: Å.
 
     Returns:
-        edge_index: ``(2, n_edges)`` int64, rows (centre i, neighbour j); both directions are listed.
+        edge_index: ``(2, n_edges)`` int64, rows (centre i, neighbour j); both directions are listed,
+        in mirrored halves: with ``h = n_edges // 2``, edge ``k + h`` is edge ``k`` reversed (models use
+        this to compute what depends only on the distance once per pair).
         cell_shifts: ``(n_edges, 3)`` in units of the lattice vectors (positions dtype), so that
         the vector from i to j is ``positions[j] - positions[i] + cell_shifts @ cell``.
     """
     check_positions_and_cell(positions, cell, pbc, cutoff)
-    calculator = NeighborList(cutoff=cutoff, full_list=True)
+    calculator = NeighborList(cutoff=cutoff, full_list=False)
     # vesin searches in float64 on the tensors' own device (CPU or CUDA)
     points = positions.detach().to(torch.float64)
     box = cell.detach().to(torch.float64)
     if not bool(pbc.any()):
         box = torch.zeros(3, 3, dtype=torch.float64, device=positions.device)
     result: List[torch.Tensor] = calculator.compute(points, box, pbc.cpu(), "ijS")
-    edge_index = torch.stack([result[0], result[1]]).to(positions.device)
-    cell_shifts = result[2].to(dtype=positions.dtype, device=positions.device)
-    return edge_index, cell_shifts
+    first, second = result[0], result[1]
+    edge_index = torch.stack([torch.cat([first, second]), torch.cat([second, first])]).to(positions.device)
+    half_shifts = result[2].to(dtype=positions.dtype, device=positions.device)
+    return edge_index, torch.cat([half_shifts, -half_shifts])
+
+
+def mirrored_halves(edge_index: torch.Tensor) -> bool:
+    """Whether ``edge_index`` ``(2, n_edges)`` lists edge ``k`` reversed at ``k + n_edges // 2`` for every k,
+    as :func:`neighbor_pairs` returns it (a batch of several structures concatenated is not)."""
+    num_edges = edge_index.shape[1]
+    half = num_edges // 2
+    if num_edges == 0 or num_edges != 2 * half:
+        return False
+    return torch.equal(edge_index[0, :half], edge_index[1, half:]) and torch.equal(
+        edge_index[1, :half], edge_index[0, half:]
+    )
 
 
 def edge_vectors(

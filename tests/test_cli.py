@@ -52,7 +52,7 @@ def test_md_resume_continues_from_the_checkpoint_and_appends_frames(model_files,
 
 def test_md_reports_a_blow_up_naming_the_step(tmp_path, capsys):
     violent = tmp_path / "violent.pt"
-    main(["new-model", "--arch", "nequip", "--species", "H,C,N,O", "--energy-scale", "5", "-o", str(violent)])
+    main(["new-model", "--arch", "nequip", "--species", "H,C,N,O", "--energy-scale", "50", "-o", str(violent)])
     code = main(["md", "--model", str(violent), "--steps", "400", "--report-interval", "20",
                  "--out", str(tmp_path / "t.dcd"), "--quiet"])
     assert code == 2

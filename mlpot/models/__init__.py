@@ -32,9 +32,10 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "nequip-matched": {"hidden": 128, "num_layers": 4},
     },
     "nequip": {
-        "default": {"num_features": 32, "lmax": 1, "parity": False, "num_layers": 3},
+        "default": {"num_features": 32, "lmax": 1, "parity": False, "num_layers": 3, "prune_irreps": True},
         "nequip-matched": {
             "num_features": 32, "lmax": 1, "parity": True, "num_layers": 4, "radial_width": 128, "radial_depth": 1,
+            "prune_irreps": True,
         },
     },
 }

@@ -10,6 +10,12 @@ Node features are e3nn irreps, e.g. ``32x0e + 32x1o`` (lmax 1, natural parity) o
 where Y are spherical harmonics up to ``lmax`` and the tensor-product weights w come from an MLP
 of a Bessel expansion of |r_ij| times a polynomial cutoff envelope (so messages vanish smoothly at
 the cutoff). A linear readout of the scalars gives one number per atom.
+
+With ``prune_irreps`` (NequIP's own layout, the presets' choice) a layer carries only the irreps its
+input can reach through the spherical harmonics (the first layer, fed scalars, makes no 0o or 1e),
+and the last layer makes only the scalars the readout uses. That removes work, not expressivity:
+the dropped channels are identically zero or never read. Without it every layer carries every
+irreps of ``hidden_irreps`` (models made before the option existed).
 """
 
 from typing import List
@@ -20,7 +26,9 @@ from e3nn.nn import FullyConnectedNet, Gate
 from e3nn.util.jit import compile_mode
 from torch import nn
 
+from mlpot.models import convolution
 from mlpot.models.radial import BesselBasis, PolynomialCutoff
+from mlpot.neighbors import mirrored_halves
 
 
 def hidden_irreps(num_features: int, lmax: int, parity: bool) -> o3.Irreps:
@@ -32,6 +40,12 @@ def hidden_irreps(num_features: int, lmax: int, parity: bool) -> o3.Irreps:
         if parity:
             irreps.append((num_features, (l, -natural)))
     return o3.Irreps(irreps)
+
+
+def reachable_irreps(target: o3.Irreps, irreps_in: o3.Irreps, irreps_sh: o3.Irreps) -> o3.Irreps:
+    """The part of ``target`` that a convolution of ``irreps_in`` features with ``irreps_sh`` can produce."""
+    products = {ir_out for _, ir_in in irreps_in for _, ir_sh in irreps_sh for ir_out in ir_in * ir_sh}
+    return o3.Irreps([(mul, ir) for mul, ir in target if ir in products])
 
 
 @compile_mode("script")
@@ -77,6 +91,9 @@ class InteractionBlock(nn.Module):
         self.tensor_product = o3.TensorProduct(
             irreps_in, irreps_sh, irreps_mid_sorted, instructions, shared_weights=False, internal_weights=False
         )
+        # the same arithmetic without e3nn's generic contractions where l <= 1 (see convolution.py)
+        self.fast_convolution = convolution.supports(self.tensor_product)
+        self.l1_convolution = convolution.L1Convolution(self.tensor_product) if self.fast_convolution else None
         self.radial_mlp = FullyConnectedNet(
             [num_basis] + [radial_width] * radial_depth + [self.tensor_product.weight_numel], torch.nn.functional.silu
         )
@@ -93,18 +110,30 @@ class InteractionBlock(nn.Module):
         edge_index: torch.Tensor,
         edge_sh: torch.Tensor,
         edge_basis: torch.Tensor,
+        mirrored: bool,
     ) -> torch.Tensor:
-        centre, neighbour = edge_index[0], edge_index[1]
+        """``edge_basis`` has one row per edge, or with ``mirrored`` one per pair (edge k + h = edge k reversed)."""
         weights = self.radial_mlp(edge_basis)
-        messages = self.tensor_product(self.linear_up(features)[neighbour], edge_sh, weights)
-        aggregated = torch.zeros(
-            features.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device
-        ).index_add_(0, centre, messages)
+        if mirrored:
+            weights = torch.cat([weights, weights])
+        aggregated = self.convolve(self.linear_up(features), edge_index, edge_sh, weights)
         convolved = self.linear_down(aggregated * self.inverse_sqrt_neighbors)
         updated = self.gate(convolved + self.self_connection(features, one_hot))
         if self.residual:
             updated = updated + features
         return updated
+
+    def convolve(
+        self, features: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """``sum_j TP_w(x_j, Y(r_ij))`` onto each centre atom, ``(n_atoms, irreps_mid.dim)``."""
+        l1_convolution = self.l1_convolution
+        if l1_convolution is not None:
+            return l1_convolution(features, edge_index, edge_sh, weights)
+        messages = self.tensor_product(features[edge_index[1]], edge_sh, weights)
+        return torch.zeros(
+            features.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device
+        ).index_add_(0, edge_index[0], messages)
 
 
 @compile_mode("script")
@@ -121,6 +150,7 @@ class NequIP(nn.Module):
         num_basis: Bessel functions; ``polynomial_p``: envelope exponent.
         radial_width, radial_depth: MLP making tensor-product weights from the radial basis.
         avg_num_neighbors: normalisation of the neighbour sum.
+        prune_irreps: NequIP's layout (see the module docstring); False for models made before it.
     """
 
     def __init__(
@@ -136,6 +166,7 @@ class NequIP(nn.Module):
         radial_width: int = 64,
         radial_depth: int = 2,
         avg_num_neighbors: float = 10.0,
+        prune_irreps: bool = False,
     ):
         super().__init__()
         self.num_species = num_species
@@ -145,10 +176,14 @@ class NequIP(nn.Module):
         self.basis = BesselBasis(cutoff, num_basis)
         self.cutoff_fn = PolynomialCutoff(cutoff, polynomial_p)
         self.embedding = o3.Linear(irreps_species, o3.Irreps(f"{num_features}x0e"))
-        target = hidden_irreps(num_features, lmax, parity)
-        irreps = o3.Irreps(f"{num_features}x0e")
+        hidden = hidden_irreps(num_features, lmax, parity)
+        scalars = o3.Irreps(f"{num_features}x0e")
+        irreps = scalars
         blocks = []
-        for _ in range(num_layers):
+        for index in range(num_layers):
+            target = hidden
+            if prune_irreps:
+                target = scalars if index == num_layers - 1 else reachable_irreps(hidden, irreps, irreps_sh)
             block = InteractionBlock(
                 irreps, target, irreps_sh, irreps_species, num_basis, radial_width, radial_depth, avg_num_neighbors
             )
@@ -160,10 +195,13 @@ class NequIP(nn.Module):
 
     def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
         one_hot = torch.nn.functional.one_hot(species, self.num_species).to(edge_vectors.dtype)
-        distances = torch.linalg.norm(edge_vectors, dim=1)
         edge_sh = self.spherical_harmonics(edge_vectors)
+        # the radial weights depend only on |r_ij|: once per pair when the edges come in mirrored halves
+        mirrored = mirrored_halves(edge_index)
+        pair_vectors = edge_vectors[: edge_index.shape[1] // 2] if mirrored else edge_vectors
+        distances = torch.linalg.norm(pair_vectors, dim=1)
         edge_basis = self.basis(distances) * self.cutoff_fn(distances).unsqueeze(-1)
         features = self.embedding(one_hot)
         for layer in self.layers:
-            features = layer(features, one_hot, edge_index, edge_sh, edge_basis)
+            features = layer(features, one_hot, edge_index, edge_sh, edge_basis, mirrored)
         return self.readout(self.readout_hidden(features)).squeeze(-1)

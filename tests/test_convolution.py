@@ -1,0 +1,159 @@
+"""The fast l <= 1 convolution, NequIP's irreps layout and the mirrored-halves edge list.
+
+Each is a speed-up that must not change the physics: the fast convolution gives e3nn's numbers, the
+pruned layout builds what NequIP builds, the radial weights computed once per pair give the same
+energies and forces as computed once per edge, and the model stays equivariant and conservative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from e3nn import o3
+from scipy.spatial.transform import Rotation
+
+from conftest import SPECIES, as_tensors
+from mlpot.models import build_model, describe
+from mlpot.models.convolution import L1Convolution, supports
+from mlpot.models.nequip import hidden_irreps, reachable_irreps
+from mlpot.neighbors import edge_vectors, mirrored_halves, neighbor_pairs
+
+# lmax 1 with both parities: every one of the five elementary operations, in every layer position
+L1_HYPERPARAMETERS = {"num_features": 8, "lmax": 1, "parity": True, "num_layers": 3, "radial_width": 16,
+                      "prune_irreps": True}
+
+
+def _l1_model(dtype: str = "float64", **overrides):
+    hyperparameters = dict(L1_HYPERPARAMETERS, **overrides)
+    return build_model(describe("nequip", SPECIES, 5.0, dtype=dtype, hyperparameters=hyperparameters,
+                                energy_scale=0.5), seed=3)
+
+
+def _with_e3nn_convolution():
+    """The same model (same seed) computing its convolutions with e3nn's TensorProduct: the reference."""
+    reference = _l1_model()
+    for layer in reference.representation.layers:
+        layer.l1_convolution = None
+    return reference
+
+
+def _graph(num_atoms: int, num_edges: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(0, num_atoms, (2, num_edges), generator=generator)
+    vectors = torch.randn(num_edges, 3, generator=generator, dtype=torch.float64)
+    sh = o3.spherical_harmonics(o3.Irreps.spherical_harmonics(1), vectors, True, normalization="component")
+    return edge_index, sh
+
+
+@pytest.mark.parametrize("layer_index", [0, 1, 2])
+def test_l1_convolution_equals_e3nn_tensor_product_and_scatter_with_gradients(layer_index):
+    layer = _l1_model().representation.layers[layer_index]
+    tensor_product = layer.tensor_product
+    convolution = L1Convolution(tensor_product)
+    num_atoms, num_edges = 7, 40
+    edge_index, sh = _graph(num_atoms, num_edges, seed=layer_index)
+    generator = torch.Generator().manual_seed(10 + layer_index)
+    features = torch.randn(num_atoms, tensor_product.irreps_in1.dim, generator=generator, dtype=torch.float64)
+    weights = torch.randn(num_edges, tensor_product.weight_numel, generator=generator, dtype=torch.float64)
+    inputs = [tensor.clone().requires_grad_(True) for tensor in (features, sh, weights)]
+    reference_inputs = [tensor.clone().requires_grad_(True) for tensor in (features, sh, weights)]
+
+    fast = convolution(inputs[0], edge_index, inputs[1], inputs[2])
+    messages = tensor_product(reference_inputs[0][edge_index[1]], reference_inputs[1], reference_inputs[2])
+    reference = torch.zeros(num_atoms, messages.shape[1], dtype=torch.float64).index_add_(0, edge_index[0], messages)
+    assert fast.shape == reference.shape
+    torch.testing.assert_close(fast, reference, rtol=1e-6, atol=1e-6)  # e3nn keeps its 3j symbols in float32
+
+    probe = torch.randn(reference.shape, generator=generator, dtype=torch.float64)
+    (fast * probe).sum().backward()
+    (reference * probe).sum().backward()
+    torch.testing.assert_close(inputs[0].grad, reference_inputs[0].grad, rtol=1e-6, atol=1e-6)  # features
+    torch.testing.assert_close(inputs[2].grad, reference_inputs[2].grad, rtol=1e-6, atol=1e-6)  # weights
+    # harmonics: Y_0 = 1 is a constant the fast path never reads, so only Y_1 carries a gradient
+    torch.testing.assert_close(inputs[1].grad[:, 1:], reference_inputs[1].grad[:, 1:], rtol=1e-6, atol=1e-6)
+
+
+def test_l1_convolution_is_used_exactly_where_it_applies():
+    assert all(layer.l1_convolution is not None for layer in _l1_model().representation.layers)
+    lmax2 = _l1_model(lmax=2).representation.layers
+    assert all(layer.l1_convolution is None for layer in lmax2)
+    assert not supports(lmax2[1].tensor_product)
+
+
+@pytest.mark.parametrize("system", ["molecule", "periodic"])
+def test_model_with_l1_convolution_equals_model_with_e3nn(system, alanine_dipeptide, dilute_water_box):
+    model = _l1_model()
+    reference = _with_e3nn_convolution()
+    atoms = alanine_dipeptide if system == "molecule" else dilute_water_box
+    args = as_tensors(atoms)
+    fast = model.compute(*args, True, False, False)
+    slow = reference.compute(*args, True, False, False)
+    torch.testing.assert_close(fast["energies"], slow["energies"], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(fast["forces"], slow["forces"], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])
+def test_l1_model_is_invariant_and_its_forces_equivariant(reflect, alanine_dipeptide):
+    model = _l1_model()
+    positions, numbers, cell, pbc = as_tensors(alanine_dipeptide)
+    reference = model.compute(positions, numbers, cell, pbc, True, False, False)
+    matrix = Rotation.random(random_state=5).as_matrix()
+    if reflect:
+        matrix = matrix @ np.diag([1.0, 1.0, -1.0])
+    matrix = torch.tensor(matrix)
+    moved = model.compute(positions @ matrix.T + 0.7, numbers, cell, pbc, True, False, False)
+    torch.testing.assert_close(moved["energy"], reference["energy"], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(moved["forces"], reference["forces"] @ matrix.T, rtol=1e-9, atol=1e-10)
+
+
+def test_l1_model_forces_are_minus_the_energy_gradient(alanine_dipeptide):
+    model = _l1_model()
+    positions, numbers, cell, pbc = as_tensors(alanine_dipeptide)
+    forces = model.compute(positions, numbers, cell, pbc, True, False, False)["forces"]
+    step = 1e-5
+    for atom, axis in [(0, 0), (4, 1), (13, 2)]:
+        shifted = []
+        for sign in (1.0, -1.0):
+            moved = positions.clone()
+            moved[atom, axis] += sign * step
+            shifted.append(float(model.compute(moved, numbers, cell, pbc, False, False, False)["energy"]))
+        assert (shifted[0] - shifted[1]) / (2 * step) == pytest.approx(-float(forces[atom, axis]), rel=1e-6, abs=1e-9)
+
+
+def test_neighbor_list_comes_in_mirrored_halves_and_a_batch_does_not(alanine_dipeptide, dilute_water_box):
+    for atoms in (alanine_dipeptide, dilute_water_box):
+        positions, _, cell, pbc = as_tensors(atoms)
+        edge_index, shifts = neighbor_pairs(positions, cell, pbc, 5.0)
+        assert mirrored_halves(edge_index)
+        vectors = edge_vectors(positions, cell, edge_index, shifts)
+        half = edge_index.shape[1] // 2
+        torch.testing.assert_close(vectors[half:], -vectors[:half], rtol=0, atol=1e-12)
+    positions, _, cell, pbc = as_tensors(alanine_dipeptide)
+    edge_index, _ = neighbor_pairs(positions, cell, pbc, 5.0)
+    batch = torch.cat([edge_index, edge_index + len(positions)], dim=1)
+    assert not mirrored_halves(batch)
+    assert not mirrored_halves(torch.zeros(2, 0, dtype=torch.long))
+
+
+def test_batch_without_mirrored_halves_gives_the_same_energies(alanine_dipeptide):
+    """Training batches concatenate graphs: the per-edge radial path must agree with the per-pair one."""
+    model = _l1_model()
+    positions, numbers, cell, pbc = as_tensors(alanine_dipeptide)
+    single = model(positions, numbers, cell, pbc)
+    edge_index, shifts = neighbor_pairs(positions, cell, pbc, 5.0)
+    vectors = edge_vectors(positions, cell, edge_index, shifts)
+    permutation = torch.randperm(edge_index.shape[1], generator=torch.Generator().manual_seed(0))
+    species = model.species_of(numbers)
+    shuffled = model.atom_energies(species, edge_index[:, permutation], vectors[permutation])
+    assert not mirrored_halves(edge_index[:, permutation])
+    torch.testing.assert_close(shuffled, single, rtol=1e-10, atol=1e-10)
+
+
+def test_pruned_layout_is_nequips_and_unpruned_keeps_every_irreps():
+    pruned = [str(layer.irreps_out) for layer in _l1_model().representation.layers]
+    assert pruned == ["8x0e+8x1o", "8x0e+8x1o+8x1e", "8x0e"]
+    full = [layer.irreps_out for layer in _l1_model(prune_irreps=False).representation.layers]
+    assert all(irreps == hidden_irreps(8, 1, True) for irreps in full)
+    sh = o3.Irreps.spherical_harmonics(1)
+    assert reachable_irreps(hidden_irreps(8, 1, True), o3.Irreps("8x0e"), sh) == o3.Irreps("8x0e+8x1o")
