@@ -5,7 +5,7 @@ brute force for small ones, both exact), which returns integer pairs and integer
 the edge vectors are then built here from the positions and the cell so that gradients with
 respect to positions (forces) and cell (stress) flow through ordinary torch operations.
 
-Everything in this module is TorchScript-compatible: OpenMM's ``TorchForce`` runs it in C++.
+Everything a model calls here is TorchScript-compatible: OpenMM's ``TorchForce`` runs it in C++.
 """
 
 from typing import List, Tuple
@@ -106,6 +106,32 @@ def mirrored_halves(edge_index: torch.Tensor) -> bool:
     return torch.equal(edge_index[0, :half], edge_index[1, half:]) and torch.equal(
         edge_index[1, :half], edge_index[0, half:]
     )
+
+
+def concatenate_edges(
+    edge_indices: List[torch.Tensor], cell_shifts: List[torch.Tensor], atom_offsets: List[int]
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The edges of several structures as one disconnected graph, in mirrored halves when each part is.
+
+    Args:
+        edge_indices: per structure ``(2, e_s)`` as :func:`neighbor_pairs` returns them.
+        cell_shifts: per structure ``(e_s, 3)``.
+        atom_offsets: index of each structure's first atom in the concatenated positions.
+
+    Returns:
+        ``edge_index (2, E)``, ``cell_shifts (E, 3)`` and ``edge_structure (E,)`` (which structure each
+        edge belongs to). Every structure's first halves come first, then every second half, so that the
+        batch keeps the property :func:`mirrored_halves` tests (and the per-pair saving with it).
+    """
+    shifted = [edges + offset for edges, offset in zip(edge_indices, atom_offsets)]
+    owner = [torch.full((edges.shape[1],), k, dtype=torch.long, device=edges.device) for k, edges in enumerate(shifted)]
+    if len(shifted) > 1 and all(mirrored_halves(edges) for edges in edge_indices):
+        halves = [edges.shape[1] // 2 for edges in shifted]
+        order = [edges[:, :h] for edges, h in zip(shifted, halves)] + [edges[:, h:] for edges, h in zip(shifted, halves)]
+        shift_order = [s[:h] for s, h in zip(cell_shifts, halves)] + [s[h:] for s, h in zip(cell_shifts, halves)]
+        owner_order = [o[:h] for o, h in zip(owner, halves)] + [o[h:] for o, h in zip(owner, halves)]
+        return torch.cat(order, dim=1), torch.cat(shift_order), torch.cat(owner_order)
+    return torch.cat(shifted, dim=1), torch.cat(cell_shifts), torch.cat(owner)
 
 
 def edge_vectors(

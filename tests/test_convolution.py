@@ -157,3 +157,24 @@ def test_pruned_layout_is_nequips_and_unpruned_keeps_every_irreps():
     assert all(irreps == hidden_irreps(8, 1, True) for irreps in full)
     sh = o3.Irreps.spherical_harmonics(1)
     assert reachable_irreps(hidden_irreps(8, 1, True), o3.Irreps("8x0e"), sh) == o3.Irreps("8x0e+8x1o")
+
+
+def test_training_batch_keeps_mirrored_halves_and_per_frame_results(alanine_dipeptide, dilute_water_box):
+    """A batch of a molecule and a periodic box: energies, forces and stress equal those of each alone."""
+    from mlpot.data.frames import Frame
+    from mlpot.data.graphs import collate, frame_to_graph
+    from mlpot.train.predict import predict_batch
+
+    model = _l1_model()
+    frames = [Frame(positions=atoms.positions.copy(), numbers=atoms.numbers.copy(), cell=np.asarray(atoms.cell).copy(),
+                    pbc=atoms.pbc.copy(), energy=0.0, forces=np.zeros((len(atoms), 3)))
+              for atoms in (alanine_dipeptide, dilute_water_box, dilute_water_box[:30])]
+    batch = collate([frame_to_graph(frame, 5.0) for frame in frames], model.species_table, torch.float64, "cpu")
+    assert mirrored_halves(batch.edge_index)
+    predicted = predict_batch(model, batch, compute_stress=True, create_graph=False)
+    for k, atoms in enumerate((alanine_dipeptide, dilute_water_box, dilute_water_box[:30])):
+        alone = model.compute(*as_tensors(atoms), True, k > 0, False)
+        torch.testing.assert_close(predicted["energy"][k], alone["energy"], rtol=1e-10, atol=1e-9)
+        torch.testing.assert_close(predicted["forces"][batch.atom_frame == k], alone["forces"], rtol=1e-9, atol=1e-10)
+        if k > 0:
+            torch.testing.assert_close(predicted["stress"][k], alone["stress"], rtol=1e-9, atol=1e-10)

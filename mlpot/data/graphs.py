@@ -18,7 +18,7 @@ from typing import List, Sequence
 import torch
 
 from mlpot.data.frames import Frame
-from mlpot.neighbors import neighbor_pairs
+from mlpot.neighbors import concatenate_edges, neighbor_pairs
 
 
 @dataclass
@@ -88,19 +88,21 @@ def collate(graphs: Sequence[Graph], species_table: torch.Tensor, dtype: torch.d
     """Concatenate graphs; ``species_table[Z]`` gives the model's species index of element Z."""
     offsets = torch.cumsum(torch.tensor([0] + [g.positions.shape[0] for g in graphs[:-1]]), 0)
     n_atoms = torch.tensor([g.positions.shape[0] for g in graphs])
-    n_edges = torch.tensor([g.edge_index.shape[1] for g in graphs])
     frames = torch.arange(len(graphs))
     has_stress = torch.tensor([g.stress is not None for g in graphs])
     stress = torch.stack([g.stress if g.stress is not None else torch.zeros(3, 3, dtype=torch.float64) for g in graphs])
     numbers = torch.cat([g.numbers for g in graphs])
+    edge_index, cell_shifts, edge_frame = concatenate_edges(
+        [g.edge_index for g in graphs], [g.cell_shifts for g in graphs], offsets.tolist()
+    )
     batch = Batch(
         positions=torch.cat([g.positions for g in graphs]),
         species=species_table.cpu()[numbers],
-        edge_index=torch.cat([g.edge_index + offset for g, offset in zip(graphs, offsets)], dim=1),
-        cell_shifts=torch.cat([g.cell_shifts for g in graphs]),
+        edge_index=edge_index,
+        cell_shifts=cell_shifts,
         cell=torch.stack([g.cell for g in graphs]),
         atom_frame=torch.repeat_interleave(frames, n_atoms),
-        edge_frame=torch.repeat_interleave(frames, n_edges),
+        edge_frame=edge_frame,
         n_atoms=n_atoms,
         energy=torch.stack([g.energy for g in graphs]),
         forces=torch.cat([g.forces for g in graphs]),

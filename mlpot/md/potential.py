@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from mlpot.neighbors import edge_vectors, neighbor_pairs
+from mlpot.neighbors import concatenate_edges, edge_vectors, neighbor_pairs
 
 
 class ReplicaPotential:
@@ -82,20 +82,22 @@ class ReplicaPotential:
         """Edges ``(2, E)`` into the flattened ``(R * n_atoms, 3)`` positions and their cell shifts ``(E, 3)``."""
         self._check(positions)
         n_replicas, n_atoms = positions.shape[0], positions.shape[1]
-        edges, shifts = [], []
+        edges, shifts, offsets = [], [], []
         finite = torch.isfinite(positions).flatten(1).all(dim=1).tolist()
         for replica in range(n_replicas):
             if not finite[replica]:
                 continue
             edge_index, cell_shifts = neighbor_pairs(positions[replica].detach(), self.cell, self.pbc, self.cutoff)
-            edges.append(edge_index + replica * n_atoms)
+            edges.append(edge_index)
             shifts.append(cell_shifts)
+            offsets.append(replica * n_atoms)
         if not edges:
             return (
                 torch.zeros(2, 0, dtype=torch.long, device=self.device),
                 torch.zeros(0, 3, dtype=self.dtype, device=self.device),
             )
-        return torch.cat(edges, dim=1), torch.cat(shifts)
+        edge_index, cell_shifts, _ = concatenate_edges(edges, shifts, offsets)
+        return edge_index, cell_shifts
 
     def energies(self, positions: torch.Tensor) -> torch.Tensor:
         """Potential energy of each replica, ``(R,)`` eV, for ``positions`` ``(R, n_atoms, 3)`` Å.
