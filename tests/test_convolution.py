@@ -1,6 +1,6 @@
-"""The fast l <= 1 convolution, NequIP's irreps layout and the mirrored-halves edge list.
+"""The fast l <= 1 convolution and self-connection, NequIP's irreps layout, the mirrored-halves edge list.
 
-Each is a speed-up that must not change the physics: the fast convolution gives e3nn's numbers, the
+Each is a speed-up that must not change the physics: the fast paths give e3nn's numbers, the
 pruned layout builds what NequIP builds, the radial weights computed once per pair give the same
 energies and forces as computed once per edge, and the model stays equivariant and conservative.
 """
@@ -17,6 +17,7 @@ from conftest import SPECIES, as_tensors
 from mlpot.models import build_model, describe
 from mlpot.models.convolution import L1Convolution, supports
 from mlpot.models.nequip import hidden_irreps, reachable_irreps
+from mlpot.models.self_connection import ScalarTensorProduct
 from mlpot.neighbors import edge_vectors, mirrored_halves, neighbor_pairs
 
 # lmax 1 with both parities: every one of the five elementary operations, in every layer position
@@ -35,6 +36,7 @@ def _with_e3nn_convolution():
     reference = _l1_model()
     for layer in reference.representation.layers:
         layer.l1_convolution = None
+        layer.scalar_self_connection = None
     return reference
 
 
@@ -72,6 +74,23 @@ def test_l1_convolution_equals_e3nn_tensor_product_and_scatter_with_gradients(la
     torch.testing.assert_close(inputs[2].grad, reference_inputs[2].grad, rtol=1e-6, atol=1e-6)  # weights
     # harmonics: Y_0 = 1 is a constant the fast path never reads, so only Y_1 carries a gradient
     torch.testing.assert_close(inputs[1].grad[:, 1:], reference_inputs[1].grad[:, 1:], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer_index", [0, 1, 2])
+def test_scalar_self_connection_equals_e3nn_fully_connected_tensor_product(layer_index):
+    connection = _l1_model().representation.layers[layer_index].self_connection
+    fast = ScalarTensorProduct(connection)
+    generator = torch.Generator().manual_seed(20 + layer_index)
+    features = torch.randn(6, connection.irreps_in1.dim, generator=generator, dtype=torch.float64, requires_grad=True)
+    scalars = torch.randn(6, connection.irreps_in2.dim, generator=generator, dtype=torch.float64)  # not only one-hot
+    mine = fast(features, scalars, connection.weight)
+    theirs = connection(features, scalars)
+    torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-7)
+    probe = torch.randn(theirs.shape, generator=generator, dtype=torch.float64)
+    gradients_mine = torch.autograd.grad((mine * probe).sum(), [features, connection.weight])
+    gradients_theirs = torch.autograd.grad((theirs * probe).sum(), [features, connection.weight])
+    for gradient_mine, gradient_theirs in zip(gradients_mine, gradients_theirs):  # forces and training
+        torch.testing.assert_close(gradient_mine, gradient_theirs, rtol=1e-6, atol=1e-7)
 
 
 def test_l1_convolution_is_used_exactly_where_it_applies():

@@ -26,7 +26,7 @@ from e3nn.nn import FullyConnectedNet, Gate
 from e3nn.util.jit import compile_mode
 from torch import nn
 
-from mlpot.models import convolution
+from mlpot.models import convolution, self_connection
 from mlpot.models.radial import BesselBasis, PolynomialCutoff
 from mlpot.neighbors import mirrored_halves
 
@@ -99,6 +99,10 @@ class InteractionBlock(nn.Module):
         )
         self.linear_down = o3.Linear(irreps_mid_sorted.simplify(), irreps_pre_gate)
         self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, irreps_species, irreps_pre_gate)
+        self.scalar_self_connection = (
+            self_connection.ScalarTensorProduct(self.self_connection)
+            if self_connection.supports(self.self_connection) else None
+        )
         self.residual = irreps_in == self.gate.irreps_out
         self.inverse_sqrt_neighbors = avg_num_neighbors ** -0.5
         self.irreps_out = self.gate.irreps_out
@@ -118,10 +122,17 @@ class InteractionBlock(nn.Module):
             weights = torch.cat([weights, weights])
         aggregated = self.convolve(self.linear_up(features), edge_index, edge_sh, weights)
         convolved = self.linear_down(aggregated * self.inverse_sqrt_neighbors)
-        updated = self.gate(convolved + self.self_connection(features, one_hot))
+        updated = self.gate(convolved + self.connect_self(features, one_hot))
         if self.residual:
             updated = updated + features
         return updated
+
+    def connect_self(self, features: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        """The self-connection ``FCTP(h_i, one_hot(species_i))`` (the fast form when it applies)."""
+        scalar_self_connection = self.scalar_self_connection
+        if scalar_self_connection is not None:
+            return scalar_self_connection(features, one_hot, self.self_connection.weight)
+        return self.self_connection(features, one_hot)
 
     def convolve(
         self, features: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, weights: torch.Tensor
