@@ -617,6 +617,29 @@ def test_stable_config_rejects_bad_settings_with_a_named_problem(key, value, mes
         StableConfig().validate()
 
 
+def test_energy_reference_refit_removes_the_constant_energy_error_and_changes_no_force(ethanol_frames):
+    """The observable gradient cannot see U → U + const; the re-fit puts the offset back from the DFT energies."""
+    from mlpot.data import collate, frames_to_graphs
+    from mlpot.models import build_model, describe
+    from mlpot.stable.energy_force import refit_energy_references
+    from mlpot.train.predict import predict_batch
+
+    description = describe("egnn", [1, 6, 8], 5.0, hyperparameters={"hidden": 8, "num_layers": 1}, dtype="float64")
+    model = build_model(description, seed=0)
+    graphs = frames_to_graphs(ethanol_frames[:40], 5.0)
+    batch = collate(graphs, model.species_table, torch.float64, "cpu")
+    forces_before = predict_batch(model, batch, create_graph=False)["forces"]
+    refit_energy_references(model, graphs)
+    predicted = predict_batch(model, batch, create_graph=False)
+    assert abs(float(((predicted["energy"] - batch.energy) / batch.n_atoms).mean())) < 1e-8
+    with torch.no_grad():
+        model.energy_shift += 0.3  # eV per atom of every element: 2.7 eV per ethanol
+    assert refit_energy_references(model, graphs) == pytest.approx(-0.3, abs=1e-8)  # eV/atom
+    after = predict_batch(model, batch, create_graph=False)
+    assert torch.allclose(after["energy"], predicted["energy"], rtol=0, atol=1e-8)
+    assert torch.equal(after["forces"], forces_before)
+
+
 def test_stable_cycle_checkpoints_and_resume_takes_exactly_the_same_next_cycle(tmp_path):
     from mlpot.stable.trainer import stable_train
 

@@ -1,6 +1,7 @@
-"""The energy/force side of StABlE: the λ-weighted DFT loss gradient and force errors of labelled frames.
+"""The energy/force side of StABlE: the λ-weighted DFT loss gradient, the energy reference re-fit and
+force errors of labelled frames.
 
-Both run many frames at once through :func:`mlpot.train.predict.predict_batch` with the loss of
+All run many frames at once through :func:`mlpot.train.predict.predict_batch` with the loss of
 :mod:`mlpot.train.loss`, exactly as ``mlpot train`` does. Energies eV, forces eV/Å; errors in meV units.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from mlpot.data import collate
@@ -40,6 +42,36 @@ def backward_energy_force_loss(model: Potential, graphs: Sequence[Graph], weight
         (scale * loss).backward()
         total += float(loss.detach())
     return total
+
+
+def refit_energy_references(model: Potential, graphs: Sequence[Graph], batch_size: int = 32) -> float:
+    """Shift the model's per-species reference energies (``energy_shift``, eV) by the least-squares fit of
+    the energy residuals on ``graphs``; returns the mean per-atom residual removed, eV/atom.
+
+    U → U + Σ_s n_s δ_s changes no force and no Boltzmann average of a fixed composition, so the
+    observable gradient of StABlE is blind to it and its learning steps let the energy offset drift;
+    this puts it back where the DFT energies say. With one composition the fit is under-determined
+    and the minimum-norm δ is taken, as :func:`mlpot.data.statistics.fit_energy_references` does.
+    """
+    if not graphs:
+        raise ValueError("no labelled frames to fit the energy references to")
+    dtype = model.energy_shift.dtype
+    device = model.energy_shift.device
+    n_species = model.energy_shift.shape[0]
+    residuals, counts = [], []
+    for chunk in _batches(graphs, batch_size):
+        batch = collate(chunk, model.species_table, dtype, device)
+        predicted = predict_batch(model, batch, create_graph=False)["energy"].detach()
+        residuals.append((batch.energy - predicted).double().cpu())
+        count = torch.zeros(len(chunk), n_species, dtype=torch.float64)
+        count.index_put_((batch.atom_frame.cpu(), batch.species.cpu()), torch.ones(batch.species.shape[0],
+                         dtype=torch.float64), accumulate=True)
+        counts.append(count)
+    residual, count = torch.cat(residuals).numpy(), torch.cat(counts).numpy()
+    shift, *_ = np.linalg.lstsq(count, residual, rcond=None)
+    with torch.no_grad():
+        model.energy_shift.add_(torch.as_tensor(shift, dtype=dtype, device=device))
+    return float((residual / count.sum(axis=1)).mean())
 
 
 def force_errors(model: torch.nn.Module, graphs: Sequence[Graph], batch_size: int = 32,

@@ -10,8 +10,10 @@ A run alternates two phases, starting from a parent model (:mod:`mlpot.stable.pa
    re-simulates that segment with the current model; its frames with bonds within
    ``sample_max_deviation_A`` are the samples of the Boltzmann estimator (:mod:`mlpot.stable.estimator`)
    of the h(r) loss against the DFT reference; λ × the energy/force loss on random DFT training frames
-   (:mod:`mlpot.stable.energy_force`) is added; the gradient is clipped and one Adam step taken. The
-   phase ends once the re-simulation has at most ``stop_unstable_fraction`` unstable replicas, or after
+   (:mod:`mlpot.stable.energy_force`) is added; the gradient is clipped and one Adam step taken; the
+   per-species reference energies are then re-fitted to those frames' DFT energies (a constant energy
+   offset changes no force, so the observable gradient leaves it free to drift). The phase ends once
+   the re-simulation has at most ``stop_unstable_fraction`` unstable replicas, or after
    ``max_steps_per_cycle`` steps. The replicas then continue from the rewound states (next cycle).
 
 After ``cycles`` cycles, a last simulation phase measures the fine-tuned model the same way. Every
@@ -45,6 +47,7 @@ import torch
 
 from mlpot.checkpoints import read_checkpoint
 from mlpot.data import frames_to_graphs, random_split
+from mlpot.data.graphs import Graph
 from mlpot.data.readers import read_frames
 from mlpot.md.integrators import NoseHooverChain
 from mlpot.md.observables import DistanceBins, distance_histogram
@@ -54,7 +57,7 @@ from mlpot.md.simulator import ReplicaSimulator
 from mlpot.md.stability import BondLengthCriterion, molecule_criterion, run_checked_segment
 from mlpot.md.state import ReplicaState
 from mlpot.stable.config import StableConfig, save_stable_config
-from mlpot.stable.energy_force import backward_energy_force_loss, force_errors
+from mlpot.stable.energy_force import backward_energy_force_loss, force_errors, refit_energy_references
 from mlpot.stable.estimator import ObservableLoss, backward_boltzmann_gradient, loss_weights, squared_error_loss
 from mlpot.stable.evaluation import training_split
 from mlpot.stable.parent import ParentModel, load_parent
@@ -334,7 +337,8 @@ class StableTrainer:
             observable_value = backward_observable_loss(
                 self.potential, samples, lambda frames: distance_histogram(frames, self.bins).to(frames.device),
                 self.observable_loss, config.simulation.temperature_K)
-        qm_value = self._energy_force_gradient()
+        qm_frames = self._qm_frames()
+        qm_value = self._energy_force_gradient(qm_frames)
         clip = config.learning.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip else math.inf)
         if not bool(torch.isfinite(norm)):
@@ -342,24 +346,32 @@ class StableTrainer:
                                      f"step {progress['learn_step']}; lower learning.lr (the last checkpoint is kept)")
         self.optimizer.step()
         self.model.eval()
+        offset = math.nan
+        if config.learning.refit_energy_references:
+            offset = 1e3 * refit_energy_references(self.model, qm_frames, config.learning.qm_batch_size)
         fraction = float(unstable.double().mean())
         progress["learn_step"] += 1
         progress["learning_steps"] += 1
         self._log({"cycle": progress["cycle"], "phase": "learn", "step": progress["learn_step"],
                    "time_ps": progress["cycle_time_fs"] / FS_PER_PS, "unstable_fraction": fraction,
                    "samples": int(samples.shape[0]), "observable_loss": observable_value, "energy_force_loss": qm_value,
-                   "gradient_norm": float(norm), "wall_s": round(progress["elapsed_s"], 2)})
+                   "energy_offset_meV_per_atom": offset, "gradient_norm": float(norm), "wall_s": round(progress["elapsed_s"], 2)})
         if fraction <= config.learning.stop_unstable_fraction or progress["learn_step"] >= config.learning.max_steps_per_cycle:
             self._end_cycle()
 
-    def _energy_force_gradient(self) -> float:
-        learning, progress = self.config.learning, self.progress
-        if learning.energy_force_weight == 0:
-            return math.nan
-        graphs = self.train_graphs
+    def _qm_frames(self) -> List[Graph]:
+        """This learning step's DFT training frames: ``qm_frames_per_step`` random ones, a function of
+        (seed, cycle, step), or all."""
+        learning, progress, graphs = self.config.learning, self.progress, self.train_graphs
         if learning.qm_frames_per_step is not None and learning.qm_frames_per_step < len(graphs):
             rng = np.random.default_rng([self.config.run.seed, progress["cycle"], progress["learn_step"]])
             graphs = [graphs[k] for k in rng.choice(len(graphs), learning.qm_frames_per_step, replace=False)]
+        return graphs
+
+    def _energy_force_gradient(self, graphs: List[Graph]) -> float:
+        learning = self.config.learning
+        if learning.energy_force_weight == 0:
+            return math.nan
         return backward_energy_force_loss(self.model, graphs, self.loss_weights, learning.energy_force_weight,
                                           learning.qm_batch_size)
 
