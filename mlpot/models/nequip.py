@@ -92,8 +92,9 @@ class InteractionBlock(nn.Module):
             irreps_in, irreps_sh, irreps_mid_sorted, instructions, shared_weights=False, internal_weights=False
         )
         # the same arithmetic without e3nn's generic contractions where l <= 1 (see convolution.py)
-        self.fast_convolution = convolution.supports(self.tensor_product)
-        self.l1_convolution = convolution.L1Convolution(self.tensor_product) if self.fast_convolution else None
+        self.l1_convolution = (
+            convolution.L1Convolution(self.tensor_product) if convolution.supports(self.tensor_product) else None
+        )
         self.radial_mlp = FullyConnectedNet(
             [num_basis] + [radial_width] * radial_depth + [self.tensor_product.weight_numel], torch.nn.functional.silu
         )
