@@ -602,8 +602,8 @@ def test_stable_config_round_trips_through_yaml_and_refuses_unknown_keys(tmp_pat
     ("simulation.unstable_fraction_to_learn", 1.5, "must be a fraction in"),
     ("learning.energy_force_weight", -1, "must be a non-negative number"),
     ("learning.energy_force_weight", "ten", "must be a non-negative number"),
-    ("learning.grad_clip", "one", "learning.grad_clip must be positive"),
-    ("run.max_time_minutes", "an hour", "run.max_time_minutes must be positive"),
+    ("learning.grad_clip", "one", "learning.grad_clip must be a positive number or null"),
+    ("run.max_time_minutes", "an hour", "run.max_time_minutes must be a positive number or null"),
 ])
 def test_stable_config_rejects_bad_settings_with_a_named_problem(key, value, message):
     from mlpot.stable.config import StableConfig

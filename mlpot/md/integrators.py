@@ -19,12 +19,11 @@ import torch
 
 from mlpot.md.state import ReplicaState, kinetic_energies
 from mlpot.units import ACCELERATION_A_PER_FS2, BOLTZMANN_EV_PER_K
+from mlpot.validation import positive_number
 
 
 def _positive(name: str, value: float) -> float:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
+    return positive_number(name, value)
 
 
 def _refresh_forces(state: ReplicaState, potential) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from mlpot.neighbors import edge_vectors, neighbor_pairs
+from mlpot.validation import positive_number
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,7 @@ class DistanceBins:
 
     def __post_init__(self):
         for name in ("r_max_A", "bin_width_A", "sigma_A"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number of Å, got {value!r}")
+            positive_number(name, getattr(self, name), "Å")
         if self.bin_width_A >= self.r_max_A:
             raise ValueError(f"bin_width_A ({self.bin_width_A}) must be smaller than r_max_A ({self.r_max_A})")
 

@@ -26,6 +26,7 @@ import torch
 from mlpot.md.observables import bond_lengths
 from mlpot.md.simulator import ReplicaSimulator, Trajectory
 from mlpot.md.state import ReplicaState
+from mlpot.validation import positive_number
 
 TRAINING_BOND_THRESHOLD_A = 0.25
 EVALUATION_BOND_THRESHOLD_A = 0.5
@@ -40,9 +41,7 @@ def _check_frames(positions: torch.Tensor) -> None:
 
 
 def _threshold(value: float) -> float:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"the instability threshold must be a positive number of Å, got {value!r}")
-    return float(value)
+    return positive_number("the instability threshold", value, "Å")
 
 
 @dataclass

@@ -22,7 +22,6 @@ Example (``mlpot stable config.yaml``; keys not given take the defaults below)::
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict
@@ -31,6 +30,7 @@ import yaml
 
 from mlpot.md.stability import EVALUATION_BOND_THRESHOLD_A, MINIMUM_CONTACT_DISTANCE_A, TRAINING_BOND_THRESHOLD_A
 from mlpot.train.config import config_section, read_yaml_config
+from mlpot.validation import optional_positive_number, positive_number
 
 OBSERVABLE_LOSSES = ("mse", "mae")
 
@@ -141,8 +141,7 @@ class StableConfig:
             "learning.sigma_A": learning.sigma_A,
         }
         for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+            positive_number(name, value)
         integers = {"simulation.replicas": (simulation.replicas, 2), "learning.qm_batch_size": (learning.qm_batch_size, 1),
                     "learning.max_steps_per_cycle": (learning.max_steps_per_cycle, 1), "run.cycles": (run.cycles, 0)}
         for name, (value, least) in integers.items():
@@ -167,16 +166,11 @@ class StableConfig:
                              f"choose one of {list(OBSERVABLE_LOSSES)}")
         if learning.optimizer not in ("adam", "sgd"):
             raise ValueError(f"unknown learning.optimizer {learning.optimizer!r}; choose adam or sgd")
-        if learning.grad_clip is not None and not (isinstance(learning.grad_clip, (int, float)) and learning.grad_clip > 0):
-            raise ValueError(f"learning.grad_clip must be positive or null, got {learning.grad_clip!r}")
+        optional_positive_number("learning.grad_clip", learning.grad_clip, none="null")
         if simulation.record_every_fs < simulation.timestep_fs or simulation.segment_fs < simulation.record_every_fs:
             raise ValueError("need timestep_fs <= record_every_fs <= segment_fs in section simulation")
-        if simulation.contact_A is not None and not (isinstance(simulation.contact_A, (int, float))
-                                                     and simulation.contact_A > 0):
-            raise ValueError(f"simulation.contact_A must be a positive number of Å or null, got {simulation.contact_A!r}")
-        if run.max_time_minutes is not None and not (isinstance(run.max_time_minutes, (int, float))
-                                                     and run.max_time_minutes > 0):
-            raise ValueError(f"run.max_time_minutes must be positive or null, got {run.max_time_minutes!r}")
+        optional_positive_number("simulation.contact_A", simulation.contact_A, "Å", none="null")
+        optional_positive_number("run.max_time_minutes", run.max_time_minutes, none="null")
 
 
 def load_stable_config(path: str | Path) -> StableConfig:

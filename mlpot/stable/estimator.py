@@ -23,20 +23,18 @@ make the estimate noisier, not biased beyond the usual O(1/S)).
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Tuple
 
 import torch
 
 from mlpot.units import BOLTZMANN_EV_PER_K
+from mlpot.validation import positive_number
 
 ObservableLoss = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _positive_temperature(temperature_K: float) -> float:
-    if not (isinstance(temperature_K, (int, float)) and math.isfinite(temperature_K) and temperature_K > 0):
-        raise ValueError(f"temperature must be a positive number of K, got {temperature_K!r}")
-    return float(temperature_K)
+    return positive_number("temperature", temperature_K, "K")
 
 
 def squared_error_loss(target: torch.Tensor) -> ObservableLoss:

@@ -35,6 +35,7 @@ from mlpot.md.stability import (
     EVALUATION_BOND_THRESHOLD_A, MINIMUM_CONTACT_DISTANCE_A, molecule_criterion, run_checked_segment,
 )
 from mlpot.units import FS_PER_PS
+from mlpot.validation import optional_positive_number, positive_number
 
 ProgressCallback = Callable[[float, float], None]  # (time_ps, unstable_fraction) after every check
 
@@ -70,11 +71,8 @@ class StabilitySettings:
         if not isinstance(self.replicas, int) or self.replicas < 1:
             raise ValueError(f"replicas must be a positive integer, got {self.replicas!r}")
         for name in ("time_ps", "temperature_K", "timestep_fs", "friction_per_ps", "check_every_fs", "threshold_A"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.contact_A is not None and not (isinstance(self.contact_A, (int, float)) and self.contact_A > 0):
-            raise ValueError(f"contact_A must be a positive number of Å or None, got {self.contact_A!r}")
+            positive_number(name, getattr(self, name))
+        optional_positive_number("contact_A", self.contact_A, "Å")
         if self.check_every_fs < self.timestep_fs:
             raise ValueError(f"check_every_fs ({self.check_every_fs}) must be at least one timestep ({self.timestep_fs} fs)")
         if self.time_ps * FS_PER_PS < self.check_every_fs:
