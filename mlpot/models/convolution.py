@@ -23,7 +23,7 @@ numbers (a test compares them), in e3nn's output layout, so model weights do not
 one ran.
 """
 
-from typing import List
+from typing import List, Tuple
 
 import torch
 from e3nn import o3
@@ -45,6 +45,17 @@ def _unit_coefficients(ls: tuple) -> torch.Tensor:
         return epsilon
     shapes = {(0, 0, 0): (1, 1, 1), (1, 0, 1): (3, 1, 3), (0, 1, 1): (1, 3, 3), (1, 1, 0): (3, 3, 1)}
     return torch.ones(1, 1, 1) if ls == (0, 0, 0) else eye.reshape(shapes[ls])
+
+
+def coupling_constant(ls: Tuple[int, int, int], path_weight: float, unit: torch.Tensor) -> float:
+    """The number c with ``wigner_3j(*ls) * path_weight == c * unit``: what an e3nn path multiplies by once
+    its Wigner-3j tensor is known to be ``unit`` (a delta or Levi-Civita) up to scale; ``ValueError`` if not."""
+    coefficients = o3.wigner_3j(*ls, dtype=torch.float64) * path_weight
+    unit = unit.to(torch.float64)
+    constant = float((coefficients * unit).sum() / unit.square().sum())
+    if not torch.allclose(coefficients, constant * unit, atol=1e-9):
+        raise ValueError(f"the coupling coefficients of path l = {ls} are not a multiple of the expected tensor")
+    return constant
 
 
 def supports(tensor_product: o3.TensorProduct) -> bool:
@@ -91,15 +102,9 @@ class L1Convolution(torch.nn.Module):
             ir_sh = tensor_product.irreps_in2[instruction.i_in2].ir
             ir_out = irreps_out[instruction.i_out].ir
             ls = (ir_in.l, ir_sh.l, ir_out.l)
-            operation = _OPERATION[ls]
-            coefficients = o3.wigner_3j(*ls, dtype=torch.float64) * instruction.path_weight
-            unit = _unit_coefficients(ls).to(torch.float64)
-            constant = float((coefficients * unit).sum() / unit.square().sum())
-            if not torch.allclose(coefficients, constant * unit, atol=1e-9):
-                raise ValueError(f"unexpected coupling coefficients for path {ir_in} x {ir_sh} -> {ir_out}")
-            operations.append(operation)
+            operations.append(_OPERATION[ls])
             inputs.append(instruction.i_in1)
-            constants.append(constant)
+            constants.append(coupling_constant(ls, instruction.path_weight, _unit_coefficients(ls)))
             outputs.append(instruction.i_out)
             weight_sizes.append(instruction.path_shape[0] * instruction.path_shape[1])
         # paths are computed in instruction order (the weights' order) and laid out in output order

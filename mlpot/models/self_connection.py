@@ -19,6 +19,8 @@ import torch
 from e3nn import o3
 from e3nn.util.jit import compile_mode
 
+from mlpot.models.convolution import coupling_constant
+
 
 def supports(tensor_product: o3.FullyConnectedTensorProduct) -> bool:
     """Whether ``tensor_product`` has only scalars on its second input and internal "uvw" weights."""
@@ -56,11 +58,10 @@ class ScalarTensorProduct(torch.nn.Module):
         for k, instruction in enumerate(tensor_product.instructions):
             mul_in, ir_in = irreps_in[instruction.i_in1]
             mul_out, ir_out = irreps_out[instruction.i_out]
-            coefficients = o3.wigner_3j(ir_in.l, 0, ir_out.l, dtype=torch.float64) * instruction.path_weight
-            unit = torch.eye(ir_in.dim, dtype=torch.float64).reshape(ir_in.dim, 1, ir_in.dim)
-            constant = float((coefficients * unit).sum() / unit.square().sum())
-            if ir_in != ir_out or not torch.allclose(coefficients, constant * unit, atol=1e-9):
+            if ir_in != ir_out:
                 raise ValueError(f"unexpected self-connection path {ir_in} x 0e -> {ir_out}")
+            identity = torch.eye(ir_in.dim).reshape(ir_in.dim, 1, ir_in.dim)
+            constant = coupling_constant((ir_in.l, 0, ir_out.l), instruction.path_weight, identity)
             weight_sizes.append(mul_in * num_scalars * mul_out)
             paths_in.append(instruction.i_in1)
             path_shapes.append([mul_in, ir_in.dim, num_scalars, mul_out])
