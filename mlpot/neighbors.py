@@ -125,7 +125,7 @@ def concatenate_edges(
     """
     shifted = [edges + offset for edges, offset in zip(edge_indices, atom_offsets)]
     owner = [torch.full((edges.shape[1],), k, dtype=torch.long, device=edges.device) for k, edges in enumerate(shifted)]
-    if len(shifted) > 1 and all(mirrored_halves(edges) for edges in edge_indices):
+    if len(shifted) > 1 and all(edges.shape[1] == 0 or mirrored_halves(edges) for edges in edge_indices):
         halves = [edges.shape[1] // 2 for edges in shifted]
         order = [edges[:, :h] for edges, h in zip(shifted, halves)] + [edges[:, h:] for edges, h in zip(shifted, halves)]
         shift_order = [s[:h] for s, h in zip(cell_shifts, halves)] + [s[h:] for s, h in zip(cell_shifts, halves)]

@@ -18,7 +18,7 @@ from mlpot.models import build_model, describe
 from mlpot.models.convolution import L1Convolution, supports
 from mlpot.models.nequip import hidden_irreps, reachable_irreps
 from mlpot.models.self_connection import ScalarTensorProduct
-from mlpot.neighbors import edge_vectors, mirrored_halves, neighbor_pairs
+from mlpot.neighbors import concatenate_edges, edge_vectors, mirrored_halves, neighbor_pairs
 
 # lmax 1 with both parities: every one of the five elementary operations, in every layer position
 L1_HYPERPARAMETERS = {"num_features": 8, "lmax": 1, "parity": True, "num_layers": 3, "radial_width": 16,
@@ -149,10 +149,16 @@ def test_neighbor_list_comes_in_mirrored_halves_and_a_batch_does_not(alanine_dip
         half = edge_index.shape[1] // 2
         torch.testing.assert_close(vectors[half:], -vectors[:half], rtol=0, atol=1e-12)
     positions, _, cell, pbc = as_tensors(alanine_dipeptide)
-    edge_index, _ = neighbor_pairs(positions, cell, pbc, 5.0)
+    edge_index, shifts = neighbor_pairs(positions, cell, pbc, 5.0)
     batch = torch.cat([edge_index, edge_index + len(positions)], dim=1)
     assert not mirrored_halves(batch)
     assert not mirrored_halves(torch.zeros(2, 0, dtype=torch.long))
+    # an isolated atom (no edges) in a batch does not cost the others the per-pair saving
+    no_edges = (torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 3, dtype=torch.float64))
+    joined, joined_shifts, owner = concatenate_edges([edge_index, no_edges[0], edge_index], [shifts, no_edges[1], shifts],
+                                         [0, len(positions), len(positions) + 1])
+    assert mirrored_halves(joined) and owner.bincount().tolist() == [edge_index.shape[1], 0, edge_index.shape[1]]
+    assert joined_shifts.shape == (2 * edge_index.shape[1], 3)
 
 
 def test_batch_without_mirrored_halves_gives_the_same_energies(alanine_dipeptide):
