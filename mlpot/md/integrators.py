@@ -22,10 +22,6 @@ from mlpot.units import ACCELERATION_A_PER_FS2, BOLTZMANN_EV_PER_K
 from mlpot.validation import positive_number
 
 
-def _positive(name: str, value: float) -> float:
-    return positive_number(name, value)
-
-
 def _refresh_forces(state: ReplicaState, potential) -> None:
     energies, forces = potential.energies_and_forces(state.positions)
     state.forces = forces.to(state.positions.dtype)
@@ -67,7 +63,7 @@ class VelocityVerlet(Integrator):
     """Microcanonical (NVE) velocity Verlet; ``timestep_fs`` in fs."""
 
     def __init__(self, timestep_fs: float):
-        self.timestep_fs = _positive("timestep_fs", timestep_fs)
+        self.timestep_fs = positive_number("timestep_fs", timestep_fs)
 
     def step(self, state: ReplicaState, potential, masses: torch.Tensor) -> None:
         dt = self.timestep_fs
@@ -98,9 +94,9 @@ class NoseHooverChain(Integrator):
         time_constant_fs: Optional[float] = None,
         chain_length: int = 3,
     ):
-        self.timestep_fs = _positive("timestep_fs", timestep_fs)
-        self.temperature_K = _positive("temperature_K", temperature_K)
-        self.time_constant_fs = _positive(
+        self.timestep_fs = positive_number("timestep_fs", timestep_fs)
+        self.temperature_K = positive_number("temperature_K", temperature_K)
+        self.time_constant_fs = positive_number(
             "time_constant_fs", 20.0 * self.timestep_fs if time_constant_fs is None else time_constant_fs
         )
         if not isinstance(chain_length, int) or chain_length < 1:
@@ -192,9 +188,9 @@ class LangevinBAOAB(Integrator):
         friction_per_fs: float = 1e-3,
         generator: Optional[torch.Generator] = None,
     ):
-        self.timestep_fs = _positive("timestep_fs", timestep_fs)
-        self.temperature_K = _positive("temperature_K", temperature_K)
-        self.friction_per_fs = _positive("friction_per_fs", friction_per_fs)
+        self.timestep_fs = positive_number("timestep_fs", timestep_fs)
+        self.temperature_K = positive_number("temperature_K", temperature_K)
+        self.friction_per_fs = positive_number("friction_per_fs", friction_per_fs)
         self.generator = generator
         self.kT_eV = BOLTZMANN_EV_PER_K * self.temperature_K
 

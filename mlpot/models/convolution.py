@@ -113,8 +113,7 @@ class L1Convolution(torch.nn.Module):
         self.inputs = inputs
         self.constants = constants
         self.output_order = sorted(range(len(outputs)), key=lambda k: outputs[k])
-        self.num_outputs = len(irreps_out)
-        if sorted(outputs) != list(range(self.num_outputs)):
+        if sorted(outputs) != list(range(len(irreps_out))):
             raise ValueError("L1Convolution needs one path per output irreps block")
 
     def forward(

@@ -14,6 +14,7 @@ import torch
 
 from mlpot.data import collate
 from mlpot.data.graphs import Graph
+from mlpot.data.statistics import composition_matrix
 from mlpot.models.potential import Potential
 from mlpot.train.loss import LossWeights, combine, loss_terms
 from mlpot.train.metrics import ErrorAccumulator
@@ -57,17 +58,13 @@ def refit_energy_references(model: Potential, graphs: Sequence[Graph], batch_siz
         raise ValueError("no labelled frames to fit the energy references to")
     dtype = model.energy_shift.dtype
     device = model.energy_shift.device
-    n_species = model.energy_shift.shape[0]
-    residuals, counts = [], []
+    residuals = []
     for chunk in _batches(graphs, batch_size):
         batch = collate(chunk, model.species_table, dtype, device)
         predicted = predict_batch(model, batch, create_graph=False)["energy"].detach()
         residuals.append((batch.energy - predicted).double().cpu())
-        count = torch.zeros(len(chunk), n_species, dtype=torch.float64)
-        count.index_put_((batch.atom_frame.cpu(), batch.species.cpu()), torch.ones(batch.species.shape[0],
-                         dtype=torch.float64), accumulate=True)
-        counts.append(count)
-    residual, count = torch.cat(residuals).numpy(), torch.cat(counts).numpy()
+    residual = torch.cat(residuals).numpy()
+    count = composition_matrix(graphs, model.atomic_numbers.tolist())  # columns in the model's species order
     shift, *_ = np.linalg.lstsq(count, residual, rcond=None)
     with torch.no_grad():
         model.energy_shift.add_(torch.as_tensor(shift, dtype=dtype, device=device))
