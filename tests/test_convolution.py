@@ -1,4 +1,5 @@
-"""The fast l <= 1 convolution and self-connection, NequIP's irreps layout, the mirrored-halves edge list.
+"""The fast NequIP modules (l <= 1 convolution, self-connection, gate, dense linear), NequIP's irreps
+layout, the mirrored-halves edge list.
 
 Each is a speed-up that must not change the physics: the fast paths give e3nn's numbers, the
 pruned layout builds what NequIP builds, the radial weights computed once per pair give the same
@@ -15,7 +16,11 @@ from scipy.spatial.transform import Rotation
 
 from conftest import SPECIES, as_tensors
 from mlpot.models import build_model, describe
+from e3nn.nn import Gate
+
 from mlpot.models.convolution import L1Convolution, supports
+from mlpot.models.gating import ScalarGate
+from mlpot.models.linear import DenseLinear
 from mlpot.models.nequip import hidden_irreps, reachable_irreps
 from mlpot.models.self_connection import ScalarTensorProduct
 from mlpot.neighbors import concatenate_edges, edge_vectors, mirrored_halves, neighbor_pairs
@@ -31,12 +36,31 @@ def _l1_model(dtype: str = "float64", **overrides):
                                 energy_scale=0.5), seed=3)
 
 
+class _E3nnLinear(torch.nn.Module):
+    """:class:`DenseLinear`'s interface computed by the e3nn ``o3.Linear`` itself (the reference)."""
+
+    def __init__(self, linear: o3.Linear, dense: DenseLinear):
+        super().__init__()
+        self.linear = linear
+        self.scale = dense.scale
+
+    def forward(self, features, weight):
+        return self.linear(features) * self.scale
+
+
 def _with_e3nn_convolution():
-    """The same model (same seed) computing its convolutions with e3nn's TensorProduct: the reference."""
+    """The same model (same seed) computing everything with e3nn's own modules: the reference."""
     reference = _l1_model()
-    for layer in reference.representation.layers:
+    representation = reference.representation
+    for layer in representation.layers:
         layer.l1_convolution = None
         layer.scalar_self_connection = None
+        layer.scalar_gate = None
+        layer.linear_up_matrix = _E3nnLinear(layer.linear_up, layer.linear_up_matrix)
+        layer.linear_down_matrix = _E3nnLinear(layer.linear_down, layer.linear_down_matrix)
+    for name in ("embedding", "readout_hidden", "readout"):
+        setattr(representation, name + "_matrix", _E3nnLinear(getattr(representation, name),
+                                                              getattr(representation, name + "_matrix")))
     return reference
 
 
@@ -74,6 +98,57 @@ def test_l1_convolution_equals_e3nn_tensor_product_and_scatter_with_gradients(la
     torch.testing.assert_close(inputs[2].grad, reference_inputs[2].grad, rtol=1e-6, atol=1e-6)  # weights
     # harmonics: Y_0 = 1 is a constant the fast path never reads, so only Y_1 carries a gradient
     torch.testing.assert_close(inputs[1].grad[:, 1:], reference_inputs[1].grad[:, 1:], rtol=1e-6, atol=1e-6)
+
+
+def _assert_same_values_and_input_gradients(fast, reference, inputs, seed):
+    """``fast(*inputs)`` equals ``reference(*inputs)``, and so do their gradients for a random probe."""
+    fast_inputs = [tensor.clone().requires_grad_(True) for tensor in inputs]
+    reference_inputs = [tensor.clone().requires_grad_(True) for tensor in inputs]
+    fast_output, reference_output = fast(*fast_inputs), reference(*reference_inputs)
+    assert fast_output.shape == reference_output.shape
+    torch.testing.assert_close(fast_output, reference_output, rtol=1e-6, atol=1e-6)
+    probe = torch.randn(reference_output.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    (fast_output * probe).sum().backward()
+    (reference_output * probe).sum().backward()
+    for fast_input, reference_input in zip(fast_inputs, reference_inputs):
+        torch.testing.assert_close(fast_input.grad, reference_input.grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer_index", [0, 1, 2])
+def test_scalar_gate_equals_e3nn_gate_in_every_layer(layer_index):
+    gate = _l1_model().representation.layers[layer_index].gate
+    features = torch.randn(6, gate.irreps_in.dim, generator=torch.Generator().manual_seed(layer_index),
+                           dtype=torch.float64)
+    _assert_same_values_and_input_gradients(ScalarGate(gate), gate, [features], seed=layer_index)
+
+
+def test_scalar_gate_equals_e3nn_gate_with_odd_scalars_and_l2_channels():
+    # odd scalars (tanh), gated irreps out of sorted order (1o, 2e, 1e): the gates must follow e3nn's order
+    gate = Gate("8x0e+4x0o", [torch.nn.functional.silu, torch.tanh], "6x0e", [torch.sigmoid], "2x1o+2x2e+2x1e")
+    features = torch.randn(5, gate.irreps_in.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    _assert_same_values_and_input_gradients(torch.jit.script(ScalarGate(gate)), gate, [features], seed=1)
+
+
+@pytest.mark.parametrize("irreps_in, irreps_out", [
+    ("4x0e+2x1o+3x0e", "5x0e+2x1o"),  # two paths into one output block
+    ("3x0e+2x1o+2x1e+1x2e", "2x1e+4x0e+2x1o+3x2e"),  # output blocks in another order
+    ("4x0e", "1x0e"),
+])
+def test_dense_linear_equals_e3nn_linear_with_gradients(irreps_in, irreps_out):
+    linear = o3.Linear(irreps_in, irreps_out).to(torch.float64)
+    dense = DenseLinear(linear, scale=0.7).to(torch.float64)
+    features = torch.randn(6, linear.irreps_in.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    weight = linear.weight.detach()
+
+    def reference(x, w):  # e3nn's linear map with an explicit weight, so the weight gradients compare too
+        return linear(x, w) * 0.7
+
+    _assert_same_values_and_input_gradients(dense, reference, [features, weight], seed=2)
+
+
+def test_dense_linear_refuses_biases():
+    with pytest.raises(ValueError, match="DenseLinear cannot compute"):
+        DenseLinear(o3.Linear("2x0e", "2x0e", biases=True))
 
 
 @pytest.mark.parametrize("layer_index", [0, 1, 2])

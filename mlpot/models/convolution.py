@@ -16,7 +16,7 @@ its path normalisation). e3nn computes them through generic Wigner-3j contractio
 wide tensor, which on a CPU spends most of its time allocating and zero-filling slice gradients.
 :class:`L1Convolution` does the same arithmetic per path on channels-last blocks ``(n, 2l+1, mul)``
 (so the products broadcast over the contiguous channel axis), sums the messages onto the centre atoms
-path by path, and applies each path's constant after the sum (once per atom, not per edge).
+path by path, and applies every path's constant to the edge weights in one product.
 
 It reads its paths and constants from the e3nn ``TensorProduct`` it replaces and gives the same
 numbers (a test compares them), in e3nn's output layout, so model weights do not depend on which
@@ -86,7 +86,6 @@ class L1Convolution(torch.nn.Module):
     weight_sizes: List[int]  # per path (instruction order): its number of edge weights
     operations: List[str]  # per path: "scale", "along-bond", "dot" or "cross"
     inputs: List[int]  # per path: its input irreps block
-    constants: List[float]  # per path: coupling coefficient x path normalisation
     output_order: List[int]  # paths in the order of their output blocks
 
     def __init__(self, tensor_product: o3.TensorProduct):
@@ -111,7 +110,9 @@ class L1Convolution(torch.nn.Module):
         self.weight_sizes = weight_sizes
         self.operations = operations
         self.inputs = inputs
-        self.constants = constants
+        # per edge weight: its path's coupling coefficient x path normalisation
+        scale = torch.cat([torch.full((size,), constant) for size, constant in zip(weight_sizes, constants)])
+        self.register_buffer("weight_scale", scale.to(torch.get_default_dtype()), persistent=False)
         self.output_order = sorted(range(len(outputs)), key=lambda k: outputs[k])
         if sorted(outputs) != list(range(len(irreps_out))):
             raise ValueError("L1Convolution needs one path per output irreps block")
@@ -140,7 +141,8 @@ class L1Convolution(torch.nn.Module):
             # channels last, gathered onto the edges: (e, 2l+1, mul)
             blocks.append(block.reshape(num_atoms, shape[0], shape[1]).transpose(1, 2).contiguous()[neighbour])
         summed: List[torch.Tensor] = []
-        for k, weights in enumerate(edge_weights.split(self.weight_sizes, dim=1)):
+        scaled_weights = edge_weights * self.weight_scale
+        for k, weights in enumerate(scaled_weights.split(self.weight_sizes, dim=1)):
             x = blocks[self.inputs[k]]
             w = weights.unsqueeze(1)
             operation = self.operations[k]
@@ -155,5 +157,5 @@ class L1Convolution(torch.nn.Module):
             total = torch.zeros(
                 num_atoms, message.shape[1], message.shape[2], dtype=message.dtype, device=message.device
             ).index_add_(0, centre, message)
-            summed.append(total.transpose(1, 2).reshape(num_atoms, -1) * self.constants[k])
+            summed.append(total.transpose(1, 2).reshape(num_atoms, -1))
         return torch.cat([summed[k] for k in self.output_order], dim=1)

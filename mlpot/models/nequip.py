@@ -26,7 +26,8 @@ from e3nn.nn import FullyConnectedNet, Gate
 from e3nn.util.jit import compile_mode
 from torch import nn
 
-from mlpot.models import convolution, self_connection
+from mlpot.models import convolution, gating, self_connection
+from mlpot.models.linear import DenseLinear
 from mlpot.models.radial import BesselBasis, PolynomialCutoff
 from mlpot.neighbors import mirrored_halves
 
@@ -74,9 +75,11 @@ class InteractionBlock(nn.Module):
             [torch.sigmoid for _ in gates],
             gated,
         )
+        self.scalar_gate = gating.ScalarGate(self.gate) if gating.supports(self.gate) else None
         irreps_pre_gate = self.gate.irreps_in
 
         self.linear_up = o3.Linear(irreps_in, irreps_in)
+        self.linear_up_matrix = DenseLinear(self.linear_up)
         mid: List[tuple] = []
         instructions: List[tuple] = []
         for i_in, (mul, ir_in) in enumerate(irreps_in):
@@ -99,13 +102,14 @@ class InteractionBlock(nn.Module):
             [num_basis] + [radial_width] * radial_depth + [self.tensor_product.weight_numel], torch.nn.functional.silu
         )
         self.linear_down = o3.Linear(irreps_mid_sorted.simplify(), irreps_pre_gate)
+        # the neighbour-sum normalisation folded into linear_down's matrix
+        self.linear_down_matrix = DenseLinear(self.linear_down, scale=avg_num_neighbors ** -0.5)
         self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, irreps_species, irreps_pre_gate)
         self.scalar_self_connection = (
             self_connection.ScalarTensorProduct(self.self_connection)
             if self_connection.supports(self.self_connection) else None
         )
         self.residual = irreps_in == self.gate.irreps_out
-        self.inverse_sqrt_neighbors = avg_num_neighbors ** -0.5
         self.irreps_out = self.gate.irreps_out
 
     def forward(
@@ -121,12 +125,19 @@ class InteractionBlock(nn.Module):
         weights = self.radial_mlp(edge_basis)
         if mirrored:
             weights = torch.cat([weights, weights])
-        aggregated = self.convolve(self.linear_up(features), edge_index, edge_sh, weights)
-        convolved = self.linear_down(aggregated * self.inverse_sqrt_neighbors)
-        updated = self.gate(convolved + self.connect_self(features, one_hot))
+        aggregated = self.convolve(self.linear_up_matrix(features, self.linear_up.weight), edge_index, edge_sh, weights)
+        convolved = self.linear_down_matrix(aggregated, self.linear_down.weight)
+        updated = self.activate(convolved + self.connect_self(features, one_hot))
         if self.residual:
             updated = updated + features
         return updated
+
+    def activate(self, features: torch.Tensor) -> torch.Tensor:
+        """The gate nonlinearity (the fast form when it applies)."""
+        scalar_gate = self.scalar_gate
+        if scalar_gate is not None:
+            return scalar_gate(features)
+        return self.gate(features)
 
     def connect_self(self, features: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
         """The self-connection ``FCTP(h_i, one_hot(species_i))`` (the fast form when it applies)."""
@@ -188,6 +199,7 @@ class NequIP(nn.Module):
         self.basis = BesselBasis(cutoff, num_basis)
         self.cutoff_fn = PolynomialCutoff(cutoff, polynomial_p)
         self.embedding = o3.Linear(irreps_species, o3.Irreps(f"{num_features}x0e"))
+        self.embedding_matrix = DenseLinear(self.embedding)
         hidden = hidden_irreps(num_features, lmax, parity)
         scalars = o3.Irreps(f"{num_features}x0e")
         irreps = scalars
@@ -204,6 +216,8 @@ class NequIP(nn.Module):
         self.layers = nn.ModuleList(blocks)
         self.readout_hidden = o3.Linear(irreps, o3.Irreps(f"{max(num_features // 2, 1)}x0e"))
         self.readout = o3.Linear(o3.Irreps(f"{max(num_features // 2, 1)}x0e"), o3.Irreps("1x0e"))
+        self.readout_hidden_matrix = DenseLinear(self.readout_hidden)
+        self.readout_matrix = DenseLinear(self.readout)
 
     def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
         one_hot = torch.nn.functional.one_hot(species, self.num_species).to(edge_vectors.dtype)
@@ -213,7 +227,8 @@ class NequIP(nn.Module):
         pair_vectors = edge_vectors[: edge_index.shape[1] // 2] if mirrored else edge_vectors
         distances = torch.linalg.norm(pair_vectors, dim=1)
         edge_basis = self.basis(distances) * self.cutoff_fn(distances).unsqueeze(-1)
-        features = self.embedding(one_hot)
+        features = self.embedding_matrix(one_hot, self.embedding.weight)
         for layer in self.layers:
             features = layer(features, one_hot, edge_index, edge_sh, edge_basis, mirrored)
-        return self.readout(self.readout_hidden(features)).squeeze(-1)
+        hidden = self.readout_hidden_matrix(features, self.readout_hidden.weight)
+        return self.readout_matrix(hidden, self.readout.weight).squeeze(-1)

@@ -1,0 +1,69 @@
+"""Fast equivariant linear map: e3nn's ``o3.Linear`` as one matrix product.
+
+An ``o3.Linear`` mixes the channels of each irrep type:
+
+    out[w, m] (block i_out) = sum_paths  alpha * sum_u W[u, w] x[u, m] (block i_in)
+
+which in e3nn's flat layout (channel-major, the 2l + 1 components inner) is ``x @ M`` with a sparse
+``(irreps_in.dim, irreps_out.dim)`` matrix ``M``: block (i_in, i_out) of every path is
+``alpha * kron(W, I_{2l+1})`` and everything else is zero. e3nn evaluates the paths one by one with
+reshapes and einsums, a dozen small operations and their gradients per call; on a CPU at peptide size
+those dominate. :class:`DenseLinear` assembles ``M`` from the e3nn module's own weight with one
+gather (a fixed table says which weight, times which alpha, lands at each entry of ``M``) and applies
+it with one matrix product. Model files and checkpoints are unchanged (it owns no parameters), and a
+test compares its numbers with e3nn's.
+"""
+
+import torch
+from e3nn import o3
+from e3nn.util.jit import compile_mode
+
+
+def supports(linear: o3.Linear) -> bool:
+    """Whether :class:`DenseLinear` can replace ``linear``: internal shared weights, no biases."""
+    return linear.internal_weights and linear.shared_weights and linear.bias_numel == 0
+
+
+@compile_mode("script")
+class DenseLinear(torch.nn.Module):
+    """``scale * o3.Linear(x)`` for ``x`` of shape ``(n, irreps_in.dim)``, given the e3nn module's weight
+    at call time (``scale`` folds a constant factor on the input or output into the matrix)."""
+
+    def __init__(self, linear: o3.Linear, scale: float = 1.0):
+        super().__init__()
+        if not supports(linear):
+            raise ValueError(f"DenseLinear cannot compute {linear}")
+        dim_in, dim_out = linear.irreps_in.dim, linear.irreps_out.dim
+        # weight_index[a, b]: which weight builds M[a, b]; alpha[a, b] its factor (0 where M is zero)
+        weight_index = torch.zeros(dim_in, dim_out, dtype=torch.long)
+        alpha = torch.zeros(dim_in, dim_out, dtype=torch.float64)
+        offset = 0
+        for instruction in linear.instructions:
+            mul_in, ir = linear.irreps_in[instruction.i_in]
+            mul_out, _ = linear.irreps_out[instruction.i_out]
+            start_in = linear.irreps_in[: instruction.i_in].dim
+            start_out = linear.irreps_out[: instruction.i_out].dim
+            path_index = torch.arange(offset, offset + mul_in * mul_out).reshape(mul_in, mul_out)
+            block = torch.kron(path_index, torch.ones(ir.dim, ir.dim, dtype=torch.long))
+            mask = torch.kron(torch.ones(mul_in, mul_out, dtype=torch.float64), torch.eye(ir.dim, dtype=torch.float64))
+            rows = slice(start_in, start_in + mul_in * ir.dim)
+            columns = slice(start_out, start_out + mul_out * ir.dim)
+            if bool((alpha[rows, columns] != 0).any()):
+                raise ValueError("DenseLinear needs at most one path per pair of irreps blocks")
+            weight_index[rows, columns] = block * mask.long()
+            alpha[rows, columns] = mask * instruction.path_weight * scale
+            offset += mul_in * mul_out
+        self.register_buffer("weight_index", weight_index.flatten(), persistent=False)
+        self.register_buffer("alpha", alpha.to(torch.get_default_dtype()).flatten(), persistent=False)
+        self.dim_in = dim_in
+        self.scale = float(scale)
+        self.dim_out = dim_out
+
+    def forward(self, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``(n, irreps_out.dim)`` from ``(n, irreps_in.dim)`` and the e3nn module's flat ``weight``."""
+        if weight.shape[0] == 0:
+            return features.new_zeros(features.shape[0], self.dim_out)
+        matrix = (weight.index_select(0, self.weight_index) * self.alpha.to(weight.dtype)).reshape(
+            self.dim_in, self.dim_out
+        )
+        return features @ matrix
