@@ -138,4 +138,4 @@ def edge_vectors(
     positions: torch.Tensor, cell: torch.Tensor, edge_index: torch.Tensor, cell_shifts: torch.Tensor
 ) -> torch.Tensor:
     """Vectors from centre i to neighbour j, ``(n_edges, 3)`` Å, differentiable in positions and cell."""
-    return positions[edge_index[1]] - positions[edge_index[0]] + cell_shifts @ cell
+    return positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]) + cell_shifts @ cell

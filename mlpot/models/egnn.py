@@ -47,9 +47,11 @@ class EGNNLayer(nn.Module):
         cutoff_weights: torch.Tensor,
     ):
         centre, neighbour = edge_index[0], edge_index[1]
-        vectors = input_vectors + displacements[neighbour] - displacements[centre]
+        vectors = input_vectors + displacements.index_select(0, neighbour) - displacements.index_select(0, centre)
         squared = (vectors * vectors).sum(dim=1, keepdim=True) * self.inverse_cutoff_squared
-        edge_input = torch.cat([features[centre], features[neighbour], squared, radial_features], dim=1)
+        edge_input = torch.cat(
+            [features.index_select(0, centre), features.index_select(0, neighbour), squared, radial_features], dim=1
+        )
         messages = self.edge_mlp(edge_input) * cutoff_weights
         aggregated = torch.zeros_like(features).index_add_(0, centre, messages) * self.inverse_avg_neighbors
         features = features + self.node_mlp(torch.cat([features, aggregated], dim=1))

@@ -153,7 +153,7 @@ class InteractionBlock(nn.Module):
         l1_convolution = self.l1_convolution
         if l1_convolution is not None:
             return l1_convolution(features, edge_index, edge_sh, weights)
-        messages = self.tensor_product(features[edge_index[1]], edge_sh, weights)
+        messages = self.tensor_product(features.index_select(0, edge_index[1]), edge_sh, weights)
         return torch.zeros(
             features.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device
         ).index_add_(0, edge_index[0], messages)
