@@ -20,7 +20,8 @@ from e3nn.nn import Gate
 
 from mlpot.models.convolution import L1Convolution, supports
 from mlpot.models.gating import ScalarGate
-from mlpot.models.linear import DenseLinear
+from mlpot.models.linear import MAX_MATRIX_ENTRIES, DenseLinear
+from mlpot.models.linear import supports as supports_linear
 from mlpot.models.nequip import hidden_irreps, reachable_irreps
 from mlpot.models.self_connection import ScalarTensorProduct
 from mlpot.neighbors import concatenate_edges, edge_vectors, mirrored_halves, neighbor_pairs
@@ -52,12 +53,12 @@ def _with_e3nn_convolution():
     """The same model (same seed) computing everything with e3nn's own modules: the reference."""
     reference = _l1_model()
     representation = reference.representation
-    for layer in representation.layers:
+    for layer in representation.layers:  # None: the layer's e3nn fallback
         layer.l1_convolution = None
         layer.scalar_self_connection = None
         layer.scalar_gate = None
-        layer.linear_up_matrix = _E3nnLinear(layer.linear_up, layer.linear_up_matrix)
-        layer.linear_down_matrix = _E3nnLinear(layer.linear_down, layer.linear_down_matrix)
+        layer.linear_up_matrix = None
+        layer.linear_down_matrix = None
     for name in ("embedding", "readout_hidden", "readout"):
         setattr(representation, name + "_matrix", _E3nnLinear(getattr(representation, name),
                                                               getattr(representation, name + "_matrix")))
@@ -146,9 +147,28 @@ def test_dense_linear_equals_e3nn_linear_with_gradients(irreps_in, irreps_out):
     _assert_same_values_and_input_gradients(dense, reference, [features, weight], seed=2)
 
 
-def test_dense_linear_refuses_biases():
+def test_dense_linear_refuses_biases_and_matrices_too_large_to_pay():
     with pytest.raises(ValueError, match="DenseLinear cannot compute"):
         DenseLinear(o3.Linear("2x0e", "2x0e", biases=True))
+    large = o3.Linear("64x0e+64x1o+64x2e", "64x0e+64x1o+64x2e")  # 576 x 576 > MAX_MATRIX_ENTRIES
+    assert large.irreps_in.dim * large.irreps_out.dim > MAX_MATRIX_ENTRIES and not supports_linear(large)
+    assert supports_linear(o3.Linear("1024x0e", "512x0e"))  # scalars to scalars: the weight is the matrix
+
+
+def test_lmax2_model_with_layers_too_large_for_dense_linear_keeps_e3nn_and_matches_it(dilute_water_box):
+    model = _l1_model(lmax=2, num_features=24)
+    layers = model.representation.layers
+    assert any(layer.linear_down_matrix is None for layer in layers)  # the fallback is exercised
+    assert any(layer.linear_up_matrix is not None for layer in layers)
+    reference = _l1_model(lmax=2, num_features=24)
+    for layer in reference.representation.layers:
+        layer.scalar_gate = None
+        layer.linear_up_matrix = None
+        layer.linear_down_matrix = None
+    args = as_tensors(dilute_water_box)
+    fast, slow = model.compute(*args, True, False, False), reference.compute(*args, True, False, False)
+    torch.testing.assert_close(fast["energies"], slow["energies"], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(fast["forces"], slow["forces"], rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("layer_index", [0, 1, 2])

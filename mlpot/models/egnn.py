@@ -49,10 +49,7 @@ class EGNNLayer(nn.Module):
         centre, neighbour = edge_index[0], edge_index[1]
         vectors = input_vectors + displacements.index_select(0, neighbour) - displacements.index_select(0, centre)
         squared = (vectors * vectors).sum(dim=1, keepdim=True) * self.inverse_cutoff_squared
-        edge_input = torch.cat(
-            [features.index_select(0, centre), features.index_select(0, neighbour), squared, radial_features], dim=1
-        )
-        messages = self.edge_mlp(edge_input) * cutoff_weights
+        messages = self.edge_messages(features, centre, neighbour, squared, radial_features) * cutoff_weights
         aggregated = torch.zeros_like(features).index_add_(0, centre, messages) * self.inverse_avg_neighbors
         features = features + self.node_mlp(torch.cat([features, aggregated], dim=1))
         if self.update_coords:
@@ -61,6 +58,33 @@ class EGNNLayer(nn.Module):
             shift = torch.zeros_like(displacements).index_add_(0, centre, -vectors * weights)
             displacements = displacements + shift * self.inverse_avg_neighbors
         return features, displacements
+
+    def edge_messages(
+        self,
+        features: torch.Tensor,
+        centre: torch.Tensor,
+        neighbour: torch.Tensor,
+        squared: torch.Tensor,
+        radial_features: torch.Tensor,
+    ) -> torch.Tensor:
+        """``phi_e(h_i, h_j, |r_ij|^2 / r_c^2, a_ij)``, ``(n_edges, hidden)``.
+
+        The first linear layer of phi_e is split by its input blocks, ``W [h_i, h_j, e_ij] =
+        W_c h_i + W_n h_j + W_e e_ij``: ``W_c h`` and ``W_n h`` are computed once per atom and gathered onto
+        the edges, so no ``(n_edges, 2 hidden + ...)`` input is ever built. Same weights, same function.
+        """
+        first = self.edge_mlp[0]
+        hidden = features.shape[1]
+        weight = first.weight  # (out, 2 hidden + 1 + num_basis)
+        out = weight.shape[0]
+        node_terms = features @ torch.cat([weight[:, :hidden].t(), weight[:, hidden : 2 * hidden].t()], dim=1)
+        edge_terms = torch.nn.functional.linear(torch.cat([squared, radial_features], dim=1), weight[:, 2 * hidden :],
+                                                first.bias)
+        x = node_terms[:, :out].index_select(0, centre) + node_terms[:, out:].index_select(0, neighbour) + edge_terms
+        for k, module in enumerate(self.edge_mlp):
+            if k > 0:  # the rest of phi_e after its first linear layer
+                x = module(x)
+        return x
 
 
 class EGNN(nn.Module):

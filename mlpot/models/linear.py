@@ -11,7 +11,8 @@ reshapes and einsums, a dozen small operations and their gradients per call; on 
 those dominate. :class:`DenseLinear` assembles ``M`` from the e3nn module's own weight with one
 gather (a fixed table says which weight, times which alpha, lands at each entry of ``M``) and applies
 it with one matrix product. Model files and checkpoints are unchanged (it owns no parameters), and a
-test compares its numbers with e3nn's.
+test compares its numbers with e3nn's. Matrices above ``MAX_MATRIX_ENTRIES`` (large irreps, lmax 2+)
+are left to e3nn: there the dense product wastes more arithmetic than the saved operations are worth.
 """
 
 import torch
@@ -19,9 +20,23 @@ from e3nn import o3
 from e3nn.util.jit import compile_mode
 
 
+# the largest matrix DenseLinear builds (entries): its index table then takes 2 MiB; every lmax 1 layer of the
+# presets fits (at most 184k), larger irreps keep e3nn's per-path evaluation, where a dense matrix stops paying
+MAX_MATRIX_ENTRIES = 1 << 18
+
+
 def supports(linear: o3.Linear) -> bool:
-    """Whether :class:`DenseLinear` can replace ``linear``: internal shared weights, no biases."""
-    return linear.internal_weights and linear.shared_weights and linear.bias_numel == 0
+    """Whether :class:`DenseLinear` can replace ``linear``: internal shared weights, no biases, and a matrix of
+    at most ``MAX_MATRIX_ENTRIES`` entries."""
+    small = linear.irreps_in.dim * linear.irreps_out.dim <= MAX_MATRIX_ENTRIES
+    return (small or _is_scalar_matrix(linear)) and linear.internal_weights and linear.shared_weights \
+        and linear.bias_numel == 0
+
+
+def _is_scalar_matrix(linear: o3.Linear) -> bool:
+    """Whether ``linear`` maps one block of scalars to one block of scalars: its weight already is ``M``."""
+    return len(linear.instructions) == 1 and len(linear.irreps_in) == 1 and len(linear.irreps_out) == 1 \
+        and linear.irreps_in[0].ir.l == 0
 
 
 @compile_mode("script")
@@ -34,6 +49,16 @@ class DenseLinear(torch.nn.Module):
         if not supports(linear):
             raise ValueError(f"DenseLinear cannot compute {linear}")
         dim_in, dim_out = linear.irreps_in.dim, linear.irreps_out.dim
+        self.dim_in = dim_in
+        self.dim_out = dim_out
+        self.scale = float(scale)
+        # scalars to scalars: M is the weight times one constant, no table needed
+        self.scalar_matrix = _is_scalar_matrix(linear)
+        self.scalar_alpha = linear.instructions[0].path_weight * self.scale if self.scalar_matrix else 0.0
+        if self.scalar_matrix:
+            self.register_buffer("weight_index", torch.zeros(0, dtype=torch.long), persistent=False)
+            self.register_buffer("alpha", torch.zeros(0), persistent=False)
+            return
         # weight_index[a, b]: which weight builds M[a, b]; alpha[a, b] its factor (0 where M is zero)
         weight_index = torch.zeros(dim_in, dim_out, dtype=torch.long)
         alpha = torch.zeros(dim_in, dim_out, dtype=torch.float64)
@@ -55,14 +80,13 @@ class DenseLinear(torch.nn.Module):
             offset += mul_in * mul_out
         self.register_buffer("weight_index", weight_index.flatten(), persistent=False)
         self.register_buffer("alpha", alpha.to(torch.get_default_dtype()).flatten(), persistent=False)
-        self.dim_in = dim_in
-        self.scale = float(scale)
-        self.dim_out = dim_out
 
     def forward(self, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``(n, irreps_out.dim)`` from ``(n, irreps_in.dim)`` and the e3nn module's flat ``weight``."""
         if weight.shape[0] == 0:
             return features.new_zeros(features.shape[0], self.dim_out)
+        if self.scalar_matrix:
+            return features @ (weight.reshape(self.dim_in, self.dim_out) * self.scalar_alpha)
         matrix = (weight.index_select(0, self.weight_index) * self.alpha.to(weight.dtype)).reshape(
             self.dim_in, self.dim_out
         )

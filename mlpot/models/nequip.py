@@ -26,7 +26,7 @@ from e3nn.nn import FullyConnectedNet, Gate
 from e3nn.util.jit import compile_mode
 from torch import nn
 
-from mlpot.models import convolution, gating, self_connection
+from mlpot.models import convolution, gating, linear, self_connection
 from mlpot.models.linear import DenseLinear
 from mlpot.models.radial import BesselBasis, PolynomialCutoff
 from mlpot.neighbors import mirrored_halves
@@ -79,7 +79,7 @@ class InteractionBlock(nn.Module):
         irreps_pre_gate = self.gate.irreps_in
 
         self.linear_up = o3.Linear(irreps_in, irreps_in)
-        self.linear_up_matrix = DenseLinear(self.linear_up)
+        self.linear_up_matrix = DenseLinear(self.linear_up) if linear.supports(self.linear_up) else None
         mid: List[tuple] = []
         instructions: List[tuple] = []
         for i_in, (mul, ir_in) in enumerate(irreps_in):
@@ -102,8 +102,12 @@ class InteractionBlock(nn.Module):
             [num_basis] + [radial_width] * radial_depth + [self.tensor_product.weight_numel], torch.nn.functional.silu
         )
         self.linear_down = o3.Linear(irreps_mid_sorted.simplify(), irreps_pre_gate)
+        self.inverse_sqrt_neighbors = avg_num_neighbors ** -0.5
         # the neighbour-sum normalisation folded into linear_down's matrix
-        self.linear_down_matrix = DenseLinear(self.linear_down, scale=avg_num_neighbors ** -0.5)
+        self.linear_down_matrix = (
+            DenseLinear(self.linear_down, scale=self.inverse_sqrt_neighbors)
+            if linear.supports(self.linear_down) else None
+        )
         self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, irreps_species, irreps_pre_gate)
         self.scalar_self_connection = (
             self_connection.ScalarTensorProduct(self.self_connection)
@@ -125,12 +129,26 @@ class InteractionBlock(nn.Module):
         weights = self.radial_mlp(edge_basis)
         if mirrored:
             weights = torch.cat([weights, weights])
-        aggregated = self.convolve(self.linear_up_matrix(features, self.linear_up.weight), edge_index, edge_sh, weights)
-        convolved = self.linear_down_matrix(aggregated, self.linear_down.weight)
+        aggregated = self.convolve(self.mix_up(features), edge_index, edge_sh, weights)
+        convolved = self.mix_down(aggregated)
         updated = self.activate(convolved + self.connect_self(features, one_hot))
         if self.residual:
             updated = updated + features
         return updated
+
+    def mix_up(self, features: torch.Tensor) -> torch.Tensor:
+        """``linear_up`` (as one matrix product when it is small enough)."""
+        dense = self.linear_up_matrix
+        if dense is not None:
+            return dense(features, self.linear_up.weight)
+        return self.linear_up(features)
+
+    def mix_down(self, aggregated: torch.Tensor) -> torch.Tensor:
+        """``linear_down`` of the neighbour sum over sqrt(avg_num_neighbors) (one matrix product when small)."""
+        dense = self.linear_down_matrix
+        if dense is not None:
+            return dense(aggregated, self.linear_down.weight)
+        return self.linear_down(aggregated * self.inverse_sqrt_neighbors)
 
     def activate(self, features: torch.Tensor) -> torch.Tensor:
         """The gate nonlinearity (the fast form when it applies)."""

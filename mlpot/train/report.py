@@ -1,4 +1,7 @@
-"""What a training run writes for people: the CSV log, the learning curve and parity plots (PNG)."""
+"""What a training run writes for people: the CSV log, the learning curve and parity plots (PNG).
+
+Plots are matplotlib ``Figure`` objects saved straight to files: no pyplot, so no global backend switch
+and no figure registry in the caller's process (the same style as :mod:`mlpot.pips.report_plots`)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def write_csv(rows: Sequence[Dict[str, float]], path: Path) -> None:
@@ -20,20 +24,10 @@ def write_csv(rows: Sequence[Dict[str, float]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def pyplot():
-    """matplotlib.pyplot with the non-interactive Agg backend (plots are only written to files)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_learning_curve(rows: Sequence[Dict[str, float]], path: Path) -> None:
     """Training and validation force MAE and per-atom energy MAE against epoch, log scale."""
-    plt = pyplot()
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    figure = Figure(figsize=(13, 3.8))
+    axes = figure.subplots(1, 3)
     epochs = [row["epoch"] for row in rows]
     for axis, key, label in (
         (axes[0], "forces_mae", "force MAE (meV/Å)"),
@@ -53,19 +47,18 @@ def plot_learning_curve(rows: Sequence[Dict[str, float]], path: Path) -> None:
     axes[2].set_ylabel("learning rate")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def plot_parity(pairs: Dict[str, tuple], metrics: Dict[str, float], path: Path, title: str = "") -> None:
     """Predicted against reference per-atom energies and force components (and stress, if any)."""
-    plt = pyplot()
     panels = [
         ("energy_per_atom", "energy (eV/atom)", "meV/atom"),
         ("forces", "force component (eV/Å)", "meV/Å"),
         ("stress", "stress component (eV/Å³)", "meV/Å³"),
     ]
     panels = [p for p in panels if len(pairs.get(p[0], ([], []))[0]) > 0]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
+    figure = Figure(figsize=(4.2 * len(panels), 4.0))
+    axes = figure.subplots(1, len(panels), squeeze=False)
     for axis, (name, label, unit) in zip(axes[0], panels):
         reference, predicted = (np.asarray(v) for v in pairs[name])
         if name == "energy_per_atom":  # total energies sit far from zero; show deviations from the mean
@@ -84,4 +77,3 @@ def plot_parity(pairs: Dict[str, tuple], metrics: Dict[str, float], path: Path, 
         figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
