@@ -9,9 +9,9 @@ which in e3nn's flat layout (channel-major, the 2l + 1 components inner) is ``x 
 ``alpha * kron(W, I_{2l+1})`` and everything else is zero. e3nn evaluates the paths one by one with
 reshapes and einsums, a dozen small operations and their gradients per call; on a CPU at peptide size
 those dominate. :class:`DenseLinear` assembles ``M`` from the e3nn module's own weight with one
-gather (a fixed table says which weight, times which alpha, lands at each entry of ``M``) and applies
-it with one matrix product. Model files and checkpoints are unchanged (it owns no parameters), and a
-test compares its numbers with e3nn's. Matrices above ``MAX_MATRIX_ENTRIES`` (large irreps, lmax 2+)
+gather (a fixed int32 table says which alpha-scaled weight, or zero, is each entry of ``M``) and
+applies it with one matrix product. Checkpoints are unchanged (it owns no parameters; a deployed file
+carries the table), and a test compares its numbers with e3nn's. Matrices above ``MAX_MATRIX_ENTRIES`` (large irreps, lmax 2+)
 are left to e3nn: there the dense product wastes more arithmetic than the saved operations are worth.
 """
 
@@ -20,7 +20,7 @@ from e3nn import o3
 from e3nn.util.jit import compile_mode
 
 
-# the largest matrix DenseLinear builds (entries): its index table then takes 2 MiB; every lmax 1 layer of the
+# the largest matrix DenseLinear builds (entries): its index table then takes 1 MiB; every lmax 1 layer of the
 # presets fits (at most 184k), larger irreps keep e3nn's per-path evaluation, where a dense matrix stops paying
 MAX_MATRIX_ENTRIES = 1 << 18
 
@@ -56,12 +56,14 @@ class DenseLinear(torch.nn.Module):
         self.scalar_matrix = _is_scalar_matrix(linear)
         self.scalar_alpha = linear.instructions[0].path_weight * self.scale if self.scalar_matrix else 0.0
         if self.scalar_matrix:
-            self.register_buffer("weight_index", torch.zeros(0, dtype=torch.long), persistent=False)
+            self.register_buffer("weight_index", torch.zeros(0, dtype=torch.int32), persistent=False)
             self.register_buffer("alpha", torch.zeros(0), persistent=False)
             return
-        # weight_index[a, b]: which weight builds M[a, b]; alpha[a, b] its factor (0 where M is zero)
-        weight_index = torch.zeros(dim_in, dim_out, dtype=torch.long)
-        alpha = torch.zeros(dim_in, dim_out, dtype=torch.float64)
+        # weight_index[a, b]: which entry of [alpha * weight, 0] is M[a, b] (the appended zero where M is zero);
+        # int32, so a deployed file carries 4 bytes per matrix entry
+        weight_numel = sum(instruction.path_shape[0] * instruction.path_shape[1] for instruction in linear.instructions)
+        weight_index = torch.full((dim_in, dim_out), weight_numel, dtype=torch.long)
+        weight_alpha = torch.zeros(weight_numel, dtype=torch.float64)
         offset = 0
         for instruction in linear.instructions:
             mul_in, ir = linear.irreps_in[instruction.i_in]
@@ -69,17 +71,18 @@ class DenseLinear(torch.nn.Module):
             start_in = linear.irreps_in[: instruction.i_in].dim
             start_out = linear.irreps_out[: instruction.i_out].dim
             path_index = torch.arange(offset, offset + mul_in * mul_out).reshape(mul_in, mul_out)
-            block = torch.kron(path_index, torch.ones(ir.dim, ir.dim, dtype=torch.long))
-            mask = torch.kron(torch.ones(mul_in, mul_out, dtype=torch.float64), torch.eye(ir.dim, dtype=torch.float64))
+            identity = torch.eye(ir.dim, dtype=torch.bool)
+            block = torch.where(torch.kron(torch.ones(mul_in, mul_out, dtype=torch.bool), identity),
+                                torch.kron(path_index, torch.ones(ir.dim, ir.dim, dtype=torch.long)), weight_numel)
             rows = slice(start_in, start_in + mul_in * ir.dim)
             columns = slice(start_out, start_out + mul_out * ir.dim)
-            if bool((alpha[rows, columns] != 0).any()):
+            if bool((weight_index[rows, columns] != weight_numel).any()):
                 raise ValueError("DenseLinear needs at most one path per pair of irreps blocks")
-            weight_index[rows, columns] = block * mask.long()
-            alpha[rows, columns] = mask * instruction.path_weight * scale
+            weight_index[rows, columns] = block
+            weight_alpha[offset : offset + mul_in * mul_out] = instruction.path_weight * scale
             offset += mul_in * mul_out
-        self.register_buffer("weight_index", weight_index.flatten(), persistent=False)
-        self.register_buffer("alpha", alpha.to(torch.get_default_dtype()).flatten(), persistent=False)
+        self.register_buffer("weight_index", weight_index.flatten().to(torch.int32), persistent=False)
+        self.register_buffer("alpha", weight_alpha.to(torch.get_default_dtype()), persistent=False)
 
     def forward(self, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``(n, irreps_out.dim)`` from ``(n, irreps_in.dim)`` and the e3nn module's flat ``weight``."""
@@ -87,7 +90,5 @@ class DenseLinear(torch.nn.Module):
             return features.new_zeros(features.shape[0], self.dim_out)
         if self.scalar_matrix:
             return features @ (weight.reshape(self.dim_in, self.dim_out) * self.scalar_alpha)
-        matrix = (weight.index_select(0, self.weight_index) * self.alpha.to(weight.dtype)).reshape(
-            self.dim_in, self.dim_out
-        )
-        return features @ matrix
+        scaled = torch.cat([weight * self.alpha.to(weight.dtype), weight.new_zeros(1)])
+        return features @ scaled.index_select(0, self.weight_index).reshape(self.dim_in, self.dim_out)
