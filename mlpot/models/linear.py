@@ -90,5 +90,5 @@ class DenseLinear(torch.nn.Module):
             return features.new_zeros(features.shape[0], self.dim_out)
         if self.scalar_matrix:
             return features @ (weight.reshape(self.dim_in, self.dim_out) * self.scalar_alpha)
-        scaled = torch.cat([weight * self.alpha.to(weight.dtype), weight.new_zeros(1)])
+        scaled = torch.cat([weight * self.alpha, weight.new_zeros(1)])
         return features @ scaled.index_select(0, self.weight_index).reshape(self.dim_in, self.dim_out)

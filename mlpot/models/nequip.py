@@ -27,7 +27,6 @@ from e3nn.util.jit import compile_mode
 from torch import nn
 
 from mlpot.models import convolution, gating, linear, self_connection
-from mlpot.models.linear import DenseLinear
 from mlpot.models.radial import BesselBasis, PolynomialCutoff
 from mlpot.neighbors import mirrored_halves
 
@@ -79,7 +78,7 @@ class InteractionBlock(nn.Module):
         irreps_pre_gate = self.gate.irreps_in
 
         self.linear_up = o3.Linear(irreps_in, irreps_in)
-        self.linear_up_matrix = DenseLinear(self.linear_up) if linear.supports(self.linear_up) else None
+        self.linear_up_matrix = linear.DenseLinear(self.linear_up) if linear.supports(self.linear_up) else None
         mid: List[tuple] = []
         instructions: List[tuple] = []
         for i_in, (mul, ir_in) in enumerate(irreps_in):
@@ -105,7 +104,7 @@ class InteractionBlock(nn.Module):
         self.inverse_sqrt_neighbors = avg_num_neighbors ** -0.5
         # the neighbour-sum normalisation folded into linear_down's matrix
         self.linear_down_matrix = (
-            DenseLinear(self.linear_down, scale=self.inverse_sqrt_neighbors)
+            linear.DenseLinear(self.linear_down, scale=self.inverse_sqrt_neighbors)
             if linear.supports(self.linear_down) else None
         )
         self.self_connection = o3.FullyConnectedTensorProduct(irreps_in, irreps_species, irreps_pre_gate)
@@ -217,7 +216,7 @@ class NequIP(nn.Module):
         self.basis = BesselBasis(cutoff, num_basis)
         self.cutoff_fn = PolynomialCutoff(cutoff, polynomial_p)
         self.embedding = o3.Linear(irreps_species, o3.Irreps(f"{num_features}x0e"))
-        self.embedding_matrix = DenseLinear(self.embedding)
+        self.embedding_matrix = linear.DenseLinear(self.embedding)
         hidden = hidden_irreps(num_features, lmax, parity)
         scalars = o3.Irreps(f"{num_features}x0e")
         irreps = scalars
@@ -234,8 +233,8 @@ class NequIP(nn.Module):
         self.layers = nn.ModuleList(blocks)
         self.readout_hidden = o3.Linear(irreps, o3.Irreps(f"{max(num_features // 2, 1)}x0e"))
         self.readout = o3.Linear(o3.Irreps(f"{max(num_features // 2, 1)}x0e"), o3.Irreps("1x0e"))
-        self.readout_hidden_matrix = DenseLinear(self.readout_hidden)
-        self.readout_matrix = DenseLinear(self.readout)
+        self.readout_hidden_matrix = linear.DenseLinear(self.readout_hidden)
+        self.readout_matrix = linear.DenseLinear(self.readout)
 
     def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
         one_hot = torch.nn.functional.one_hot(species, self.num_species).to(edge_vectors.dtype)
