@@ -20,6 +20,7 @@ from e3nn.nn import Gate
 
 from mlpot.models.convolution import L1Convolution, supports
 from mlpot.models.gating import ScalarGate
+from mlpot.models.gating import supports as gating_supports
 from mlpot.models.linear import MAX_MATRIX_ENTRIES, DenseLinear
 from mlpot.models.linear import supports as supports_linear
 from mlpot.models.nequip import hidden_irreps, reachable_irreps
@@ -128,6 +129,13 @@ def test_scalar_gate_equals_e3nn_gate_with_odd_scalars_and_l2_channels():
     gate = Gate("8x0e+4x0o", [torch.nn.functional.silu, torch.tanh], "6x0e", [torch.sigmoid], "2x1o+2x2e+2x1e")
     features = torch.randn(5, gate.irreps_in.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     _assert_same_values_and_input_gradients(torch.jit.script(ScalarGate(gate)), gate, [features], seed=1)
+
+
+def test_scalar_gate_refuses_an_activation_it_does_not_know():
+    gate = Gate("4x0e", [torch.relu], "2x0e", [torch.sigmoid], "2x1o")
+    assert not gating_supports(gate)
+    with pytest.raises(ValueError, match="ScalarGate cannot compute"):
+        ScalarGate(gate)
 
 
 @pytest.mark.parametrize("irreps_in, irreps_out", [
