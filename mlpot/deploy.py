@@ -16,7 +16,9 @@ A model file is what ``torch.jit.save`` writes (a zip archive) plus one extra en
     provenance                  training information, when the model was trained (else null)
 
 The compiled module is a :class:`mlpot.models.potential.Potential`: ``forward`` gives per-atom
-energies, ``compute`` energies, forces and stress. Plugins only ever go through :func:`load_model`.
+energies, ``compute`` energies, forces and stress. It is an inference copy
+(:func:`mlpot.models.for_inference`): its weights record no gradient and never change. Plugins only ever
+go through :func:`load_model`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 
 import mlpot
 from mlpot import runtime
+from mlpot.models import for_inference
 
 FORMAT_NAME = "mlpot-model"
 FORMAT_VERSION = 1
@@ -100,7 +103,7 @@ def save_model(
     (the current ``energy_shift`` and ``energy_scale`` are read back from the model itself).
     """
     path = Path(path)
-    compiled = compile_model(model)
+    compiled = compile_model(for_inference(model))
     metadata = dict(description)
     metadata.update(
         {

@@ -1,4 +1,5 @@
-"""The fast NequIP modules (l <= 1 convolution, self-connection, gate, dense linear), NequIP's irreps
+"""The fast NequIP modules (l <= 1 convolution, self-connection, gate, dense linear, folded radial network),
+NequIP's irreps
 layout, the mirrored-halves edge list.
 
 Each is a speed-up that must not change the physics: the fast paths give e3nn's numbers, the
@@ -16,13 +17,15 @@ from scipy.spatial.transform import Rotation
 
 from conftest import SPECIES, as_tensors
 from mlpot.models import build_model, describe
-from e3nn.nn import Gate
+from e3nn.nn import FullyConnectedNet, Gate
 
 from mlpot.models.convolution import L1Convolution, supports
 from mlpot.models.gating import ScalarGate
 from mlpot.models.gating import supports as gating_supports
 from mlpot.models.linear import MAX_MATRIX_ENTRIES, DenseLinear
 from mlpot.models.linear import supports as supports_linear
+from mlpot.models.mlp import FoldedMLP
+from mlpot.models.mlp import supports as supports_mlp
 from mlpot.models.nequip import hidden_irreps, reachable_irreps
 from mlpot.models.self_connection import ScalarTensorProduct
 from mlpot.neighbors import concatenate_edges, edge_vectors, mirrored_halves, neighbor_pairs
@@ -87,7 +90,7 @@ def test_l1_convolution_equals_e3nn_tensor_product_and_scatter_with_gradients(la
     inputs = [tensor.clone().requires_grad_(True) for tensor in (features, sh, weights)]
     reference_inputs = [tensor.clone().requires_grad_(True) for tensor in (features, sh, weights)]
 
-    fast = convolution(inputs[0], edge_index, inputs[1], inputs[2])
+    fast = convolution(inputs[0], edge_index, inputs[1], inputs[2] * convolution.weight_scale)  # constants folded
     messages = tensor_product(reference_inputs[0][edge_index[1]], reference_inputs[1], reference_inputs[2])
     reference = torch.zeros(num_atoms, messages.shape[1], dtype=torch.float64).index_add_(0, edge_index[0], messages)
     assert fast.shape == reference.shape
@@ -153,6 +156,34 @@ def test_dense_linear_equals_e3nn_linear_with_gradients(irreps_in, irreps_out):
         return linear(x, w) * 0.7
 
     _assert_same_values_and_input_gradients(dense, reference, [features, weight], seed=2)
+
+
+@pytest.mark.parametrize("hidden, variance_in, variance_out", [([16], 1, 1), ([16, 12], 2, 3)])
+def test_folded_mlp_equals_e3nn_network_with_its_output_scale_and_gradients(hidden, variance_in, variance_out):
+    network = FullyConnectedNet([8] + hidden + [20], torch.nn.functional.silu, variance_in, variance_out)
+    network = network.to(torch.float64)
+    folded = torch.jit.script(FoldedMLP(network))
+    generator = torch.Generator().manual_seed(len(hidden))
+    x = torch.randn(7, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+    output_scale = torch.randn(20, generator=generator, dtype=torch.float64)
+    weights = [layer.weight for layer in network]
+    mine = folded(x, weights, output_scale)
+    theirs = network(x) * output_scale
+    torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(folded(x, weights, None), network(x), rtol=1e-12, atol=1e-12)
+    probe = torch.randn(theirs.shape, generator=generator, dtype=torch.float64)
+    gradients_mine = torch.autograd.grad((mine * probe).sum(), [x] + weights)  # forces and training
+    gradients_theirs = torch.autograd.grad((theirs * probe).sum(), [x] + weights)
+    for gradient_mine, gradient_theirs in zip(gradients_mine, gradients_theirs):
+        torch.testing.assert_close(gradient_mine, gradient_theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_folded_mlp_refuses_networks_other_than_silu_without_output_activation():
+    for network in (FullyConnectedNet([4, 8, 2], torch.relu), FullyConnectedNet([4, 8, 2], torch.nn.functional.silu,
+                                                                               out_act=True)):
+        assert not supports_mlp(network)
+        with pytest.raises(ValueError, match="FoldedMLP computes silu networks"):
+            FoldedMLP(network)
 
 
 def test_dense_linear_refuses_biases_and_matrices_too_large_to_pay():

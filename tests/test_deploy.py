@@ -8,8 +8,9 @@ import zipfile
 import pytest
 import torch
 
-from conftest import as_tensors, small_description
-from mlpot.deploy import FORMAT_VERSION, METADATA_ENTRY, ModelFileError, load_model, read_metadata
+from conftest import SPECIES, as_tensors, small_description
+from mlpot.deploy import FORMAT_VERSION, METADATA_ENTRY, ModelFileError, compile_model, load_model, read_metadata
+from mlpot.models import build_model, describe, for_inference
 
 
 def _rewrite_metadata(source, target, change):
@@ -32,6 +33,29 @@ def test_loaded_model_reproduces_eager_energy_and_forces(arch, eager_models, mod
     eager = eager_models[(arch, "float64")].compute(*inputs, True, False, False)
     assert float(loaded["energy"]) == pytest.approx(float(eager["energy"]), rel=1e-12)
     assert torch.allclose(loaded["forces"], eager["forces"], rtol=0, atol=1e-10)
+
+
+def test_inference_copy_computes_what_the_model_does_and_leaves_the_model_trainable(dilute_water_box):
+    # lmax 1: every fast module (folded radial network with the convolution's constants, dense linear maps)
+    hyperparameters = {"num_features": 8, "lmax": 1, "parity": True, "num_layers": 2, "radial_width": 16,
+                       "radial_depth": 1, "prune_irreps": True}
+    model = build_model(describe("nequip", SPECIES, 5.0, dtype="float64", hyperparameters=hyperparameters,
+                                 energy_scale=0.5), seed=2)
+    copy = for_inference(model)
+    assert all(parameter.requires_grad for parameter in model.parameters())
+    assert not any(parameter.requires_grad for parameter in copy.parameters())
+    compiled = compile_model(copy)
+    inputs = as_tensors(dilute_water_box)
+    eager = model.compute(*inputs, True, True, False)
+    for _ in range(2):  # the first call builds the weight-derived matrices, the second reuses them
+        loaded = compiled.compute(*inputs, True, True, False)
+        for key in ("energies", "forces", "stress"):
+            torch.testing.assert_close(loaded[key], eager[key], rtol=1e-10, atol=1e-12)
+    layer = compiled.representation.layers[0]
+    assert len(layer.radial_matrices.matrix_cache) == 2 and layer.linear_up_matrix.matrix_cache.numel() > 0
+    # the reused matrices follow the weights to another dtype
+    single = compiled.float().compute(*as_tensors(dilute_water_box, torch.float32), True, False, False)
+    torch.testing.assert_close(single["forces"].double(), eager["forces"], rtol=1e-4, atol=1e-5)
 
 
 def test_metadata_describes_the_model_completely(model_files):

@@ -11,12 +11,15 @@ defaults-filled hyperparameters so the file always records every value used.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any, Dict, List, Sequence, Union
 
 import torch
 
 from mlpot.models.egnn import EGNN
+from mlpot.models.linear import DenseLinear
+from mlpot.models.mlp import FoldedMLP
 from mlpot.models.nequip import NequIP
 from mlpot.models.potential import Potential
 
@@ -129,4 +132,26 @@ def build_model(description: Dict[str, Any], seed: int | None = None) -> Potenti
     return model.to(DTYPES[description["dtype"]])
 
 
-__all__ = ["ARCHITECTURES", "PRESETS", "Potential", "EGNN", "NequIP", "build_model", "describe"]
+def for_inference(model: Potential) -> Potential:
+    """A copy of ``model`` for a deployed file, whose weights never change again: no parameter records a
+    gradient, and the fast modules build their weight-derived matrices on the first call and reuse them.
+
+    The same numbers as ``model`` (energies, forces, stress); ``model`` itself is left as it was, so training
+    can go on with it. Do not train the copy.
+    """
+    # e3nn keeps compiled TorchScript functions (stateless code, which cannot be copied) on some modules: share them
+    functions = {
+        id(value): value
+        for module in model.modules()
+        for value in vars(module).values()
+        if isinstance(value, torch.jit.ScriptFunction)
+    }
+    frozen = copy.deepcopy(model, memo=functions)
+    frozen.requires_grad_(False)
+    for module in frozen.modules():
+        if isinstance(module, (DenseLinear, FoldedMLP)):
+            module.constant_weights = True
+    return frozen
+
+
+__all__ = ["ARCHITECTURES", "PRESETS", "Potential", "EGNN", "NequIP", "build_model", "describe", "for_inference"]

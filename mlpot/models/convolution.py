@@ -15,8 +15,9 @@ each times the edge's weight for that channel and a constant (e3nn's Wigner-3j c
 its path normalisation). e3nn computes them through generic Wigner-3j contractions on slices of one
 wide tensor, which on a CPU spends most of its time allocating and zero-filling slice gradients.
 :class:`L1Convolution` does the same arithmetic per path on channels-last blocks ``(n, 2l+1, mul)``
-(so the products broadcast over the contiguous channel axis), sums the messages onto the centre atoms
-path by path, and applies every path's constant to the edge weights in one product.
+(so the products broadcast over the contiguous channel axis) and sums the messages onto the centre atoms
+path by path. It expects edge weights that already carry every path's constant (``weight_scale``): the
+network that makes them folds it into its last matrix (:class:`mlpot.models.mlp.FoldedMLP`).
 
 It reads its paths and constants from the e3nn ``TensorProduct`` it replaces and gives the same
 numbers (a test compares them), in e3nn's output layout, so model weights do not depend on which
@@ -110,7 +111,7 @@ class L1Convolution(torch.nn.Module):
         self.weight_sizes = weight_sizes
         self.operations = operations
         self.inputs = inputs
-        # per edge weight: its path's coupling coefficient x path normalisation
+        # per edge weight: its path's coupling coefficient x path normalisation (the caller applies it)
         scale = torch.cat([torch.full((size,), constant) for size, constant in zip(weight_sizes, constants)])
         self.register_buffer("weight_scale", scale.to(torch.get_default_dtype()), persistent=False)
         self.output_order = sorted(range(len(outputs)), key=lambda k: outputs[k])
@@ -130,7 +131,8 @@ class L1Convolution(torch.nn.Module):
             features: ``(n_atoms, irreps_in.dim)`` node features (e3nn layout).
             edge_index: ``(2, n_edges)``: row 0 receives the message built from row 1's features.
             edge_sh: ``(n_edges, 4)`` component-normalised spherical harmonics ``1x0e + 1x1o``.
-            edge_weights: ``(n_edges, weight_numel)`` per-edge path weights, in the tensor product's order.
+            edge_weights: ``(n_edges, weight_numel)`` per-edge path weights times ``weight_scale``, in the
+                tensor product's order.
         """
         num_atoms = features.shape[0]
         centre, neighbour = edge_index[0], edge_index[1]
@@ -141,8 +143,7 @@ class L1Convolution(torch.nn.Module):
             # channels last, gathered onto the edges: (e, 2l+1, mul)
             blocks.append(block.reshape(num_atoms, shape[0], shape[1]).transpose(1, 2).contiguous().index_select(0, neighbour))
         summed: List[torch.Tensor] = []
-        scaled_weights = edge_weights * self.weight_scale
-        for k, weights in enumerate(scaled_weights.split(self.weight_sizes, dim=1)):
+        for k, weights in enumerate(edge_weights.split(self.weight_sizes, dim=1)):
             x = blocks[self.inputs[k]]
             w = weights.unsqueeze(1)
             operation = self.operations[k]

@@ -11,7 +11,8 @@ reshapes and einsums, a dozen small operations and their gradients per call; on 
 those dominate. :class:`DenseLinear` assembles ``M`` from the e3nn module's own weight with one
 gather (a fixed int32 table says which alpha-scaled weight, or zero, is each entry of ``M``) and
 applies it with one matrix product. Checkpoints are unchanged (it owns no parameters; a deployed file
-carries the table), and a test compares its numbers with e3nn's. Matrices above ``MAX_MATRIX_ENTRIES`` (large irreps, lmax 2+)
+carries the table), and a test compares its numbers with e3nn's. With ``constant_weights`` (set only on
+deployed copies, see :func:`mlpot.models.for_inference`) ``M`` is built on the first call and reused. Matrices above ``MAX_MATRIX_ENTRIES`` (large irreps, lmax 2+)
 are left to e3nn: there the dense product wastes more arithmetic than the saved operations are worth.
 """
 
@@ -55,6 +56,9 @@ class DenseLinear(torch.nn.Module):
         # scalars to scalars: M is the weight times one constant, no table needed
         self.scalar_matrix = _is_scalar_matrix(linear)
         self.scalar_alpha = linear.instructions[0].path_weight * self.scale if self.scalar_matrix else 0.0
+        self.constant_weights = False
+        # with constant_weights: M, built on the first call (empty until then)
+        self.register_buffer("matrix_cache", torch.zeros(0), persistent=False)
         if self.scalar_matrix:
             self.register_buffer("weight_index", torch.zeros(0, dtype=torch.int32), persistent=False)
             self.register_buffer("alpha", torch.zeros(0), persistent=False)
@@ -86,9 +90,19 @@ class DenseLinear(torch.nn.Module):
 
     def forward(self, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``(n, irreps_out.dim)`` from ``(n, irreps_in.dim)`` and the e3nn module's flat ``weight``."""
+        if self.constant_weights:
+            cache = self.matrix_cache
+            if cache.numel() == 0 or cache.device != weight.device or cache.dtype != weight.dtype:
+                cache = self.matrix(weight).detach()
+                self.matrix_cache = cache
+            return features @ cache
+        return features @ self.matrix(weight)
+
+    def matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        """``M``, ``(irreps_in.dim, irreps_out.dim)``, from the e3nn module's flat ``weight``."""
         if weight.shape[0] == 0:
-            return features.new_zeros(features.shape[0], self.dim_out)
+            return weight.new_zeros(self.dim_in, self.dim_out)
         if self.scalar_matrix:
-            return features @ (weight.reshape(self.dim_in, self.dim_out) * self.scalar_alpha)
+            return weight.reshape(self.dim_in, self.dim_out) * self.scalar_alpha
         scaled = torch.cat([weight * self.alpha, weight.new_zeros(1)])
-        return features @ scaled.index_select(0, self.weight_index).reshape(self.dim_in, self.dim_out)
+        return scaled.index_select(0, self.weight_index).reshape(self.dim_in, self.dim_out)

@@ -26,7 +26,7 @@ from e3nn.nn import FullyConnectedNet, Gate
 from e3nn.util.jit import compile_mode
 from torch import nn
 
-from mlpot.models import convolution, gating, linear, self_connection
+from mlpot.models import convolution, gating, linear, mlp, self_connection
 from mlpot.models.radial import BesselBasis, PolynomialCutoff
 from mlpot.neighbors import mirrored_halves
 
@@ -100,6 +100,7 @@ class InteractionBlock(nn.Module):
         self.radial_mlp = FullyConnectedNet(
             [num_basis] + [radial_width] * radial_depth + [self.tensor_product.weight_numel], torch.nn.functional.silu
         )
+        self.radial_matrices = mlp.FoldedMLP(self.radial_mlp)
         self.linear_down = o3.Linear(irreps_mid_sorted.simplify(), irreps_pre_gate)
         self.inverse_sqrt_neighbors = avg_num_neighbors ** -0.5
         # the neighbour-sum normalisation folded into linear_down's matrix
@@ -125,7 +126,7 @@ class InteractionBlock(nn.Module):
         mirrored: bool,
     ) -> torch.Tensor:
         """``edge_basis`` has one row per edge, or with ``mirrored`` one per pair (edge k + h = edge k reversed)."""
-        weights = self.radial_mlp(edge_basis)
+        weights = self.radial_weights(edge_basis)
         if mirrored:
             weights = torch.cat([weights, weights])
         aggregated = self.convolve(self.mix_up(features), edge_index, edge_sh, weights)
@@ -134,6 +135,16 @@ class InteractionBlock(nn.Module):
         if self.residual:
             updated = updated + features
         return updated
+
+    def radial_weights(self, edge_basis: torch.Tensor) -> torch.Tensor:
+        """The tensor-product weights ``(rows of edge_basis, weight_numel)`` from ``radial_mlp``; for the fast
+        convolution with its path constants folded in."""
+        layer_weights: List[torch.Tensor] = []
+        for layer in self.radial_mlp:
+            layer_weights.append(layer.weight)
+        l1_convolution = self.l1_convolution
+        path_constants = l1_convolution.weight_scale if l1_convolution is not None else None
+        return self.radial_matrices(edge_basis, layer_weights, path_constants)
 
     def mix_up(self, features: torch.Tensor) -> torch.Tensor:
         """``linear_up`` (as one matrix product when it is small enough)."""
