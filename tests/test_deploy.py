@@ -52,7 +52,7 @@ def test_inference_copy_computes_what_the_model_does_and_leaves_the_model_traina
         for key in ("energies", "forces", "stress"):
             torch.testing.assert_close(loaded[key], eager[key], rtol=1e-10, atol=1e-12)
     layer = compiled.representation.layers[0]
-    assert len(layer.radial_matrices.matrix_cache) == 2 and layer.linear_up_matrix.matrix_cache.numel() > 0
+    assert len(layer.folded_radial_mlp.matrix_cache) == 2 and layer.linear_up_matrix.matrix_cache.numel() > 0
     # the reused matrices follow the weights to another dtype
     single = compiled.float().compute(*as_tensors(dilute_water_box, torch.float32), True, False, False)
     torch.testing.assert_close(single["forces"].double(), eager["forces"], rtol=1e-4, atol=1e-5)

@@ -100,7 +100,7 @@ class InteractionBlock(nn.Module):
         self.radial_mlp = FullyConnectedNet(
             [num_basis] + [radial_width] * radial_depth + [self.tensor_product.weight_numel], torch.nn.functional.silu
         )
-        self.radial_matrices = mlp.FoldedMLP(self.radial_mlp)
+        self.folded_radial_mlp = mlp.FoldedMLP(self.radial_mlp)
         self.linear_down = o3.Linear(irreps_mid_sorted.simplify(), irreps_pre_gate)
         self.inverse_sqrt_neighbors = avg_num_neighbors ** -0.5
         # the neighbour-sum normalisation folded into linear_down's matrix
@@ -144,7 +144,7 @@ class InteractionBlock(nn.Module):
             layer_weights.append(layer.weight)
         l1_convolution = self.l1_convolution
         path_constants = l1_convolution.weight_scale if l1_convolution is not None else None
-        return self.radial_matrices(edge_basis, layer_weights, path_constants)
+        return self.folded_radial_mlp(edge_basis, layer_weights, path_constants)
 
     def mix_up(self, features: torch.Tensor) -> torch.Tensor:
         """``linear_up`` (as one matrix product when it is small enough)."""
