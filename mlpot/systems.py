@@ -88,8 +88,11 @@ _AMBER14 = ("amber14-all.xml",)
 _AMBER14_TIP3P = ("amber14-all.xml", "amber14/tip3p.xml")
 _AMBER14_GBN2 = ("amber14-all.xml", "implicit/gbn2.xml")
 
-# name, file relative to SYSTEMS_DIR, periodic, description, aliases, force-field files
-_REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], ...] = (
+_ALANINE_DIPEPTIDE_DFT = "alanine-dipeptide/dft.extxyz"
+
+# name, file relative to SYSTEMS_DIR, periodic, description, aliases, force-field files,
+# labelled reference frames (DFT) relative to SYSTEMS_DIR or None
+_REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...], str | None], ...] = (
     (
         "alanine-dipeptide",
         "alanine-dipeptide/alanine-dipeptide.pdb",
@@ -97,6 +100,7 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "ACE-ALA-NME, 22 atoms, vacuum; C5 (extended) minimum of amber14",
         ("ala2", "alanine-dipeptide-c5"),
         _AMBER14,
+        _ALANINE_DIPEPTIDE_DFT,
     ),
     (
         "alanine-dipeptide-c7eq",
@@ -105,6 +109,7 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "ACE-ALA-NME, 22 atoms, vacuum; C7eq minimum of amber14",
         (),
         _AMBER14,
+        _ALANINE_DIPEPTIDE_DFT,
     ),
     (
         "alanine-dipeptide-c7ax",
@@ -113,6 +118,7 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "ACE-ALA-NME, 22 atoms, vacuum; C7ax minimum of amber14",
         (),
         _AMBER14,
+        _ALANINE_DIPEPTIDE_DFT,
     ),
     (
         "polyproline",
@@ -121,6 +127,7 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "ACE-(PRO)3-NME, 54 atoms, implicit solvent; polyproline II helix (all X-Pro bonds trans), amber14 + GBn2 minimum",
         ("polyproline-ppii", "pro3"),
         _AMBER14_GBN2,
+        None,
     ),
     (
         "polyproline-ppi",
@@ -129,6 +136,7 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "ACE-(PRO)3-NME, 54 atoms, implicit solvent; polyproline I helix (all X-Pro bonds cis), amber14 + GBn2 minimum",
         (),
         _AMBER14_GBN2,
+        None,
     ),
     (
         "chignolin",
@@ -137,6 +145,7 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "GYDPETGTWG, 138 atoms, zwitterion, implicit solvent; extended (PPII angles), amber14 + GBn2 minimum",
         ("chignolin-unfolded",),
         _AMBER14_GBN2,
+        None,
     ),
     (
         "chignolin-folded",
@@ -145,6 +154,7 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "GYDPETGTWG, 138 atoms, zwitterion, implicit solvent; beta-hairpin from 1UAO backbone angles, amber14 + GBn2 minimum",
         (),
         _AMBER14_GBN2,
+        None,
     ),
     (
         "ethanol",
@@ -153,6 +163,7 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "C2H5OH, 9 atoms, vacuum; GFN2-xTB minimum (the molecule of the shipped B3LYP dataset)",
         (),
         (),
+        "ethanol/dft.extxyz",
     ),
     (
         "water-192",
@@ -161,6 +172,7 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "64 water molecules, cubic box 12.42 A, 1.0 g/cm^3; flexible TIP3P, minimised + 2 ps NVT 300 K",
         (),
         _AMBER14_TIP3P,
+        None,
     ),
     (
         "water-1536",
@@ -169,25 +181,17 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...]], .
         "512 water molecules, cubic box 24.83 A, 1.0 g/cm^3; flexible TIP3P, minimised + 2 ps NVT 300 K",
         (),
         _AMBER14_TIP3P,
+        None,
     ),
 )
-
-
-# labelled reference frames (DFT) of the systems that have some, relative to SYSTEMS_DIR
-_REFERENCE_DATA = {
-    "alanine-dipeptide": "alanine-dipeptide/dft.extxyz",
-    "alanine-dipeptide-c7eq": "alanine-dipeptide/dft.extxyz",
-    "alanine-dipeptide-c7ax": "alanine-dipeptide/dft.extxyz",
-    "ethanol": "ethanol/dft.extxyz",
-}
 
 
 def list_systems() -> list[SystemSpec]:
     """All registered systems, in registry order, with paths under :data:`SYSTEMS_DIR`."""
     return [
         SystemSpec(name, SYSTEMS_DIR / relative, periodic, description, aliases, forcefield_files,
-                   SYSTEMS_DIR / _REFERENCE_DATA[name] if name in _REFERENCE_DATA else None)
-        for name, relative, periodic, description, aliases, forcefield_files in _REGISTRY
+                   None if reference is None else SYSTEMS_DIR / reference)
+        for name, relative, periodic, description, aliases, forcefield_files, reference in _REGISTRY
     ]
 
 
