@@ -22,6 +22,8 @@ from e3nn.nn import FullyConnectedNet, Gate
 from mlpot.models.convolution import L1Convolution, supports
 from mlpot.models.gating import ScalarGate
 from mlpot.models.gating import supports as gating_supports
+from mlpot.deploy import compile_model
+from mlpot.models import linear as linear_module
 from mlpot.models.linear import MAX_MATRIX_ENTRIES, DenseLinear
 from mlpot.models.linear import supports as supports_linear
 from mlpot.models.mlp import FoldedMLP
@@ -208,6 +210,20 @@ def test_lmax2_model_with_layers_too_large_for_dense_linear_keeps_e3nn_and_match
     fast, slow = model.compute(*args, True, False, False), reference.compute(*args, True, False, False)
     torch.testing.assert_close(fast["energies"], slow["energies"], rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(fast["forces"], slow["forces"], rtol=1e-6, atol=1e-7)
+
+
+def test_model_whose_readout_is_too_large_for_dense_linear_keeps_e3nn_and_compiles(monkeypatch, alanine_dipeptide):
+    reference = _l1_model(prune_irreps=False)  # the last layer keeps every irreps: readout_hidden reads 32 x 16
+    monkeypatch.setattr(linear_module, "MAX_MATRIX_ENTRIES", 100)  # as if every matrix were too large to pay
+    model = _l1_model(prune_irreps=False)
+    assert model.representation.readout_hidden_matrix is None
+    assert all(layer.linear_down_matrix is None for layer in model.representation.layers)
+    args = as_tensors(alanine_dipeptide)
+    expected = reference.compute(*args, True, False, False)
+    for candidate in (model, compile_model(model)):
+        result = candidate.compute(*args, True, False, False)
+        torch.testing.assert_close(result["energies"], expected["energies"], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(result["forces"], expected["forces"], rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("layer_index", [0, 1, 2])

@@ -244,7 +244,11 @@ class NequIP(nn.Module):
         self.layers = nn.ModuleList(blocks)
         self.readout_hidden = o3.Linear(irreps, o3.Irreps(f"{max(num_features // 2, 1)}x0e"))
         self.readout = o3.Linear(o3.Irreps(f"{max(num_features // 2, 1)}x0e"), o3.Irreps("1x0e"))
-        self.readout_hidden_matrix = linear.DenseLinear(self.readout_hidden)
+        # the embedding and the last readout map scalars to scalars, which DenseLinear always computes; the first
+        # readout reads every irreps of an unpruned last layer, which may be too large a matrix to pay
+        self.readout_hidden_matrix = (
+            linear.DenseLinear(self.readout_hidden) if linear.supports(self.readout_hidden) else None
+        )
         self.readout_matrix = linear.DenseLinear(self.readout)
 
     def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
@@ -258,5 +262,11 @@ class NequIP(nn.Module):
         features = self.embedding_matrix(one_hot, self.embedding.weight)
         for layer in self.layers:
             features = layer(features, one_hot, edge_index, edge_sh, edge_basis, mirrored)
-        hidden = self.readout_hidden_matrix(features, self.readout_hidden.weight)
-        return self.readout_matrix(hidden, self.readout.weight).squeeze(-1)
+        return self.readout_matrix(self.read_out_hidden(features), self.readout.weight).squeeze(-1)
+
+    def read_out_hidden(self, features: torch.Tensor) -> torch.Tensor:
+        """``readout_hidden`` (as one matrix product when it is small enough)."""
+        dense = self.readout_hidden_matrix
+        if dense is not None:
+            return dense(features, self.readout_hidden.weight)
+        return self.readout_hidden(features)
