@@ -1,6 +1,5 @@
 """The fast NequIP modules (l <= 1 convolution, self-connection, gate, dense linear, folded radial network),
-NequIP's irreps
-layout, the mirrored-halves edge list.
+NequIP's irreps layout, the mirrored-halves edge list.
 
 Each is a speed-up that must not change the physics: the fast paths give e3nn's numbers, the
 pruned layout builds what NequIP builds, the radial weights computed once per pair give the same

@@ -12,8 +12,9 @@ those dominate. :class:`DenseLinear` assembles ``M`` from the e3nn module's own 
 gather (a fixed int32 table says which alpha-scaled weight, or zero, is each entry of ``M``) and
 applies it with one matrix product. Checkpoints are unchanged (it owns no parameters; a deployed file
 carries the table), and a test compares its numbers with e3nn's. With ``constant_weights`` (set only on
-deployed copies, see :func:`mlpot.models.for_inference`) ``M`` is built on the first call and reused. Matrices above ``MAX_MATRIX_ENTRIES`` (large irreps, lmax 2+)
-are left to e3nn: there the dense product wastes more arithmetic than the saved operations are worth.
+deployed copies, see :func:`mlpot.models.for_inference`) ``M`` is built on the first call and reused.
+Matrices above ``MAX_MATRIX_ENTRIES`` (large irreps, lmax 2+) are left to e3nn: there the dense product
+wastes more arithmetic than the saved operations are worth.
 """
 
 import torch
@@ -24,6 +25,12 @@ from e3nn.util.jit import compile_mode
 # the largest matrix DenseLinear builds (entries): its index table then takes 1 MiB; every lmax 1 layer of the
 # presets fits (at most 184k), larger irreps keep e3nn's per-path evaluation, where a dense matrix stops paying
 MAX_MATRIX_ENTRIES = 1 << 18
+
+
+def cache_is_stale(cache: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a matrix cached from ``weight`` must be built again: never built (empty), or ``weight`` has since
+    moved to another device or dtype. The one rule of every ``constant_weights`` cache."""
+    return cache.numel() == 0 or cache.device != weight.device or cache.dtype != weight.dtype
 
 
 def supports(linear: o3.Linear) -> bool:
@@ -92,7 +99,7 @@ class DenseLinear(torch.nn.Module):
         """``(n, irreps_out.dim)`` from ``(n, irreps_in.dim)`` and the e3nn module's flat ``weight``."""
         if self.constant_weights:
             cache = self.matrix_cache
-            if cache.numel() == 0 or cache.device != weight.device or cache.dtype != weight.dtype:
+            if cache_is_stale(cache, weight):
                 cache = self.matrix(weight).detach()
                 self.matrix_cache = cache
             return features @ cache

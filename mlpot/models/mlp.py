@@ -24,6 +24,8 @@ import torch
 from e3nn.nn import FullyConnectedNet
 from e3nn.util.jit import compile_mode
 
+from mlpot.models.linear import cache_is_stale
+
 
 def supports(network: FullyConnectedNet) -> bool:
     """Whether :class:`FoldedMLP` can compute ``network``: silu on every hidden layer, none on the output."""
@@ -74,7 +76,7 @@ class FoldedMLP(torch.nn.Module):
         """``(n, hs[-1])`` from ``x`` ``(n, hs[0])``; ``output_scale`` ``(hs[-1],)`` multiplies the outputs."""
         if self.constant_weights:
             cache = self.matrix_cache
-            if len(cache) == 0 or cache[0].device != weights[0].device or cache[0].dtype != weights[0].dtype:
+            if len(cache) == 0 or cache_is_stale(cache[0], weights[0]):
                 cache = [matrix.detach() for matrix in self.matrices(weights, output_scale)]
                 self.matrix_cache = cache
             matrices = cache
