@@ -24,7 +24,8 @@ LangevinMiddleIntegrator step, 300 K, 1/ps, 1 fs, CPU platform; mlpot through op
 DFT set: forward, force loss, double backward, Adam). Models are random-initialised (seed 0), float32,
 cutoff 5 Å, elements H C N O; their hyperparameters and parameter counts are in the output.
 
-``--accuracy MINUTES`` trains every package's ``--accuracy-size`` model (default ``default``) from scratch on the
+``--accuracy MINUTES`` trains every package's ``--accuracy-size`` model (default ``default``; ``mlpot=small`` and
+the like set one package's size, e.g. ``--accuracy-size default mlpot=small``) from scratch on the
 same split of the ethanol set (mlpot's default split: 5 % validation, 10 % test, seed 0) for the same number of
 seconds of training steps, in interleaved 30 s blocks, and reports energy and force MAE on the test frames through
 each package's ASE calculator with the EMA weights.
@@ -57,6 +58,7 @@ PACKAGES = ("mlpot", "mace", "nequip")
 OURS = "mlpot"
 LABELS = {"mlpot": "mlpot", "mace": "MACE", "nequip": "NequIP"}
 SYSTEMS = ("alanine-dipeptide", "water-192", "water-1536")
+SIZES = ("small", "default")
 QUICK_SYSTEMS = ("alanine-dipeptide", "water-192")
 ENGINES = ("raw", "ase", "openmm")
 TRAIN_SYSTEM = "ethanol-dft"
@@ -201,6 +203,21 @@ def measure_case(workers: Dict[str, WorkerProcess], engine: str, system: str, in
     return records
 
 
+def accuracy_sizes(entries: Sequence[str], packages: Sequence[str]) -> Dict[str, str]:
+    """The model size each package trains with ``--accuracy``: a bare size applies to every package, ``package=size``
+    to one (later entries win)."""
+    sizes = {package: "default" for package in packages}
+    for entry in entries:
+        package, _, size = entry.rpartition("=")
+        if size not in SIZES or (package and package not in PACKAGES):
+            raise SystemExit(f"--accuracy-size: {entry!r} is not a size ({', '.join(SIZES)}) or "
+                             f"package=size with a package among {', '.join(PACKAGES)}")
+        for name in ([package] if package else packages):
+            if name in sizes:
+                sizes[name] = size
+    return sizes
+
+
 def measure_accuracy(args: argparse.Namespace, log_dir: Path, models: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Train every package's ``--accuracy-size`` model for the same wall-clock budget on the same split of the
     ethanol set (interleaved blocks of training steps), then its energy and force MAE on the test frames."""
@@ -216,19 +233,20 @@ def measure_accuracy(args: argparse.Namespace, log_dir: Path, models: List[Dict[
         paths[name] = log_dir / f"ethanol-{name}.extxyz"
         ase.io.write(paths[name], [frames[i] for i in split[name]], format="extxyz")
     budget_s = 60.0 * args.accuracy
+    size_of = accuracy_sizes(args.accuracy_size, args.packages)
     workers = {p: WorkerProcess(p, args.accuracy_threads, log_dir) for p in args.packages}
     results: Dict[str, Dict[str, Any]] = {}
     try:
         for package, worker in workers.items():
-            model = worker.ask(cmd="build", size=args.accuracy_size, threads=args.accuracy_threads, workdir=str(log_dir))
+            model = worker.ask(cmd="build", size=size_of[package], threads=args.accuracy_threads, workdir=str(log_dir))
             answer = worker.ask(cmd="prepare", engine="fit", system="ethanol", xyz=str(paths["train"]), pdb="", warmup=0)
             if not (model["ok"] and answer["ok"]):
                 results[package] = {"error": model.get("error") or answer.get("error")}
                 continue
-            results[package] = {"parameters": model["parameters"], "setup_s": answer["setup_s"], "train_s": 0.0,
+            results[package] = {"size": size_of[package], "parameters": model["parameters"], "setup_s": answer["setup_s"], "train_s": 0.0,
                                 "steps": 0, "loads": []}
-            if not any(m["package"] == package and m["size"] == args.accuracy_size for m in models):
-                models.append({"package": package, "size": args.accuracy_size,
+            if not any(m["package"] == package and m["size"] == size_of[package] for m in models):
+                models.append({"package": package, "size": size_of[package],
                                **{k: v for k, v in model.items() if k != "ok"}})
         live = [p for p in workers if "error" not in results[p]]
         turn = 0
@@ -255,7 +273,7 @@ def measure_accuracy(args: argparse.Namespace, log_dir: Path, models: List[Dict[
     finally:
         for worker in workers.values():
             worker.close()
-    return {"size": args.accuracy_size, "threads": args.accuracy_threads, "budget_s": budget_s,
+    return {"sizes": size_of, "threads": args.accuracy_threads, "budget_s": budget_s,
             "split": {**ACCURACY_SPLIT, **{name: len(indices) for name, indices in split.items()}},
             "data": str(TRAIN_DATA.relative_to(ROOT)), "batch": TRAIN_BATCH,
             "note": "wall-clock budget counts training steps only (not graph building or evaluation); constant "
@@ -320,17 +338,17 @@ def format_markdown(report: Dict[str, Any]) -> str:
                 for p in packages) + " |")
     accuracy = report.get("accuracy")
     if accuracy:
-        lines += ["", f"Accuracy after {accuracy['budget_s'] / 60:.3g} min of training steps each ({accuracy['size']} "
-                  f"models, {accuracy['threads']} thread(s), {accuracy['data']}, split train/val/test "
+        lines += ["", f"Accuracy after {accuracy['budget_s'] / 60:.3g} min of training steps each "
+                  f"({accuracy['threads']} thread(s), {accuracy['data']}, split train/val/test "
                   f"{accuracy['split']['train']}/{accuracy['split']['val']}/{accuracy['split']['test']}, batch "
                   f"{accuracy['batch']}); test MAE:", "",
-                  "| package | params | steps | epochs | frames/s | E MAE meV/atom | F MAE meV/Å |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| package | size | params | steps | epochs | frames/s | E MAE meV/atom | F MAE meV/Å |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for package, r in accuracy["packages"].items():
             if "error" in r:
-                lines.append(f"| {LABELS[package]} | failed: {' '.join(r['error'].split())[:100]} | | | | | |")
+                lines.append(f"| {LABELS[package]} | {r.get('size', '')} | failed: {' '.join(r['error'].split())[:100]} | | | | | |")
             else:
-                lines.append(f"| {LABELS[package]} | {r['parameters']:,} | {r['steps']} | {r['epochs']:.2f} | "
+                lines.append(f"| {LABELS[package]} | {r.get('size', accuracy.get('size', ''))} | {r['parameters']:,} | {r['steps']} | {r['epochs']:.2f} | "
                              f"{r['frames_per_s']:.1f} | {r['energy_mae_meV_per_atom']:.2f} | {r['forces_mae_meV_per_A']:.1f} |")
     lines += ["", "Models:", "", "| package | size | model | parameters | hyperparameters |", "|---|---|---|---:|---|"]
     for model in report["models"]:
@@ -377,7 +395,7 @@ def plot(report: Dict[str, Any], path: Path) -> bool:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", nargs="+", default=list(PACKAGES), choices=PACKAGES)
-    parser.add_argument("--sizes", nargs="+", default=["small"], choices=["small", "default"])
+    parser.add_argument("--sizes", nargs="+", default=["small"], choices=SIZES)
     parser.add_argument("--systems", nargs="+", default=None, help=f"default: {' '.join(SYSTEMS)}")
     parser.add_argument("--engines", nargs="*", default=list(ENGINES), choices=ENGINES,
                         help="speed engines; none (`--engines` alone) with --accuracy for accuracy only")
@@ -394,7 +412,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--accuracy", type=float, default=None, metavar="MINUTES",
                         help="also train every package for MINUTES of steps on the same ethanol split and report "
                              "test MAE (expensive: 3 x MINUTES)")
-    parser.add_argument("--accuracy-size", default="default", choices=["small", "default"])
+    parser.add_argument("--accuracy-size", nargs="+", default=["default"], metavar="[PACKAGE=]SIZE",
+                        help="model size for --accuracy: a size for every package and/or package=size for one")
     parser.add_argument("--accuracy-threads", type=int, default=1)
     parser.add_argument("--accuracy-block-s", type=float, default=30.0,
                         help="seconds of training per interleaved block in --accuracy")
