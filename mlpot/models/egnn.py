@@ -15,6 +15,7 @@ f_cut (a polynomial envelope) makes every message vanish smoothly at the cutoff.
 import torch
 from torch import nn
 
+from mlpot.models import chunking
 from mlpot.models.radial import BesselBasis, PolynomialCutoff
 
 
@@ -45,23 +46,38 @@ class EGNNLayer(nn.Module):
         input_vectors: torch.Tensor,
         radial_features: torch.Tensor,
         cutoff_weights: torch.Tensor,
+        edge_chunk_size: int,
     ):
-        centre, neighbour = edge_index[0], edge_index[1]
-        vectors = input_vectors + displacements.index_select(0, neighbour) - displacements.index_select(0, centre)
-        squared = (vectors * vectors).sum(dim=1, keepdim=True) * self.inverse_cutoff_squared
-        messages = self.edge_messages(features, centre, neighbour, squared, radial_features) * cutoff_weights
-        aggregated = torch.zeros_like(features).index_add_(0, centre, messages) * self.inverse_avg_neighbors
-        features = features + self.node_mlp(torch.cat([features, aggregated], dim=1))
+        """One layer; the edges are processed ``edge_chunk_size`` at a time on a CPU (see ``chunking.py``)."""
+        node_terms = self.node_terms(features)
+        aggregated = torch.zeros_like(features)
+        shift = torch.zeros_like(displacements)
+        for start, end in chunking.edge_chunks(edge_index.shape[1], edge_chunk_size, features.device):
+            centre, neighbour = edge_index[0, start:end], edge_index[1, start:end]
+            vectors = (input_vectors[start:end] + displacements.index_select(0, neighbour)
+                       - displacements.index_select(0, centre))
+            squared = (vectors * vectors).sum(dim=1, keepdim=True) * self.inverse_cutoff_squared
+            cutoff = cutoff_weights[start:end]
+            messages = self.edge_messages(node_terms, centre, neighbour, squared, radial_features[start:end]) * cutoff
+            aggregated.index_add_(0, centre, messages)
+            if self.update_coords:
+                # x_i - x_j = -r_ij; tanh keeps the update bounded, cutoff weight keeps it smooth
+                weights = torch.tanh(self.coord_mlp(messages)) * cutoff
+                shift.index_add_(0, centre, -vectors * weights)
+        features = features + self.node_mlp(torch.cat([features, aggregated * self.inverse_avg_neighbors], dim=1))
         if self.update_coords:
-            # x_i - x_j = -r_ij; tanh keeps the update bounded, cutoff weight keeps it smooth
-            weights = torch.tanh(self.coord_mlp(messages)) * cutoff_weights
-            shift = torch.zeros_like(displacements).index_add_(0, centre, -vectors * weights)
             displacements = displacements + shift * self.inverse_avg_neighbors
         return features, displacements
 
+    def node_terms(self, features: torch.Tensor) -> torch.Tensor:
+        """``[W_c h, W_n h]``, ``(n_atoms, 2 hidden)``: the per-atom parts of phi_e's first linear layer."""
+        weight = self.edge_mlp[0].weight  # (out, 2 hidden + 1 + num_basis)
+        hidden = features.shape[1]
+        return features @ torch.cat([weight[:, :hidden].t(), weight[:, hidden : 2 * hidden].t()], dim=1)
+
     def edge_messages(
         self,
-        features: torch.Tensor,
+        node_terms: torch.Tensor,
         centre: torch.Tensor,
         neighbour: torch.Tensor,
         squared: torch.Tensor,
@@ -70,16 +86,15 @@ class EGNNLayer(nn.Module):
         """``phi_e(h_i, h_j, |r_ij|^2 / r_c^2, a_ij)``, ``(n_edges, hidden)``.
 
         The first linear layer of phi_e is split by its input blocks, ``W [h_i, h_j, e_ij] =
-        W_c h_i + W_n h_j + W_e e_ij``: ``W_c h`` and ``W_n h`` are computed once per atom and gathered onto
-        the edges, so no ``(n_edges, 2 hidden + ...)`` input is ever built. Same weights, same function.
+        W_c h_i + W_n h_j + W_e e_ij``: ``W_c h`` and ``W_n h`` (``node_terms``) are computed once per atom and
+        gathered onto the edges, so no ``(n_edges, 2 hidden + ...)`` input is ever built. Same weights, same
+        function.
         """
         first = self.edge_mlp[0]
-        hidden = features.shape[1]
-        weight = first.weight  # (out, 2 hidden + 1 + num_basis)
-        out = weight.shape[0]
-        node_terms = features @ torch.cat([weight[:, :hidden].t(), weight[:, hidden : 2 * hidden].t()], dim=1)
-        edge_terms = torch.nn.functional.linear(torch.cat([squared, radial_features], dim=1), weight[:, 2 * hidden :],
-                                                first.bias)
+        out = first.weight.shape[0]
+        # the edge attributes are the columns after [h_i, h_j], and h has phi_e's output width
+        edge_terms = torch.nn.functional.linear(torch.cat([squared, radial_features], dim=1),
+                                                first.weight[:, 2 * out :], first.bias)
         x = node_terms[:, :out].index_select(0, centre) + node_terms[:, out:].index_select(0, neighbour) + edge_terms
         for k, module in enumerate(self.edge_mlp):
             if k > 0:  # the rest of phi_e after its first linear layer
@@ -98,7 +113,11 @@ class EGNN(nn.Module):
         num_basis: Bessel functions encoding the input distance (edge attribute a_ij).
         avg_num_neighbors: normalisation of the sums over neighbours.
         update_coords: apply the equivariant coordinate update of the paper.
+
+    ``edge_chunk_size`` (edges per chunk on a CPU, 0 for one chunk) changes speed only, not results.
     """
+
+    edge_chunk_size: int
 
     def __init__(
         self,
@@ -119,6 +138,7 @@ class EGNN(nn.Module):
             [EGNNLayer(hidden, num_basis, cutoff, avg_num_neighbors, update_coords) for _ in range(num_layers)]
         )
         self.readout = _mlp([hidden, hidden, 1])
+        self.edge_chunk_size = chunking.edges_per_chunk(hidden)
 
     def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
         distances = torch.linalg.norm(edge_vectors, dim=1)
@@ -128,6 +148,6 @@ class EGNN(nn.Module):
         displacements = torch.zeros(species.shape[0], 3, dtype=edge_vectors.dtype, device=edge_vectors.device)
         for layer in self.layers:
             features, displacements = layer(
-                features, displacements, edge_index, edge_vectors, radial_features, cutoff_weights
+                features, displacements, edge_index, edge_vectors, radial_features, cutoff_weights, self.edge_chunk_size
             )
         return self.readout(features).squeeze(-1)
