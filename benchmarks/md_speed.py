@@ -16,6 +16,7 @@ small energy scale so the short MD stays sane; speed does not depend on the weig
     python benchmarks/md_speed.py --quick                  # smoke test: fewer calls, no water-1536
     python benchmarks/md_speed.py                          # everything (long: run on a quiet machine)
     python benchmarks/md_speed.py --arch nequip --size nequip-matched --systems water-192 water-1536
+    python benchmarks/md_speed.py --arch egnn --size nequip-matched --hp edge_chunk_size=4096   # EGNN in edge chunks
 
 It prints markdown tables and writes ``benchmarks/results/md_speed.json`` (``md_speed_quick.json`` with
 ``--quick``), whose first section says whether the targets below were met.
@@ -42,6 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from mlpot.cli import parse_hyperparameters
 from mlpot.deploy import load_model, save_model
 from mlpot.models import PRESETS, build_model, describe
 from mlpot.neighbors import neighbor_pairs
@@ -182,9 +184,11 @@ STEPPERS: Dict[str, Callable[[Path, str, int], Callable[[], Any]]] = {
 }
 
 
-def make_model(arch: str, size: str, directory: Path) -> Dict[str, Any]:
-    """Build and save a random-init model; returns its path, parameter count and hyperparameters."""
-    description = describe(arch, SPECIES, CUTOFF_A, dtype=DTYPE, size=size, energy_scale=ENERGY_SCALE_EV)
+def make_model(arch: str, size: str, directory: Path, hyperparameters: Dict[str, Any]) -> Dict[str, Any]:
+    """Build and save a random-init model (the size's preset, then ``hyperparameters``); returns its path,
+    parameter count and hyperparameters."""
+    description = describe(arch, SPECIES, CUTOFF_A, dtype=DTYPE, size=size, hyperparameters=hyperparameters,
+                           energy_scale=ENERGY_SCALE_EV)
     model = build_model(description, seed=SEED)
     path = directory / f"{arch}-{size}.pt"
     save_model(model, description, path, provenance={"created_by": "benchmarks/md_speed.py", "trained": False})
@@ -338,14 +342,14 @@ def format_targets(summary: Dict[str, Any]) -> str:
 
 
 def run(archs: Sequence[str], sizes: Sequence[str], systems: Sequence[str], budget: Budget,
-        threads: int) -> List[Dict[str, Any]]:
+        threads: int, hyperparameters: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Measure every model on every system; progress goes to stderr."""
     atoms_in = {system: len(load_atoms(system)) for system in systems}
     edges_in = {system: count_edges(system) for system in systems}
     cases = []
     with tempfile.TemporaryDirectory(prefix="mlpot-md-speed-") as directory:
         for arch, size in itertools.product(archs, sizes):
-            model = make_model(arch, size, Path(directory))
+            model = make_model(arch, size, Path(directory), hyperparameters)
             for system in systems:
                 print(f"measuring {arch}/{size} on {system} ...", file=sys.stderr, flush=True)
                 cases.append({
@@ -371,6 +375,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              "get a quarter (at least 3)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls per engine (default 10, --quick 5)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads and OpenMM CPU threads")
+    parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one hyperparameter of every model, e.g. --hp edge_chunk_size=4096 (repeatable)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file (default benchmarks/results/md_speed.json, or md_speed_quick.json with --quick)")
     args = parser.parse_args(argv)
@@ -402,7 +408,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if machine["load_average_at_start"][0] >= QUIET_LOAD:
         print(f"warning: load average {machine['load_average_at_start'][0]:.1f} at start: something else is running, "
               "so the timings will be slow and noisy", file=sys.stderr)
-    cases = run(args.arch, args.size, args.systems, budget, args.threads)
+    cases = run(args.arch, args.size, args.systems, budget, args.threads, parse_hyperparameters(args.hp))
     machine["load_average_at_end"] = os.getloadavg()
     scaling = scaling_ratios(cases)
     summary = targets(cases, scaling)

@@ -33,7 +33,9 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _hyperparameters(pairs: List[str]) -> Dict[str, Any]:
+def parse_hyperparameters(pairs: List[str]) -> Dict[str, Any]:
+    """``["key=value", ...]`` (the ``--hp`` options) → ``{key: value}``; a value is read as JSON (numbers, true,
+    lists), else kept as text."""
     result = {}
     for pair in pairs:
         if "=" not in pair:
@@ -90,7 +92,7 @@ def format_metadata(metadata: Dict[str, Any], path: Path) -> str:
 def _cmd_new_model(args) -> int:
     species = [s for s in args.species.replace(" ", "").split(",") if s]
     metadata = new_model(args.arch, species, args.cutoff, Path(args.output), dtype=args.dtype, size=args.size,
-                         hyperparameters=_hyperparameters(args.hp), seed=args.seed, energy_scale=args.energy_scale)
+                         hyperparameters=parse_hyperparameters(args.hp), seed=args.seed, energy_scale=args.energy_scale)
     print(f"wrote {args.output}: {metadata['arch']} model for {', '.join(metadata['species'])}, "
           f"cutoff {metadata['cutoff']} Å, {metadata['dtype']}")
     return 0

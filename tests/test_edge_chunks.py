@@ -1,11 +1,14 @@
-"""EGNN's edges in cache-sized chunks (``mlpot.models.chunking``): a speed setting that must not change results.
+"""EGNN's edges in cache-sized chunks (``edge_chunk_size``, ``mlpot.models.chunking``): a speed setting that
+must not change results.
 
-Chunked and whole-edge passes must give the same energies, forces, stress and training gradients (forces
-kept in the graph, then differentiated by the parameters), eager and compiled, and the chunk spans must
-cover every edge once.
+Chunked and whole-edge models with the same weights must give the same energies, forces, stress and training
+gradients (forces kept in the graph, then differentiated by the parameters), eager and compiled, and the chunk
+spans must cover every edge once.
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -19,11 +22,18 @@ from mlpot.neighbors import neighbor_pairs
 SMALL_CHUNK = 37
 
 
+def _egnn(edge_chunk_size: int, compiled: bool):
+    description = copy.deepcopy(small_description("egnn"))
+    description["hyperparameters"]["edge_chunk_size"] = edge_chunk_size
+    model = build_model(description, seed=1)
+    return compile_model(model) if compiled else model
+
+
 def _results_and_parameter_gradients(model, inputs) -> dict:
     """Energy, forces, stress, and the gradient of a force loss by every parameter (as in training)."""
     results = model.compute(*inputs, True, True, True)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    # the last layer's coordinate update reaches no energy: its parameters get no gradient
+    # the last layer's coordinate update reaches no energy: its parameters may get no gradient
     gradients = torch.autograd.grad(results["forces"].square().sum(), parameters, allow_unused=True)
     return {
         "energy": results["energy"].detach(),
@@ -36,26 +46,19 @@ def _results_and_parameter_gradients(model, inputs) -> dict:
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_egnn_in_edge_chunks_gives_the_whole_pass_results_and_gradients(compiled, dilute_water_box):
-    model = build_model(small_description("egnn"), seed=1)
-    if compiled:
-        model = compile_model(model)
     inputs = as_tensors(dilute_water_box)
     edge_index, _ = neighbor_pairs(inputs[0], inputs[2], inputs[3], CUTOFF_A)
     assert edge_index.shape[1] > 10 * SMALL_CHUNK  # many chunks
-    model.representation.edge_chunk_size = 0
-    whole = _results_and_parameter_gradients(model, inputs)
-    model.representation.edge_chunk_size = SMALL_CHUNK
-    chunked = _results_and_parameter_gradients(model, inputs)
+    whole = _results_and_parameter_gradients(_egnn(0, compiled), inputs)
+    chunked = _results_and_parameter_gradients(_egnn(SMALL_CHUNK, compiled), inputs)
     for key, reference in whole.items():
         scale = max(float(reference.abs().max()), 1e-12)
         assert float((chunked[key] - reference).abs().max()) / scale < 1e-12, key
 
 
-def test_egnn_chunk_size_follows_its_width():
-    narrow = build_model(small_description("egnn"), seed=1).representation
-    assert narrow.edge_chunk_size == chunking.edges_per_chunk(16) == chunking.CHUNK_ELEMENTS // 16
-    assert chunking.edges_per_chunk(128) == 4096
-    assert chunking.edges_per_chunk(10 ** 9) == 1
+def test_egnn_refuses_a_negative_chunk_size():
+    with pytest.raises(ValueError, match="edge_chunk_size"):
+        _egnn(-1, compiled=False)
 
 
 @pytest.mark.parametrize("num_edges, chunk_size", [(0, 4), (5, 4), (8, 4), (9, 4), (3, 100), (7, 1)])
@@ -63,7 +66,7 @@ def test_edge_chunks_cover_every_edge_once_in_order(num_edges, chunk_size):
     spans = chunking.edge_chunks(num_edges, chunk_size, torch.device("cpu"))
     covered = [k for start, end in spans for k in range(start, end)]
     assert covered == list(range(num_edges))
-    assert all(0 < end - start <= chunk_size for start, end in spans) or spans == [(0, 0)]
+    assert spans == [(0, 0)] or all(0 < end - start <= chunk_size for start, end in spans)
 
 
 @pytest.mark.parametrize("device", ["cuda", "meta"])
