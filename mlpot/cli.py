@@ -106,6 +106,24 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_rebuild(args) -> int:
+    from mlpot.deploy import load_model, rebuild_model, save_model
+
+    changes = parse_hyperparameters(args.hp)
+    if not changes:
+        raise ValueError("nothing to change: give at least one --hp KEY=VALUE")
+    if Path(args.output).resolve() == Path(args.model).resolve():
+        raise ValueError("write the rebuilt model to a new file (-o), not over the one it is rebuilt from")
+    deployed = load_model(args.model)
+    model, description = rebuild_model(deployed, changes)
+    provenance = dict(deployed.metadata.get("provenance") or {})
+    provenance["rebuilt_from"] = {"path": str(args.model), "content_hash": deployed.metadata["content_hash"],
+                                  "changes": changes}
+    save_model(model, description, args.output, provenance=provenance)
+    print(f"wrote {args.output}: {args.model} with " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    return 0
+
+
 def _print_md_result(result) -> None:
     print(f"{result.engine}: {result.steps} steps of {result.timestep_fs} fs on {result.system} "
           f"({result.n_atoms} atoms) in {result.wall_seconds:.1f} s: {result.steps_per_second:.1f} steps/s, "
@@ -394,6 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file")
     p.add_argument("--json", action="store_true", help="print the raw JSON metadata")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("rebuild", help="write a model file again with changed settings (e.g. edge_chunk_size)",
+                       description="Rebuild a model file's network from its metadata with changed hyperparameters, "
+                                   "load its weights and write a new model file. Only changes that keep the "
+                                   "network's shape work, such as EGNN's edge_chunk_size (speed on large systems).")
+    p.add_argument("model", help="model file to rebuild")
+    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                   help="hyperparameter to change, e.g. --hp edge_chunk_size=4096 (repeatable)")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
+    p.set_defaults(func=_cmd_rebuild)
 
     p = sub.add_parser("md", help="run molecular dynamics with a model",
                        description="Langevin MD of a named system (see `mlpot systems`) or a PDB file.")

@@ -30,18 +30,22 @@ import platform
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 import mlpot
 from mlpot import runtime
-from mlpot.models import for_inference
+from mlpot.models import build_model, describe, for_inference
 
 FORMAT_NAME = "mlpot-model"
 FORMAT_VERSION = 1
 METADATA_ENTRY = "mlpot_metadata.json"
 MODEL_UNITS = {"length": "Angstrom", "energy": "eV"}
+
+# the keys of a model description (mlpot.models.describe); the rest of a model file's metadata is about the file
+DESCRIPTION_KEYS = ("arch", "species", "atomic_numbers", "cutoff", "dtype", "hyperparameters", "energy_shift",
+                    "energy_scale")
 
 # keys every metadata dict must have (format_version 1)
 REQUIRED_KEYS = (
@@ -260,3 +264,31 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
             f"{path} is corrupt: its parameters do not match the content hash recorded when it was saved"
         )
     return DeployedModel(module=module.eval(), metadata=metadata, path=path)
+
+
+def rebuild_model(
+    deployed: DeployedModel, changes: Optional[Dict[str, Any]] = None
+) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """The trainable model a model file holds, and its description: built again from the file's description, with
+    ``changes`` to its hyperparameters (e.g. ``{"edge_chunk_size": 4096}``), and loaded with the file's weights.
+
+    Raises ``ValueError`` for an unknown hyperparameter and for a change the weights do not fit (one that changes
+    the network's shape).
+    """
+    metadata = deployed.metadata
+    stored = {key: metadata[key] for key in DESCRIPTION_KEYS}
+    description = describe(
+        stored["arch"], stored["atomic_numbers"], stored["cutoff"], dtype=stored["dtype"],
+        hyperparameters={**stored["hyperparameters"], **(changes or {})}, energy_shift=stored["energy_shift"],
+        energy_scale=stored["energy_scale"],
+    )
+    model = build_model(description)
+    try:
+        model.load_state_dict(deployed.module.state_dict())
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise ValueError(
+            f"the weights of {deployed.path.name} do not fit the model with hyperparameters {changes}: only "
+            f"changes that keep the network's shape can be applied to a trained model ({first})"
+        ) from None
+    return model, description

@@ -14,7 +14,7 @@ from mlpot.deploy import read_metadata
 
 def test_console_script_prints_help_listing_the_subcommands():
     result = subprocess.run([sys.executable, "-m", "mlpot.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("new-model", "info", "md", "systems", "demo", "train", "eval", "data"):
+    for command in ("new-model", "info", "rebuild", "md", "systems", "demo", "train", "eval", "data"):
         assert command in result.stdout
 
 
@@ -30,6 +30,40 @@ def test_new_model_writes_a_file_whose_metadata_info_prints(arch, tmp_path, caps
     printed = capsys.readouterr().out
     assert "species        H, C, N, O" in printed and "cutoff         4.5 Å" in printed
     assert metadata["content_hash"] in printed
+
+
+def test_rebuild_writes_the_same_model_with_a_changed_speed_setting(model_files, water_box, tmp_path, capsys):
+    from conftest import as_tensors
+    from mlpot.deploy import load_model
+
+    source = model_files[("egnn", "float64")]
+    rebuilt = tmp_path / "chunked.pt"
+    assert main(["rebuild", str(source), "--hp", "edge_chunk_size=500", "-o", str(rebuilt)]) == 0
+    assert "edge_chunk_size=500" in capsys.readouterr().out
+    metadata = read_metadata(rebuilt)
+    assert metadata["hyperparameters"]["edge_chunk_size"] == 500
+    assert metadata["provenance"]["rebuilt_from"]["changes"] == {"edge_chunk_size": 500}
+    assert metadata["provenance"]["rebuilt_from"]["content_hash"] == read_metadata(source)["content_hash"]
+    inputs = as_tensors(water_box)  # 192 atoms, ~10 000 edges: 21 chunks
+    before, after = load_model(source).compute(*inputs), load_model(rebuilt).compute(*inputs)
+    assert float(abs(after["energy"] - before["energy"])) < 1e-9 * max(float(abs(before["energy"])), 1.0)
+    assert float((after["forces"] - before["forces"]).abs().max()) < 1e-10 * float(before["forces"].abs().max())
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ([], "nothing to change"),
+        (["--hp", "hidden=32"], "do not fit the model"),
+        (["--hp", "no_such_setting=1"], "unknown hyperparameter 'no_such_setting'"),
+    ],
+)
+def test_rebuild_refuses_changes_that_do_not_fit_the_weights(changes, message, model_files, tmp_path, capsys):
+    out = tmp_path / "rebuilt.pt"
+    assert main(["rebuild", str(model_files[("egnn", "float32")]), *changes, "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("engine", ["openmm", "ase"])

@@ -19,9 +19,6 @@ from mlpot.models import build_model
 from mlpot.models.potential import Potential
 from mlpot.train.trainer import file_digest
 
-# the keys of a model description (mlpot.models.describe); the rest of a model file's metadata is about the file
-DESCRIPTION_KEYS = ("arch", "species", "atomic_numbers", "cutoff", "dtype", "hyperparameters", "energy_shift",
-                    "energy_scale")
 
 
 @dataclass
@@ -72,12 +69,10 @@ def _is_model_file(path: Path) -> bool:
 
 
 def _from_model_file(path: Path) -> ParentModel:
-    from mlpot.deploy import load_model
+    from mlpot.deploy import load_model, rebuild_model
 
     deployed = load_model(path)
-    description = {key: deployed.metadata[key] for key in DESCRIPTION_KEYS}
-    model = build_model(description)
-    model.load_state_dict(deployed.module.state_dict())
+    model, description = rebuild_model(deployed)
     provenance = dict(deployed.metadata.get("provenance") or {})
     training = provenance.get("training") or {}
     files = training.get("data_files") or []
