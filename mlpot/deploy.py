@@ -43,10 +43,6 @@ FORMAT_VERSION = 1
 METADATA_ENTRY = "mlpot_metadata.json"
 MODEL_UNITS = {"length": "Angstrom", "energy": "eV"}
 
-# the keys of a model description (mlpot.models.describe); the rest of a model file's metadata is about the file
-DESCRIPTION_KEYS = ("arch", "species", "atomic_numbers", "cutoff", "dtype", "hyperparameters", "energy_shift",
-                    "energy_scale")
-
 # keys every metadata dict must have (format_version 1)
 REQUIRED_KEYS = (
     "format", "format_version", "arch", "hyperparameters", "species", "atomic_numbers", "cutoff",
@@ -275,8 +271,7 @@ def rebuild_model(
     Raises ``ValueError`` for an unknown hyperparameter and for a change the weights do not fit (one that changes
     the network's shape).
     """
-    metadata = deployed.metadata
-    stored = {key: metadata[key] for key in DESCRIPTION_KEYS}
+    stored = deployed.metadata
     description = describe(
         stored["arch"], stored["atomic_numbers"], stored["cutoff"], dtype=stored["dtype"],
         hyperparameters={**stored["hyperparameters"], **(changes or {})}, energy_shift=stored["energy_shift"],
@@ -286,9 +281,9 @@ def rebuild_model(
     try:
         model.load_state_dict(deployed.module.state_dict())
     except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        lines = str(error).splitlines()  # a header, then one line per mismatched tensor
         raise ValueError(
             f"the weights of {deployed.path.name} do not fit the model with hyperparameters {changes}: only "
-            f"changes that keep the network's shape can be applied to a trained model ({first})"
+            f"changes that keep the network's shape can be applied to a trained model ({lines[-1].strip()})"
         ) from None
     return model, description

@@ -66,6 +66,15 @@ def test_rebuild_refuses_changes_that_do_not_fit_the_weights(changes, message, m
     assert not out.exists()
 
 
+def test_rebuild_refuses_to_write_over_its_source(model_files, tmp_path, capsys):
+    source = tmp_path / "model.pt"
+    source.write_bytes(model_files[("egnn", "float32")].read_bytes())
+    assert main(["rebuild", str(source), "--hp", "edge_chunk_size=64", "-o", str(source)]) == 2
+    error = capsys.readouterr().err
+    assert "not over the one it is rebuilt from" in error and "Traceback" not in error
+    assert read_metadata(source)["hyperparameters"]["edge_chunk_size"] == 0
+
+
 @pytest.mark.parametrize("engine", ["openmm", "ase"])
 def test_md_writes_a_trajectory_mdtraj_reads(engine, model_files, tmp_path, capsys):
     out = tmp_path / "traj.dcd"

@@ -20,7 +20,6 @@ from mlpot.models.potential import Potential
 from mlpot.train.trainer import file_digest
 
 
-
 @dataclass
 class ParentModel:
     """A model to fine-tune.
