@@ -1,0 +1,299 @@
+"""The one run plumbing: atomic saves, safe checkpoint loads, interrupts, resume checks and folder locks.
+
+Every command that keeps a run folder (``mlpot train``, ``mlpot stable``, ``mlpot pips train``, ``mlpot md``)
+goes through these functions:
+
+* :func:`atomic_save` / :func:`atomic_write_text` — a crash mid-write never leaves a half-written file
+  under the final name, and never destroys the previous one;
+* :func:`read_checkpoint` — loads a ``checkpoint.pt`` with ``torch.load(weights_only=True)``: a
+  checkpoint holds only tensors and plain Python types, so a hostile file cannot run code;
+* :func:`rng_state` / :func:`restore_rng_state` — the global random-number generators as plain data;
+* :class:`StopRequests` — Ctrl-C and SIGTERM only *ask* the loop to stop; the loop stops at a point where
+  its checkpoint is consistent (never between an optimiser step and the bookkeeping of that step);
+* :class:`RunLock` — one process per run folder;
+* :func:`setting_differences` — the list of settings a resume would change, for the error message.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import socket
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Union
+
+import numpy as np
+import torch
+
+PathLike = Union[str, Path]
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holds Python objects beyond tensors and plain types; it was not unpickled."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the lock on a run folder."""
+
+
+# ------------------------------------------------------------------------------------------- saves
+def _fsync_replace(temporary: Path, path: Path) -> None:
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def atomic_save(state: Dict[str, Any], path: PathLike) -> None:
+    """``torch.save(state, path)`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    torch.save(state, temporary)
+    _fsync_replace(temporary, path)
+
+
+def atomic_write_text(text: str, path: PathLike) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(text)
+    _fsync_replace(temporary, path)
+
+
+def atomic_write_bytes(data: bytes, path: PathLike) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_bytes(data)
+    _fsync_replace(temporary, path)
+
+
+# ------------------------------------------------------------------------------------------- loads
+def _legacy_numpy_globals() -> List[Any]:
+    """What checkpoints of mlpot before the safe format needed besides plain types: numpy arrays (the
+    numpy RNG state). Rebuilding an array runs no user code, so these may be allowed."""
+    import numpy.core.multiarray as multiarray
+
+    allowed: List[Any] = [multiarray._reconstruct, np.ndarray, np.dtype]
+    allowed += [type(np.dtype(name)) for name in ("uint32", "float64", "int64", "float32", "int32", "bool")]
+    return allowed
+
+
+def safe_torch_load(path: PathLike) -> Any:
+    """``torch.load`` that runs no code from the file: tensors, plain types and numpy arrays only.
+
+    Raises:
+        UnsafeCheckpointError: the file needs other Python objects to unpickle (it was not loaded).
+        ValueError: it is not a readable torch file (truncated, empty, foreign).
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        text = str(error)
+        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+            culprit = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line),
+                           "a Python object")
+            raise UnsafeCheckpointError(
+                f"{path} holds Python objects besides tensors and plain data ({culprit[:160]}); mlpot does not "
+                "unpickle such files, since unpickling can run code. It was not loaded"
+            ) from None
+        raise ValueError(f"{path} is not a readable checkpoint (UnpicklingError: {text.splitlines()[0][:200]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError) as error:
+        first = str(error).splitlines()[0][:200] if str(error) else ""
+        raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}: {first})") from None
+
+
+def read_checkpoint(path: PathLike, version: int, kind: str) -> Dict[str, Any]:
+    """The checkpoint dict at ``path``, written by a ``kind`` run (e.g. "StABlE") of format ``version``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        UnsafeCheckpointError: the file would need code to unpickle (never loaded).
+        ValueError: the file is not a readable torch file, or not a ``kind`` checkpoint of ``version``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"--resume: {path} is empty (a run killed before its first checkpoint?)")
+    try:
+        state = safe_torch_load(path)
+    except UnsafeCheckpointError as error:
+        raise UnsafeCheckpointError(f"--resume: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"--resume: {error}") from None
+    if not isinstance(state, dict) or state.get("checkpoint_version") != version:
+        found = state.get("checkpoint_version") if isinstance(state, dict) else None
+        if isinstance(found, int) and found > version:
+            raise ValueError(f"--resume: {path} was written by a newer mlpot (checkpoint version {found}; this "
+                             f"mlpot reads version {version}): upgrade mlpot to continue it")
+        raise ValueError(f"--resume: {path} is not a {kind} checkpoint of version {version} (found version {found})")
+    if state.get("kind", kind) != kind:
+        raise ValueError(f"--resume: {path} is a {state['kind']} checkpoint, not a {kind} one")
+    return state
+
+
+# --------------------------------------------------------------------------------------- RNG state
+def rng_state() -> Dict[str, Any]:
+    """The global torch, numpy and Python generators' states as tensors and plain types."""
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {
+            "bit_generator": numpy_state["bit_generator"],
+            "key": torch.from_numpy(np.asarray(numpy_state["state"]["key"], dtype=np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "python": _python_state_as_lists(random.getstate()),
+    }
+
+
+def _python_state_as_lists(state: tuple) -> list:
+    version, internal, gauss_next = state
+    return [version, list(internal), gauss_next]
+
+
+def restore_rng_state(state: Dict[str, Any]) -> None:
+    """Set the global generators from :func:`rng_state` (also accepts the pre-safe-format layout)."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        key = numpy_state["key"]
+        key = key.numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+        np.random.set_state({
+            "bit_generator": numpy_state["bit_generator"],
+            "state": {"key": key.astype(np.uint32), "pos": int(numpy_state["pos"])},
+            "has_gauss": int(numpy_state["has_gauss"]), "gauss": float(numpy_state["gauss"]),
+        })
+    else:  # legacy tuple ("MT19937", ndarray, pos, has_gauss, gauss)
+        np.random.set_state(tuple(numpy_state))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+# -------------------------------------------------------------------------------------- interrupts
+class StopRequests:
+    """Ctrl-C and SIGTERM set :attr:`requested` instead of interrupting whatever runs.
+
+    A training loop checks ``stops.requested`` at points where its state is consistent, saves its
+    checkpoint and stops. A second Ctrl-C raises ``KeyboardInterrupt`` at once (the checkpoint of the last
+    consistent point is then still on disk). Use as a context manager; outside the main thread it does
+    nothing (signals cannot be caught there).
+    """
+
+    def __init__(self) -> None:
+        self.requested: Optional[str] = None
+        self._previous: Dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def request(self, reason: str = "requested") -> None:
+        """Ask for a stop from code (tests use this to stop at an exact point)."""
+        self.requested = reason
+
+    def __enter__(self) -> "StopRequests":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handler)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+
+# ------------------------------------------------------------------------------------------- locks
+class RunLock:
+    """An exclusive lock on a run folder (``.mlpot.lock`` inside it), held while a process writes there.
+
+    Uses ``fcntl.flock``, so the lock goes with the process: a killed run leaves no stale lock.
+
+    Raises:
+        RunLockedError: another process holds it; the message names its pid and host.
+    """
+
+    FILE_NAME = ".mlpot.lock"
+
+    def __init__(self, folder: PathLike):
+        self.folder = Path(folder)
+        self._handle = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / self.FILE_NAME
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunLockedError(
+                f"{self.folder} is in use by {holder}: two runs must not write into one folder "
+                "(wait for it to finish, or choose another output folder)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing drops the flock
+            self._handle = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------------------------- resume checks
+def setting_differences(saved: Dict[str, Any], now: Dict[str, Any], ignore: Iterable[str] = ()) -> List[str]:
+    """``["key: was A, now B", ...]`` for every key (``section.key`` for nested dicts) whose value differs
+    between ``saved`` and ``now``, except those in ``ignore`` (bare or dotted names)."""
+    ignored = set(ignore)
+    differences: List[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                name = f"{prefix}{key}"
+                if key in ignored or name in ignored:
+                    continue
+                walk(a.get(key), b.get(key), name + ".")
+        elif a != b:
+            differences.append(f"{prefix.rstrip('.')}: was {a!r}, now {b!r}")
+
+    walk(saved, now, "")
+    return differences
+
+
+def refuse_changed_settings(saved: Dict[str, Any], now: Dict[str, Any], what: str, ignore: Iterable[str] = ()) -> None:
+    """Raise ``ValueError`` listing every setting that differs, when a resume would not continue ``what``."""
+    differences = setting_differences(saved, now, ignore)
+    if differences:
+        raise ValueError(f"--resume: {what} was made with other settings, so it cannot be continued: "
+                         + "; ".join(differences))
