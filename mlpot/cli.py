@@ -390,7 +390,12 @@ def _cmd_stable(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import mlpot
+
     parser = argparse.ArgumentParser(prog="mlpot", description="Learned equivariant interatomic potentials for OpenMM and ASE.")
+    parser.add_argument("--version", action="version", version=f"mlpot {mlpot.__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error instead of its one-line message (also MLPOT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("new-model", help="write a randomly initialised model file",
@@ -557,22 +562,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors a user's input can cause (a bad file, value, folder, or a simulation that blew up): one line, exit 2.
+EXPECTED_ERRORS = (ValueError, OSError, KeyError, TypeError, NotImplementedError, FloatingPointError, RuntimeError)
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (KeyError's quotes dropped, torch's multi-line text folded)."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    text = " ".join(str(message).split())
+    return text or type(error).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one ``mlpot`` command; returns the exit code (0 success, 2 bad input or failed run, 130 interrupted).
+
+    Every error becomes one line on stderr; ``--debug`` (anywhere on the command line) or ``MLPOT_DEBUG=1``
+    shows the traceback instead.
+    """
+    import os
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("MLPOT_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
-    from mlpot.deploy import ModelFileError
-    from mlpot.plugins.simulate import SimulationUnstableError
-
     try:
         return args.func(args)
-    except (ModelFileError, ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError,
-            SimulationUnstableError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"mlpot {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"mlpot {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if debug:
+            raise
+        expected = isinstance(error, EXPECTED_ERRORS) or type(error).__name__ == "OpenMMException"
+        if expected and not _is_internal(error):
+            print(f"mlpot {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            return 2
+        print(f"mlpot {args.command}: internal error ({type(error).__name__}: {_one_line(error)[:300]}); "
+              "please report it, with the output of the same command run with --debug", file=sys.stderr)
+        return 1
+
+
+def _is_internal(error: BaseException) -> bool:
+    """A programming error rather than bad input: Python's own complaints about calls and attributes."""
+    text = str(error)
+    return isinstance(error, TypeError) and ("positional argument" in text or "unexpected keyword" in text
+                                              or "object is not callable" in text)
 
 
 if __name__ == "__main__":
