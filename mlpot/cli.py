@@ -586,6 +586,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    import torch  # noqa: F401  before any command imports openmm: openmm-torch's plugin needs torch's libraries
     try:
         return args.func(args)
     except KeyboardInterrupt:
