@@ -113,7 +113,7 @@ def stable_config(work: Path, parent: Path, out: Path) -> Path:
     path.write_text(textwrap.dedent(f"""
         parent: {parent}
         data:
-          files: [{ETHANOL}]
+          system: ethanol
         out: {out}
     """))
     return path
@@ -150,28 +150,32 @@ def _edit_model(kind: str) -> Callable[[Path], List[str]]:
 
 
 OPENMM_PRELUDE = """
-    import openmm, openmm.app as app, openmm.unit as unit, copy, sys
-    from mlpot.plugins.openmm import create_force
-    from mlpot.systems import load_atoms
-    pdb = app.PDBFile("{pdb}")
-    system = openmm.System()
-    for atom in pdb.topology.atoms():
-        system.addParticle(atom.element.mass)
+import openmm, openmm.app as app, copy, sys
+from mlpot.plugins.openmm import create_force
+pdb = app.PDBFile("{pdb}")
+system = openmm.System()
+for atom in pdb.topology.atoms():
+    system.addParticle(atom.element.mass)
 """
 
 
 def _openmm(work: Path, body: str) -> List[str]:
+    """A script using the Python API: an exception the API raises on purpose counts as its one-line error."""
     pdb = ROOT / "systems" / "ethanol" / "ethanol.pdb"
-    return script(OPENMM_PRELUDE.format(pdb=pdb) + textwrap.dedent(body).replace("MODEL", str(work / "model.pt")))
+    body = textwrap.indent(textwrap.dedent(body).replace("MODEL", str(work / "model.pt")), "    ")
+    code = (textwrap.dedent(OPENMM_PRELUDE).format(pdb=pdb) + "try:\n" + body
+            + "\nexcept (ValueError, RuntimeError, TypeError, openmm.OpenMMException) as error:\n"
+            + "    print(f'error: {error}', file=sys.stderr); sys.exit(2)\n")
+    return [sys.executable, "-c", code]
 
 
 def _energy_of(body: str) -> str:
-    return body + """
-    integrator = openmm.VerletIntegrator(0.001)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
-    context.setPositions(pdb.positions)
-    print(context.getState(getEnergy=True).getPotentialEnergy())
-"""
+    return textwrap.dedent(body) + textwrap.dedent("""
+        integrator = openmm.VerletIntegrator(0.001)
+        context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(pdb.positions)
+        print(context.getState(getEnergy=True).getPotentialEnergy())
+    """)
 
 
 def _numerics(body: str) -> Callable[[Path], List[str]]:
@@ -280,15 +284,16 @@ PROBES: List[Probe] = [
             capture_output=True, text=True); sys.stderr.write(r.stderr); sys.exit(r.returncode)""")),
     # 3. the OpenMM plugin
     Probe("openmm/empty-atoms", "3", lambda w: _openmm(w, _energy_of(
-        "system.addForce(create_force('MODEL', pdb.topology, atoms=[]))"))),
+        "system.addForce(create_force('MODEL', pdb.topology, atoms=[]))")), pattern="atoms"),
     Probe("openmm/atom-index-out-of-range", "3", lambda w: _openmm(w, _energy_of(
-        "system.addForce(create_force('MODEL', pdb.topology, atoms=[0, 1, 99]))"))),
+        "system.addForce(create_force('MODEL', pdb.topology, atoms=[0, 1, 99]))")), pattern="range"),
     Probe("openmm/float-atom-indices", "3", lambda w: _openmm(w, _energy_of(
-        "system.addForce(create_force('MODEL', pdb.topology, atoms=[0.0, 1.7, 2.2]))"))),
+        "system.addForce(create_force('MODEL', pdb.topology, atoms=[0.0, 1.7, 2.2]))")), pattern="integer"),
     Probe("openmm/atomic-numbers-wrong-length", "6", lambda w: _openmm(w, _energy_of(
-        "system.addForce(create_force('MODEL', atomic_numbers=[6, 6, 8]))"))),
+        "system.addForce(create_force('MODEL', atomic_numbers=[6, 6, 8]))")), pattern="atomic_numbers"),
     Probe("openmm/atomic-numbers-against-topology", "6", lambda w: _openmm(w, _energy_of(
-        "system.addForce(create_force('MODEL', pdb.topology, atomic_numbers=[8] * pdb.topology.getNumAtoms()))"))),
+        "system.addForce(create_force('MODEL', pdb.topology, atomic_numbers=[8] * pdb.topology.getNumAtoms()))")),
+          pattern="topology"),
     Probe("openmm/deepcopy-system", "3", lambda w: _openmm(w, """
         system.addForce(create_force('MODEL', pdb.topology))
         copied = copy.deepcopy(system)
