@@ -138,7 +138,7 @@ def _cmd_md(args) -> int:
     result = run_md(args.model, args.system, engine=args.engine, steps=args.steps, temperature_K=args.temperature,
                     timestep_fs=args.timestep, friction_per_ps=args.friction, out=args.out,
                     report_interval=args.report_interval, seed=args.seed, platform=args.platform,
-                    device=args.device, resume=args.resume, progress=not args.quiet)
+                    device=args.device, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     _print_md_result(result)
     return 0
 
@@ -442,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--platform", default=None, help="OpenMM platform (default CUDA if present, else CPU)")
     p.add_argument("--device", default="cpu", help="torch device for the ASE engine")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint OUT.chk (OpenMM)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run of OUT from its checkpoint OUT.chk, with the same settings (OpenMM)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run at OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_md)
 

@@ -223,6 +223,8 @@ class StopRequests:
 class RunLock:
     """An exclusive lock on a run folder (``.mlpot.lock`` inside it), held while a process writes there.
 
+    ``name`` picks another lock file in the folder, for outputs that share a folder but not files (``mlpot md``
+    locks ``.traj.dcd.lock`` beside ``traj.dcd``, so two trajectories in one folder do not block each other).
     Uses ``fcntl.flock``, so the lock goes with the process: a killed run leaves no stale lock.
 
     Raises:
@@ -231,15 +233,16 @@ class RunLock:
 
     FILE_NAME = ".mlpot.lock"
 
-    def __init__(self, folder: PathLike):
+    def __init__(self, folder: PathLike, name: str = FILE_NAME):
         self.folder = Path(folder)
+        self.name = name
         self._handle = None
 
     def acquire(self) -> "RunLock":
         import fcntl
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / self.FILE_NAME
+        path = self.folder / self.name
         handle = open(path, "a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -247,10 +250,13 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise RunLockedError(
-                f"{self.folder} is in use by {holder}: two runs must not write into one folder "
-                "(wait for it to finish, or choose another output folder)"
-            ) from None
+            if self.name == self.FILE_NAME:
+                raise RunLockedError(
+                    f"{self.folder} is in use by {holder}: two runs must not write into one folder "
+                    "(wait for it to finish, or choose another output folder)"
+                ) from None
+            raise RunLockedError(f"{path} is in use by {holder}: another run is writing the same output "
+                                 "(wait for it to finish, or choose another output)") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}")

@@ -12,7 +12,8 @@ replica whether it went unphysical somewhere in them:
   collapse onto each other without stretching a bond (seen with under-trained models: methyl
   hydrogens merging at 500 K while every C–H bond stays in its band).
 
-Non-finite positions always count as unstable.
+Non-finite positions always count as unstable. For an error message, :meth:`BondLengthCriterion.worst_bond` and
+:meth:`MinimumDistanceCriterion.closest_pair` name the atoms of one structure (``mlpot md`` stops a run with them).
 """
 
 from __future__ import annotations
@@ -66,12 +67,24 @@ class BondLengthCriterion:
             raise ValueError(f"need one reference length per bond: {self.reference_lengths_A.numel()} "
                              f"lengths for {self.bonds.shape[0]} bonds")
 
+    def deviations_A(self, positions: torch.Tensor) -> torch.Tensor:
+        """|d − d_ref| per bond, ``(..., n_bonds)`` Å, of ``positions`` ``(..., n_atoms, 3)`` Å (inf where a
+        position is not finite)."""
+        deviation = (bond_lengths(positions, self.bonds) - self.reference_lengths_A.to(positions)).abs()
+        return torch.nan_to_num(deviation, nan=math.inf)
+
     def max_deviation_A(self, positions: torch.Tensor) -> torch.Tensor:
         """Max |d − d_ref| over bonds and frames per replica, ``(R,)`` Å (inf for non-finite positions)."""
         _check_frames(positions)
-        deviation = (bond_lengths(positions, self.bonds) - self.reference_lengths_A.to(positions)).abs()
-        deviation = torch.nan_to_num(deviation, nan=math.inf)
-        return deviation.amax(dim=(0, 2))
+        return self.deviations_A(positions).amax(dim=(0, 2))
+
+    def worst_bond(self, frame: torch.Tensor) -> Tuple[int, int, float, float]:
+        """The bond of one structure ``(n_atoms, 3)`` Å that deviates most from its reference length:
+        ``(atom i, atom j, length Å, reference length Å)``; this is what an error message names."""
+        worst = int(torch.argmax(self.deviations_A(frame)))
+        i, j = (int(k) for k in self.bonds[worst])
+        length = float(torch.linalg.norm(frame[j] - frame[i]))
+        return i, j, length, float(self.reference_lengths_A[worst])
 
     def unstable(self, positions: torch.Tensor) -> torch.Tensor:
         """``(R,)`` bool: replicas whose bonds left the band in any of the frames ``(F, R, n_atoms, 3)`` Å."""
@@ -107,17 +120,34 @@ class MinimumDistanceCriterion:
         molecules = self.molecule_of_atom.to(positions.device)
         if molecules.shape != (positions.shape[2],):
             raise ValueError(f"molecule_of_atom needs one entry per atom ({positions.shape[2]})")
-        other = molecules[:, None] != molecules[None, :]
         minimum = torch.full((positions.shape[1],), math.inf, dtype=positions.dtype, device=positions.device)
         for frame in positions:  # one frame at a time: (R, n, n) distances
-            differences = frame[:, None, :, :] - frame[:, :, None, :]
-            if self.cell is not None:
-                lengths = torch.diagonal(self.cell).to(positions)
-                differences = differences - lengths * torch.round(differences / lengths)
-            distances = torch.linalg.norm(differences, dim=-1)
-            distances = torch.where(other, distances, torch.full_like(distances, math.inf))
-            minimum = torch.minimum(minimum, torch.nan_to_num(distances, nan=0.0).amin(dim=(1, 2)))
+            minimum = torch.minimum(minimum, self._intermolecular_distances(frame).amin(dim=(1, 2)))
         return minimum
+
+    def _intermolecular_distances(self, frame: torch.Tensor) -> torch.Tensor:
+        """``(R, n, n)`` Å between atoms of different molecules in ``frame`` ``(R, n_atoms, 3)`` Å (minimum
+        image with a cell); inf within a molecule, 0 where a position is not finite."""
+        molecules = self.molecule_of_atom.to(frame.device)
+        other = molecules[:, None] != molecules[None, :]
+        differences = frame[:, None, :, :] - frame[:, :, None, :]
+        if self.cell is not None:
+            lengths = torch.diagonal(self.cell).to(frame)
+            differences = differences - lengths * torch.round(differences / lengths)
+        distances = torch.linalg.norm(differences, dim=-1)
+        distances = torch.where(other, distances, torch.full_like(distances, math.inf))
+        return torch.nan_to_num(distances, nan=0.0)
+
+    def closest_pair(self, frame: torch.Tensor) -> Tuple[int, int, float]:
+        """The two atoms of different molecules closest to each other in one structure ``(n_atoms, 3)`` Å:
+        ``(atom i, atom j, distance Å)`` with i < j; this is what an error message names."""
+        if frame.dim() != 2 or frame.shape != (self.molecule_of_atom.numel(), 3):
+            raise ValueError(f"a structure must have shape ({self.molecule_of_atom.numel()}, 3) Å, "
+                             f"got {tuple(frame.shape)}")
+        distances = self._intermolecular_distances(frame[None])[0]
+        flat = int(torch.argmin(distances))
+        i, j = sorted(divmod(flat, distances.shape[1]))
+        return i, j, float(distances.flatten()[flat])
 
     def unstable(self, positions: torch.Tensor) -> torch.Tensor:
         """``(R,)`` bool: replicas with two molecules closer than the threshold in any frame."""
