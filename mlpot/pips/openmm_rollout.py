@@ -4,11 +4,12 @@ The N replicas are integrated by the controlled LangevinMiddle integrator of
 :mod:`mlpot.pips.openmm_integrator`, in one of two layouts (:func:`replica_runner` picks the one
 :func:`~mlpot.pips.replicas.build_replicas` chose):
 
-- :class:`OneContextRunner`: the N copies of a :class:`~mlpot.pips.replicas.ReplicaSystem` in one
-  Context (one ``step`` call advances all of them); vacuum force fields and mlpot models.
-- :class:`ContextPerReplicaRunner`: N Contexts over the single-copy System, each with its own
-  integrator; force fields whose implicit solvent couples every pair of atoms. Each replica is
-  exactly the single-copy System; the per-replica OpenMM calls cost N times the Python overhead.
+- :class:`OneContextRunner` (layout ``"one-context"``, the default): the N copies of a
+  :class:`~mlpot.pips.replicas.ReplicaSystem` in one Context (one ``step`` call advances all of
+  them); vacuum force fields, mlpot models, and implicit solvent under a non-periodic cutoff.
+- :class:`ContextPerReplicaRunner` (layout ``"context-per-replica"``): N Contexts over the
+  single-copy System without cutoff, each with its own integrator. Each replica is exactly the
+  single-copy System; the per-replica OpenMM calls cost N times the Python overhead.
 
 Both share :meth:`ReplicaRunner.run`, the loop below; only the engine calls differ. Per step:
 
@@ -29,8 +30,9 @@ seed drawn from the generator), not 0 K. With ``controlled_noise_fraction`` = 1 
 integrator has no noise of its own and every random number comes from the torch generator, so a
 rollout is reproducible from the generator's state.
 
-A replica blows up when its positions or velocities stop being finite or its kinetic energy
-exceeds ``blowup_kinetic_factor`` × its equipartition value: it is reset to its start (so that
+A replica blows up when its positions or velocities stop being finite, its kinetic energy
+exceeds ``blowup_kinetic_factor`` × its equipartition value, or (one Context under a cutoff) it
+leaves its slot among the copies (:meth:`~mlpot.pips.replicas.ReplicaSystem.left_slot`): it is reset to its start (so that
 it cannot disturb the others), receives no control any more, its recorded entries from then on
 are NaN (so :meth:`Rollout.finite_paths` drops it) and a warning names it; the count is
 :attr:`OpenMMRollout.dropped`.
@@ -53,7 +55,9 @@ from mlpot.pips.dynamics import LangevinSettings, Rollout
 from mlpot.pips.openmm_integrator import (
     MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K, controlled_langevin_integrator, set_control_forces,
 )
-from mlpot.pips.replicas import ReplicaSystem, Replicas, build_replicas, openmm_platform
+from mlpot.pips.replicas import (
+    DEFAULT_IMPLICIT_CUTOFF_NM, ReplicaSystem, Replicas, build_replicas, openmm_platform,
+)
 
 ControlFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -114,12 +118,16 @@ class ReplicaRunner:
         """Put the copies flagged in ``copies`` (n_copies,) bool at these positions and velocities."""
         raise NotImplementedError
 
+    def _left_slot(self, positions: np.ndarray) -> np.ndarray:
+        """bool (n_copies,): the copy could feel another one (never, unless copies share a Context)."""
+        return np.zeros(len(positions), dtype=bool)
+
     # ---- the loop
     def _blown_up(self, positions: np.ndarray, velocities: np.ndarray) -> np.ndarray:
         finite = np.isfinite(positions).all(axis=(1, 2)) & np.isfinite(velocities).all(axis=(1, 2))
         kinetic = 0.5 * (self.replicas.masses_amu[None, :, None] * np.nan_to_num(velocities) ** 2).sum(axis=(1, 2))
         limit = self.blowup_kinetic_factor * 1.5 * self.replicas.n_atoms * self.settings.kT
-        return ~finite | (kinetic > limit)
+        return ~finite | (kinetic > limit) | self._left_slot(np.nan_to_num(positions))
 
     def run(self, control: ControlFunction, start_positions_nm: np.ndarray, n_steps: int,
             generator: torch.Generator) -> OpenMMRollout:
@@ -180,7 +188,7 @@ class ReplicaRunner:
               velocities: np.ndarray) -> None:
         """Reset the blown-up replicas to their start at rest (positions/velocities updated in place)."""
         warnings.warn(f"PIPS rollout: replica(s) {np.flatnonzero(blown).tolist()} blew up at step {step + 1} "
-                      "(non-finite or exploding kinetic energy); dropped from this iteration", RuntimeWarning)
+                      "(non-finite, exploding kinetic energy or out of its slot among the copies); dropped from this iteration", RuntimeWarning)
         positions[blown] = start[blown]
         velocities[blown] = 0.0
         self._reset(blown, positions, velocities)
@@ -214,6 +222,9 @@ class OneContextRunner(ReplicaRunner):
     def _reset(self, copies: np.ndarray, positions_nm: np.ndarray, velocities: np.ndarray) -> None:
         self.context.setPositions(self.replicas.stacked_positions(positions_nm))
         self.context.setVelocities(velocities.reshape(-1, 3))
+
+    def _left_slot(self, positions: np.ndarray) -> np.ndarray:
+        return self.replicas.left_slot(positions)
 
 
 class ContextPerReplicaRunner(ReplicaRunner):
@@ -255,12 +266,14 @@ class ContextPerReplicaRunner(ReplicaRunner):
 
 def replica_runner(topology: app.Topology, start_positions_nm: np.ndarray, n_copies: int,
                    settings: LangevinSettings, forcefield_files=("amber14-all.xml",), model: Optional[Path] = None,
-                   platform: str = "CPU", threads: int = 1) -> ReplicaRunner:
+                   platform: str = "CPU", threads: int = 1, layout: str = "one-context",
+                   cutoff_nm: float = DEFAULT_IMPLICIT_CUTOFF_NM) -> ReplicaRunner:
     """The runner for ``n_copies`` replicas of ``topology`` in the force field ``forcefield_files``
-    (or the mlpot ``model`` file): one Context when the copies can share a System, one Context per
-    replica when the force field couples every pair (implicit solvent); see
+    (or the mlpot ``model`` file) in ``layout``: ``"one-context"`` (implicit solvent under
+    ``CutoffNonPeriodic`` at ``cutoff_nm``) or ``"context-per-replica"`` (no cutoff); see
     :func:`~mlpot.pips.replicas.build_replicas`. ``start_positions_nm`` (n_atoms, 3) sizes the molecule."""
-    replicas = build_replicas(topology, start_positions_nm, n_copies, forcefield_files, model)
+    replicas = build_replicas(topology, start_positions_nm, n_copies, forcefield_files, model, layout=layout,
+                              cutoff_nm=cutoff_nm)
     if isinstance(replicas, ReplicaSystem):
         return OneContextRunner(replicas, settings, platform, threads)
     return ContextPerReplicaRunner(replicas, settings, platform, threads)

@@ -1,20 +1,42 @@
 """N non-interacting copies of one molecule: the batch of PIPS replicas, in one of two layouts.
 
-**All copies in one OpenMM System** (:class:`ReplicaSystem`, :func:`build_replica_system`): copy k
-sits at ``k · spacing_nm`` along x, and the copies must not feel each other:
+**All copies in one OpenMM System** (:class:`ReplicaSystem`, :func:`build_replica_system`; layout
+``"one-context"``, the default): copy k sits at ``k · spacing_nm`` along x, and the copies must not
+feel each other:
 
 - **a vacuum force field** (amber14): the System is built by ``ForceField.createSystem`` on the
   N-copy topology with ``NoCutoff``; every pair of atoms in different copies is then made an
   exception of the ``NonbondedForce`` with zero charge product and zero ε, so the copies are
   exactly independent (and each copy's energy is its own vacuum energy).
+- **implicit solvent** (amber14 + GBn2: a ``CustomGBForce``, which couples every pair of atoms
+  through the Born radii, so no exception can switch it off): both the N-copy System and the
+  single-copy reference (:attr:`ReplicaSystem.copy_system`) are built with ``CutoffNonPeriodic``
+  and the same cutoff (default :data:`DEFAULT_IMPLICIT_CUTOFF_NM`), reaction field off (dielectric
+  1, as OpenMM sets it with GB), and the copies are spaced by more than cutoff + the molecule's
+  x-extent. No pair across copies is then ever within the cutoff, so every replica is exactly the
+  single copy with that cutoff. A replica that leaves its slot (drifts closer than the cutoff to a
+  neighbour's) is dropped like a blown-up one (:meth:`ReplicaSystem.left_slot`).
 - **an mlpot model file** (``mlpot.plugins.openmm.create_system``): the model's cutoff is far
-  below the spacing, so no pair across copies is ever within it (checked).
+  below the spacing, so no pair across copies is ever within it (checked, and slots watched).
 
-**One System per copy** (:class:`SeparateReplicas`): a force field with any force other than
-bonded terms and one ``NonbondedForce`` — implicit solvent (``CustomGBForce``, ``GBSAOBCForce``)
-couples every pair of atoms through the Born radii, which no exception can switch off — is run
-as N Contexts over the single-copy System (:mod:`mlpot.pips.openmm_rollout`). :func:`build_replicas`
-picks the layout.
+**The cutoff against NoCutoff.** While every pair of atoms *within* one copy is closer than the
+cutoff (checked on the start structure: its farthest pair must lie below the cutoff), the cutoff
+changes the energy by a constant and the forces not at all: the Born radii sum over every pair
+either way, the GB pair term is shifted by −138.935485 (1 − 1/ε_solvent) q_i q_j / r_c and the
+Coulomb term (reaction field off) by −138.935485 q_i q_j / r_c, both independent of the
+positions. Measured on the shipped structures (amber14 + GBn2, CPU platform), E(cutoff) −
+E(NoCutoff) with the 4.0 nm default: polyproline PPII +4.11, PPI +4.11; chignolin extended
+−23.78, folded −23.78 kJ/mol (the shift scales as 1/r_c: +8.21 and −47.6 at 2.0 nm); largest force
+difference 5e-4 kJ/mol/nm (single-precision noise). A pair stretched beyond the cutoff is cut:
+chignolin's extended start spans 3.12 nm, so at 2.0 nm its forces differ by up to 0.22 kJ/mol/nm
+(hence the 4.0 nm default); the replicas are then still exactly the single copy with the
+cutoff, but no longer the NoCutoff molecule. :attr:`Replicas.single_system` is always the NoCutoff copy, so path energies and
+their metrics do not depend on the layout.
+
+**One System per copy** (:class:`SeparateReplicas`, layout ``"context-per-replica"``): N Contexts
+over the NoCutoff single-copy System (:mod:`mlpot.pips.openmm_rollout`), for whoever needs
+implicit solvent without any cutoff; N times the per-step Python and OpenMM call overhead.
+:func:`build_replicas` builds the layout asked for.
 
 No ``CMMotionRemover`` is added in either layout: over N copies it would couple them (it removes
 the *total* centre-of-mass velocity), and the single-copy layout must be the same dynamics.
@@ -33,13 +55,17 @@ from openmm import app
 
 from mlpot import units
 
-DEFAULT_SPACING_NM = 10.0
+DEFAULT_SPACING_NM = 10.0  # copies of a vacuum force field or an mlpot model
+DEFAULT_IMPLICIT_CUTOFF_NM = 4.0  # above chignolin's 3.12 nm extent, the largest shipped molecule
+SLOT_MARGIN_NM = 1.0  # default room on each side of a copy's slot (drift, unfolding) under a cutoff
+REPLICA_LAYOUTS = ("one-context", "context-per-replica")
 
 
 @dataclass
 class Replicas:
     """What every layout has: ``n_copies`` copies of a molecule of ``n_atoms`` atoms (``topology``);
-    ``single_system`` is one copy alone (also the System of unbiased energies); ``masses_amu`` (n_atoms,)."""
+    ``single_system`` is one copy alone with no cutoff (also the System of unbiased energies);
+    ``masses_amu`` (n_atoms,)."""
 
     single_system: openmm.System
     topology: app.Topology
@@ -57,10 +83,20 @@ class SeparateReplicas(Replicas):
 class ReplicaSystem(Replicas):
     """All copies in one System: ``system`` holds the ``n_copies`` copies; ``offsets_nm``
     (n_copies, 1, 3) is where copy k's frame is moved to (add to a copy's positions, subtract
-    from the context's)."""
+    from the context's).
+
+    ``copy_system``: one copy with exactly the nonbonded settings of ``system`` (the cutoff when
+    there is one): the reference every replica reproduces; ``single_system`` itself when there is
+    no cutoff. ``interaction_cutoff_nm``: the range (nm) beyond which copies do not feel each
+    other (the force field's or the model's cutoff; None when exclusions separate them whatever
+    their distance); ``slot_x_nm`` (low, high): the x range, in a copy's own frame, that keeps it
+    farther than that cutoff from its neighbours (:meth:`left_slot`)."""
 
     system: openmm.System
     offsets_nm: np.ndarray
+    copy_system: Optional[openmm.System] = None
+    interaction_cutoff_nm: Optional[float] = None
+    slot_x_nm: Optional[tuple[float, float]] = None
 
     def stacked_positions(self, positions_nm: np.ndarray) -> np.ndarray:
         """Per-copy positions (n_copies, n_atoms, 3) nm → the context's (n_copies · n_atoms, 3)."""
@@ -69,6 +105,16 @@ class ReplicaSystem(Replicas):
     def per_copy(self, stacked_nm: np.ndarray) -> np.ndarray:
         """The context's positions (n_copies · n_atoms, 3) nm → per-copy frames (n_copies, n_atoms, 3)."""
         return stacked_nm.reshape(self.n_copies, self.n_atoms, 3) - self.offsets_nm
+
+    def left_slot(self, positions_nm: np.ndarray) -> np.ndarray:
+        """bool (n_copies,): the copy (per-copy frames (n_copies, n_atoms, 3) nm) has an atom outside
+        its slot, so it could come within the cutoff of a neighbouring copy (always False when
+        exclusions keep the copies apart)."""
+        if self.slot_x_nm is None:
+            return np.zeros(len(positions_nm), dtype=bool)
+        low, high = self.slot_x_nm
+        x = positions_nm[..., 0]
+        return (x.min(axis=1, initial=np.inf) < low) | (x.max(axis=1, initial=-np.inf) > high)
 
 
 def replicated_topology(topology: app.Topology, positions_nm: np.ndarray, n_copies: int,
@@ -93,10 +139,31 @@ _BONDED_FORCES = (openmm.HarmonicBondForce, openmm.HarmonicAngleForce, openmm.Pe
                   openmm.CMAPTorsionForce, openmm.RBTorsionForce)
 
 
-def _forcefield_system(forcefield_files, topology: app.Topology) -> openmm.System:
+def _forcefield_system(forcefield_files, topology: app.Topology, cutoff_nm: Optional[float] = None) -> openmm.System:
+    """The force field's System, no constraints, no CMMotionRemover; ``NoCutoff``, or
+    ``CutoffNonPeriodic`` at ``cutoff_nm`` with the reaction field off (dielectric 1)."""
     forcefield = app.ForceField(*forcefield_files)
-    return forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None,
-                                   removeCMMotion=False)
+    if cutoff_nm is None:
+        return forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None,
+                                       removeCMMotion=False)
+    system = forcefield.createSystem(topology, nonbondedMethod=app.CutoffNonPeriodic,
+                                     nonbondedCutoff=cutoff_nm * openmm.unit.nanometer, constraints=None,
+                                     removeCMMotion=False)
+    for force in system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            force.setReactionFieldDielectric(1.0)
+    uncut = [type(force).__name__ for force in system.getForces()
+             if not isinstance(force, _BONDED_FORCES) and _nonbonded_method(force) != 1]
+    if uncut:
+        raise NotImplementedError(f"{', '.join(uncut)} of {', '.join(forcefield_files)} did not take the "
+                                  "CutoffNonPeriodic cutoff, so copies in one System would feel each other: use "
+                                  "layout='context-per-replica'")
+    return system
+
+
+def _nonbonded_method(force: openmm.Force) -> Optional[int]:
+    """The force's nonbonded method (1 is CutoffNonPeriodic for every OpenMM nonbonded force), or None."""
+    return force.getNonbondedMethod() if hasattr(force, "getNonbondedMethod") else None
 
 
 def couples_every_pair(system: openmm.System) -> list[str]:
@@ -125,59 +192,134 @@ def _model_system(model: Path, topology: app.Topology) -> openmm.System:
     return create_system(load_model(model), topology, remove_cm_motion=False)
 
 
+def _slot_x_nm(positions_nm: np.ndarray, spacing_nm: float, cutoff_nm: float) -> tuple[float, float]:
+    """The x range around the molecule's centre (nm, own frame) within which copies ``spacing_nm``
+    apart stay farther than ``cutoff_nm`` from each other."""
+    centre = 0.5 * (positions_nm[:, 0].min() + positions_nm[:, 0].max())
+    half_width = 0.5 * (spacing_nm - cutoff_nm)
+    return centre - half_width, centre + half_width
+
+
+def check_spacing(positions_nm: np.ndarray, spacing_nm: float, cutoff_nm: float) -> None:
+    """Copies ``spacing_nm`` apart along x must be farther than ``cutoff_nm`` from each other:
+    spacing > cutoff + the molecule's x-extent (``positions_nm`` (n_atoms, 3)); ValueError otherwise."""
+    extent_x = float(np.ptp(positions_nm[:, 0]))
+    if not spacing_nm > cutoff_nm + extent_x:
+        raise ValueError(f"replica spacing {spacing_nm:g} nm is too small for the {cutoff_nm:g} nm cutoff: the molecule "
+                         f"spans {extent_x:.2f} nm along x, so copies would interact; use a spacing above "
+                         f"{cutoff_nm + extent_x:.2f} nm")
+
+
+def _check_cutoff_spans_molecule(positions_nm: np.ndarray, cutoff_nm: float) -> None:
+    """Every pair of atoms of one copy must lie within the cutoff (then it only shifts the energy)."""
+    farthest = float(np.linalg.norm(positions_nm[:, None] - positions_nm[None], axis=-1).max())
+    if not farthest < cutoff_nm:
+        raise ValueError(f"a cutoff of {cutoff_nm:g} nm would cut pairs inside one molecule (its farthest atoms are "
+                         f"{farthest:.2f} nm apart); use a larger cutoff_nm")
+
+
 def build_replica_system(topology: app.Topology, positions_nm: np.ndarray, n_copies: int,
                          forcefield_files=("amber14-all.xml",), model: Optional[Path] = None,
-                         spacing_nm: float = DEFAULT_SPACING_NM) -> ReplicaSystem:
-    """``n_copies`` independent copies of the (non-periodic) molecule ``topology``.
+                         spacing_nm: Optional[float] = None, cutoff_nm: Optional[float] = None) -> ReplicaSystem:
+    """``n_copies`` independent copies of the (non-periodic) molecule ``topology`` in one System.
 
-    The physical potential is the force field ``forcefield_files`` (vacuum, NoCutoff, no
-    constraints: 1 fs steps do not need them, and constraints would project the recorded noise)
-    or, when ``model`` is given, that mlpot model file. ``positions_nm`` (n_atoms, 3) only sizes
-    the molecule (its extent must stay well below ``spacing_nm``)."""
+    The physical potential is the force field ``forcefield_files`` (no constraints: 1 fs steps do
+    not need them, and constraints would project the recorded noise) or, when ``model`` is given,
+    that mlpot model file. A force field runs with ``NoCutoff`` and exclusions across copies when
+    ``cutoff_nm`` is None (vacuum only), else with ``CutoffNonPeriodic`` at ``cutoff_nm`` (implicit
+    solvent too; module docstring). ``positions_nm`` (n_atoms, 3) sizes the molecule and its slots.
+    ``spacing_nm`` between copies: default :data:`DEFAULT_SPACING_NM` without a cutoff, cutoff +
+    x-extent + 2 × :data:`SLOT_MARGIN_NM` with one."""
     _require_non_periodic(topology)
+    if n_copies < 1:
+        raise ValueError(f"need at least one replica, got n_copies={n_copies}")
+    positions_nm = np.asarray(positions_nm, dtype=float)
     n_atoms = topology.getNumAtoms()
+    if model is not None:
+        return _model_replicas(topology, positions_nm, n_copies, Path(model), spacing_nm or DEFAULT_SPACING_NM)
+    if cutoff_nm is not None:
+        return _cutoff_replicas(topology, positions_nm, n_copies, forcefield_files, spacing_nm, cutoff_nm)
+    spacing_nm = spacing_nm or DEFAULT_SPACING_NM
     extent = float(np.ptp(positions_nm, axis=0).max())
     if extent > 0.3 * spacing_nm:
         raise ValueError(f"the molecule spans {extent:.2f} nm; copies {spacing_nm} nm apart could interact")
-    merged = replicated_topology(topology, positions_nm, n_copies, spacing_nm)
-    if model is not None:
-        from mlpot.deploy import load_model
+    single = _forcefield_system(forcefield_files, topology)
+    coupling = couples_every_pair(single)
+    if coupling:
+        raise NotImplementedError(f"copies in one System cannot be kept apart with a {', '.join(coupling)} "
+                                  f"({', '.join(forcefield_files)}, e.g. implicit solvent) without a cutoff: give "
+                                  "cutoff_nm, or run one Context per replica (build_replicas)")
+    system = _forcefield_system(forcefield_files, replicated_topology(topology, positions_nm, n_copies, spacing_nm))
+    for force in system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            _exclude_across_copies(force, n_copies, n_atoms)
+    return ReplicaSystem(system=system, single_system=single, topology=topology, n_copies=n_copies, n_atoms=n_atoms,
+                         offsets_nm=_offsets(n_copies, spacing_nm), masses_amu=_masses_amu(single), copy_system=single)
 
-        cutoff_nm = load_model(model).cutoff * units.NM_PER_ANGSTROM
-        if cutoff_nm > spacing_nm - extent:
-            raise ValueError(f"model cutoff {cutoff_nm} nm reaches across copies {spacing_nm} nm apart")
-        system, single = _model_system(Path(model), merged), _model_system(Path(model), topology)
-    else:
-        single = _forcefield_system(forcefield_files, topology)
-        coupling = couples_every_pair(single)
-        if coupling:
-            raise NotImplementedError(f"copies in one System cannot be kept apart with a {', '.join(coupling)} "
-                                      f"({', '.join(forcefield_files)}, e.g. implicit solvent): use build_replicas, "
-                                      "which runs such force fields as one Context per replica")
-        system = _forcefield_system(forcefield_files, merged)
-        for force in system.getForces():
-            if isinstance(force, openmm.NonbondedForce):
-                _exclude_across_copies(force, n_copies, n_atoms)
+
+def _offsets(n_copies: int, spacing_nm: float) -> np.ndarray:
     offsets = np.zeros((n_copies, 1, 3))
     offsets[:, 0, 0] = np.arange(n_copies) * spacing_nm
+    return offsets
+
+
+def _model_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: int, model: Path,
+                    spacing_nm: float) -> ReplicaSystem:
+    from mlpot.deploy import load_model
+
+    extent = float(np.ptp(positions_nm, axis=0).max())
+    if extent > 0.3 * spacing_nm:
+        raise ValueError(f"the molecule spans {extent:.2f} nm; copies {spacing_nm} nm apart could interact")
+    cutoff_nm = load_model(model).cutoff * units.NM_PER_ANGSTROM
+    if cutoff_nm > spacing_nm - extent:
+        raise ValueError(f"model cutoff {cutoff_nm} nm reaches across copies {spacing_nm} nm apart")
+    merged = replicated_topology(topology, positions_nm, n_copies, spacing_nm)
+    system, single = _model_system(model, merged), _model_system(model, topology)
     return ReplicaSystem(system=system, single_system=single, topology=topology, n_copies=n_copies,
-                         n_atoms=n_atoms, offsets_nm=offsets, masses_amu=_masses_amu(single))
+                         n_atoms=topology.getNumAtoms(), offsets_nm=_offsets(n_copies, spacing_nm),
+                         masses_amu=_masses_amu(single), copy_system=single, interaction_cutoff_nm=cutoff_nm,
+                         slot_x_nm=_slot_x_nm(positions_nm, spacing_nm, cutoff_nm))
+
+
+def _cutoff_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: int, forcefield_files,
+                     spacing_nm: Optional[float], cutoff_nm: float) -> ReplicaSystem:
+    if not cutoff_nm > 0:
+        raise ValueError(f"the nonbonded cutoff must be a positive length in nm, got {cutoff_nm!r}")
+    if spacing_nm is None:
+        spacing_nm = cutoff_nm + float(np.ptp(positions_nm[:, 0])) + 2 * SLOT_MARGIN_NM
+    check_spacing(positions_nm, spacing_nm, cutoff_nm)
+    _check_cutoff_spans_molecule(positions_nm, cutoff_nm)
+    copy_system = _forcefield_system(forcefield_files, topology, cutoff_nm)
+    merged = replicated_topology(topology, positions_nm, n_copies, spacing_nm)
+    single = _forcefield_system(forcefield_files, topology)
+    return ReplicaSystem(system=_forcefield_system(forcefield_files, merged, cutoff_nm), single_system=single,
+                         topology=topology, n_copies=n_copies, n_atoms=topology.getNumAtoms(),
+                         offsets_nm=_offsets(n_copies, spacing_nm), masses_amu=_masses_amu(single),
+                         copy_system=copy_system, interaction_cutoff_nm=cutoff_nm,
+                         slot_x_nm=_slot_x_nm(positions_nm, spacing_nm, cutoff_nm))
 
 
 def build_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: int,
                    forcefield_files=("amber14-all.xml",), model: Optional[Path] = None,
-                   spacing_nm: float = DEFAULT_SPACING_NM) -> Replicas:
-    """``n_copies`` independent copies of ``topology`` in the layout the potential allows: one
-    System (:func:`build_replica_system`) for an mlpot ``model`` or a vacuum force field,
-    :class:`SeparateReplicas` for a force field that couples every pair (implicit solvent)."""
+                   spacing_nm: Optional[float] = None, layout: str = "one-context",
+                   cutoff_nm: float = DEFAULT_IMPLICIT_CUTOFF_NM) -> Replicas:
+    """``n_copies`` independent copies of ``topology`` in ``layout`` (:data:`REPLICA_LAYOUTS`):
+
+    - ``"one-context"`` (default): one System (:func:`build_replica_system`); an mlpot ``model``
+      or a vacuum force field exactly as they are, a force field that couples every pair
+      (implicit solvent) with ``CutoffNonPeriodic`` at ``cutoff_nm`` (module docstring);
+    - ``"context-per-replica"``: :class:`SeparateReplicas` over the single copy without any cutoff."""
+    if layout not in REPLICA_LAYOUTS:
+        raise ValueError(f"unknown replica layout {layout!r}; known: {', '.join(REPLICA_LAYOUTS)}")
     if n_copies < 1:
         raise ValueError(f"need at least one replica, got n_copies={n_copies}")
     _require_non_periodic(topology)
-    if model is None:
-        single = _forcefield_system(forcefield_files, topology)
-        if couples_every_pair(single):
-            return SeparateReplicas(single_system=single, topology=topology, n_copies=n_copies,
-                                    n_atoms=topology.getNumAtoms(), masses_amu=_masses_amu(single))
+    if layout == "context-per-replica":
+        single = _forcefield_system(forcefield_files, topology) if model is None else _model_system(Path(model), topology)
+        return SeparateReplicas(single_system=single, topology=topology, n_copies=n_copies,
+                                n_atoms=topology.getNumAtoms(), masses_amu=_masses_amu(single))
+    if model is None and couples_every_pair(_forcefield_system(forcefield_files, topology)):
+        return build_replica_system(topology, positions_nm, n_copies, forcefield_files, None, spacing_nm, cutoff_nm)
     return build_replica_system(topology, positions_nm, n_copies, forcefield_files, model, spacing_nm)
 
 

@@ -1,0 +1,150 @@
+"""PIPS replicas of implicit-solvent peptides in one Context: every copy is exactly the single copy
+with the same cutoff, the copies never feel each other, and the layout/cutoff inputs are checked."""
+
+import numpy as np
+import openmm
+import pytest
+
+KJ_MOL_NM = openmm.unit.kilojoule_per_mole / openmm.unit.nanometer
+
+
+def transition_and_frames(system):
+    """The transition and three different frames (start, target, jiggled start), (3, n_atoms, 3) nm."""
+    from mlpot.pips.peptides import peptide_transition
+
+    transition = peptide_transition(system)
+    topology, start_nm, target_nm = transition.load()
+    jiggled = start_nm + 0.01 * np.random.default_rng(0).standard_normal(start_nm.shape)
+    return transition, topology, start_nm, np.stack([start_nm, target_nm, jiggled])
+
+
+def energy_and_forces(system, positions_nm, platform="Reference"):
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+    context.setPositions(positions_nm)
+    state = context.getState(getEnergy=True, getForces=True)
+    return (state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole),
+            state.getForces(asNumpy=True).value_in_unit(KJ_MOL_NM))
+
+
+@pytest.mark.parametrize("system", ["polyproline", "chignolin"])
+def test_copies_in_one_context_have_the_energies_and_forces_of_single_copies_with_the_same_cutoff(system):
+    from mlpot.pips.replicas import ReplicaSystem, build_replicas
+
+    transition, topology, start_nm, frames = transition_and_frames(system)
+    replicas = build_replicas(topology, start_nm, 3, transition.forcefield_files)
+    assert isinstance(replicas, ReplicaSystem) and replicas.interaction_cutoff_nm == pytest.approx(4.0)
+    gb = [force for force in replicas.system.getForces() if isinstance(force, openmm.CustomGBForce)]
+    assert len(gb) == 1 and gb[0].getNonbondedMethod() == openmm.CustomGBForce.CutoffNonPeriodic
+    total, stacked_forces = energy_and_forces(replicas.system, replicas.stacked_positions(frames))
+    singles = [energy_and_forces(replicas.copy_system, frame) for frame in frames]
+    assert total == pytest.approx(sum(energy for energy, _ in singles), rel=1e-12, abs=1e-9)
+    for copy_forces, (_, single_forces) in zip(stacked_forces.reshape(frames.shape), singles):
+        np.testing.assert_allclose(copy_forces, single_forces, rtol=1e-10, atol=1e-8)
+
+
+def test_moving_one_copy_changes_no_other_copys_forces_and_only_its_own_energy():
+    from mlpot.pips.replicas import build_replicas
+
+    transition, topology, start_nm, frames = transition_and_frames("polyproline")
+    replicas = build_replicas(topology, start_nm, 3, transition.forcefield_files)
+    before_energy, before = energy_and_forces(replicas.system, replicas.stacked_positions(frames))
+    moved = frames.copy()
+    moved[1] = frames[1] + 0.02 * np.random.default_rng(1).standard_normal(frames[1].shape)
+    after_energy, after = energy_and_forces(replicas.system, replicas.stacked_positions(moved))
+    before, after = before.reshape(frames.shape), after.reshape(frames.shape)
+    np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]])
+    assert np.abs(after[1] - before[1]).max() > 1.0
+    single_change = energy_and_forces(replicas.copy_system, moved[1])[0] - energy_and_forces(replicas.copy_system, frames[1])[0]
+    assert after_energy - before_energy == pytest.approx(single_change, rel=1e-9, abs=1e-8)
+
+
+@pytest.mark.parametrize("system", ["polyproline", "chignolin"])
+def test_the_cutoff_shifts_the_energy_by_a_constant_and_leaves_the_forces_unchanged(system):
+    from mlpot.pips.replicas import build_replicas
+
+    transition, topology, start_nm, frames = transition_and_frames(system)
+    replicas = build_replicas(topology, start_nm, 1, transition.forcefield_files)
+    shifts = []
+    for frame in frames:
+        cut_energy, cut_forces = energy_and_forces(replicas.copy_system, frame)
+        full_energy, full_forces = energy_and_forces(replicas.single_system, frame)
+        np.testing.assert_allclose(cut_forces, full_forces, rtol=1e-9, atol=1e-7)
+        shifts.append(cut_energy - full_energy)
+    assert abs(shifts[0]) > 1.0  # the shift is real ...
+    np.testing.assert_allclose(shifts, shifts[0], rtol=1e-9)  # ... and the same for every frame
+
+
+def test_one_context_dynamics_follows_the_context_per_replica_dynamics_without_cutoff():
+    from mlpot.pips.openmm_integrator import langevin_settings
+    from mlpot.pips.openmm_rollout import ContextPerReplicaRunner, OneContextRunner, replica_runner
+
+    transition, topology, start_nm, frames = transition_and_frames("polyproline")
+    settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
+    runners = [replica_runner(topology, start_nm, 3, settings, transition.forcefield_files, platform="Reference",
+                              layout=layout) for layout in ("one-context", "context-per-replica")]
+    assert [type(runner) for runner in runners] == [OneContextRunner, ContextPerReplicaRunner]
+    velocities = 0.3 * np.random.default_rng(2).standard_normal(frames.shape)
+    pushes = 50.0 * np.random.default_rng(3).standard_normal(frames.shape)
+    states = []
+    for runner in runners:
+        runner._start(frames, 300.0, seed=1)
+        runner._reset(np.ones(3, dtype=bool), frames.copy(), velocities)
+        for _ in range(5):
+            runner._step(pushes)
+        states.append(runner._state())
+    np.testing.assert_allclose(states[0][0], states[1][0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(states[0][1], states[1][1], rtol=0, atol=1e-7)
+
+
+def test_a_copy_out_of_its_slot_counts_as_blown_up():
+    from mlpot.pips.openmm_integrator import langevin_settings
+    from mlpot.pips.openmm_rollout import replica_runner
+
+    transition, topology, start_nm, _ = transition_and_frames("polyproline")
+    settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
+    runner = replica_runner(topology, start_nm, 3, settings, transition.forcefield_files, platform="Reference")
+    low, high = runner.replicas.slot_x_nm
+    positions = np.stack([start_nm] * 3)
+    assert not runner._blown_up(positions, np.zeros_like(positions)).any()
+    positions[1, :, 0] += high - start_nm[:, 0].max() + 0.05  # one atom row past the slot's upper edge
+    assert runner._blown_up(positions, np.zeros_like(positions)).tolist() == [False, True, False]
+    # the slot keeps neighbours beyond the cutoff: the gap between slots is the cutoff
+    assert runner.replicas.offsets_nm[1, 0, 0] + low - high == pytest.approx(runner.replicas.interaction_cutoff_nm)
+
+
+def test_spacing_too_small_for_the_cutoff_is_refused_in_one_line():
+    from mlpot.pips.replicas import build_replicas
+
+    transition, topology, start_nm, _ = transition_and_frames("polyproline")
+    with pytest.raises(ValueError, match=r"replica spacing 4.5 nm is too small for the 4 nm cutoff: the molecule spans "
+                                         r"1.19 nm along x, so copies would interact; use a spacing above 5.19 nm") as error:
+        build_replicas(topology, start_nm, 2, transition.forcefield_files, spacing_nm=4.5)
+    assert "\n" not in str(error.value)
+
+
+def test_a_cutoff_shorter_than_the_molecule_is_refused_in_one_line():
+    from mlpot.pips.replicas import build_replicas
+
+    transition, topology, start_nm, _ = transition_and_frames("chignolin")
+    with pytest.raises(ValueError, match=r"a cutoff of 2 nm would cut pairs inside one molecule \(its farthest atoms "
+                                         r"are 3.12 nm apart\); use a larger cutoff_nm"):
+        build_replicas(topology, start_nm, 2, transition.forcefield_files, cutoff_nm=2.0)
+
+
+def test_unknown_replica_layout_is_refused_by_name():
+    from mlpot.pips.replicas import build_replicas
+
+    transition, topology, start_nm, _ = transition_and_frames("polyproline")
+    with pytest.raises(ValueError, match="unknown replica layout 'one-box'; known: one-context, context-per-replica"):
+        build_replicas(topology, start_nm, 2, transition.forcefield_files, layout="one-box")
+
+
+def test_context_per_replica_layout_runs_without_any_cutoff():
+    from mlpot.pips.replicas import SeparateReplicas, build_replicas
+
+    transition, topology, start_nm, _ = transition_and_frames("chignolin")
+    replicas = build_replicas(topology, start_nm, 2, transition.forcefield_files, layout="context-per-replica")
+    assert isinstance(replicas, SeparateReplicas)
+    methods = {type(force).__name__: force.getNonbondedMethod() for force in replicas.single_system.getForces()
+               if hasattr(force, "getNonbondedMethod")}
+    assert methods == {"NonbondedForce": openmm.NonbondedForce.NoCutoff, "CustomGBForce": openmm.CustomGBForce.NoCutoff}
