@@ -1,9 +1,18 @@
 """Check frames before training or evaluation; every problem is a :class:`DataError` naming file and frame.
 
 Per frame: energy and forces present, arrays of the right shape, all values finite, elements known
-(to the model, when one is given), stress finite. Per dataset, a unit sanity check:
+(to the model, when one is given), stress finite, periodic cells with a volume. Per dataset, a unit
+sanity check:
 
-* **Absolute scale.** Root-mean-square force components of molecular and materials data in eV/Å
+* **Energy scale.** Absolute total energies of molecules made of H, C, N and O are close to a sum of
+  per-element energies of the method family: all-electron quantum chemistry (HF, DFT, MP2, CC:
+  ~ -13.6 eV per H, -1030 eV per C, ...) or GFN2-xTB (~ -13.4 eV per H, -60 eV per C, ...), see
+  :data:`ENERGY_FAMILIES`. Each frame's energy is compared with that sum in every unit mlpot knows;
+  when the stored numbers match a family only after conversion from another unit (Hartree,
+  kcal/mol, ...) and match no family as eV, the energies are in that unit. Energies of any other
+  kind (relative, atomisation, plane-wave pseudopotential, EMT, other elements) match nothing and
+  are let through.
+* **Force scale.** Root-mean-square force components of molecular and materials data in eV/Å
   lie between ~0.01 and ~10. Above :data:`MAX_FORCE_RMS` (kcal/mol/Å read as eV/Å are 23x too
   large, meV 1000x) or below :data:`MIN_FORCE_RMS` (Hartree/Bohr read as eV/Å are 51x too small)
   the units are almost certainly wrong.
@@ -13,7 +22,7 @@ Per frame: energy and forces present, arrays of the right shape, all values fini
   predicted and the observed differences far from 1 means energies and forces are in
   inconsistent units (e.g. energy in Hartree, forces in eV/Å).
 
-Both checks can be switched off (``check_units=False``, ``mlpot train ... data.check_units: false``)
+All checks can be switched off (``check_units=False``, ``mlpot train ... data.check_units: false``)
 for data that is really that unusual.
 """
 
@@ -25,12 +34,24 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from mlpot.data.frames import DataError, Frame
+from mlpot.units import ENERGY_UNITS_IN_EV, EV_PER_HARTREE
 
 MAX_FORCE_RMS = 15.0  # eV/Å
 MIN_FORCE_RMS = 2e-3  # eV/Å
 PAIR_MAX_RMSD = 0.3  # Å
 MIN_PAIRS = 8
 SLOPE_RANGE = (0.2, 5.0)
+
+# Typical total energy per atom of an element in a molecule, Hartree, per method family.
+# all-electron: free-atom B3LYP energies (a molecule lies lower by its atomisation energy, ~1% of
+# the total). GFN2-xTB: tblite energies of H2, CH4, H2O and NO2 split into atoms.
+ENERGY_FAMILIES = {
+    "all-electron quantum chemistry": {1: -0.5003, 6: -37.846, 7: -54.589, 8: -75.061},
+    "GFN2-xTB": {1: -0.491, 6: -2.21, 7: -2.75, 8: -4.09},
+}
+ENERGY_MATCH_TOLERANCE = 0.1  # relative deviation of the median frame for "these energies are that family"
+ENERGY_MISMATCH_AS_EV = 0.3  # ... and the least relative deviation any family must have as eV
+MAX_FRAMES_FOR_ENERGY_SCALE = 5000
 
 
 def _check_per_atom_vectors(frame: Frame, array: np.ndarray, name: str) -> None:
@@ -81,6 +102,7 @@ def validate_frames(
     for frame in frames:
         validate_frame(frame, atomic_numbers, need_stress)
     if check_units:
+        check_energy_scale(frames)
         check_force_scale(frames)
         check_energy_force_consistency(frames)
 
@@ -92,6 +114,64 @@ def force_rms(frames: Iterable[Frame]) -> float:
         total += float(np.square(frame.forces).sum())
         count += frame.forces.size
     return (total / max(count, 1)) ** 0.5
+
+
+def _family_totals_eV(frames: Sequence[Frame]) -> dict[str, np.ndarray]:
+    """Per family, the sum of its per-element energies (eV) for every frame made only of its elements."""
+    totals = {}
+    for family, per_element in ENERGY_FAMILIES.items():
+        table = np.full(max(per_element) + 1, np.nan)
+        for z, energy_hartree in per_element.items():
+            table[z] = energy_hartree * EV_PER_HARTREE
+        sums = []
+        for frame in frames:
+            numbers = frame.numbers
+            sums.append(table[numbers].sum() if numbers.max() < table.shape[0] else np.nan)
+        totals[family] = np.array(sums)
+    return totals
+
+
+def energy_unit_deviations(frames: Sequence[Frame]) -> dict[tuple[str, str], float]:
+    """``{(unit, family): relative deviation}``: the median over frames of
+    ``|E * (eV per unit) - E_family| / |E_family|``, where ``E`` is the stored energy read as ``unit``.
+
+    Only frames made of elements every family tabulates count; empty when there are none.
+    """
+    step = max(1, len(frames) // MAX_FRAMES_FOR_ENERGY_SCALE)
+    sample = list(frames[::step])
+    energies = np.array([f.energy for f in sample], dtype=np.float64)
+    deviations = {}
+    for family, totals in _family_totals_eV(sample).items():
+        known = np.isfinite(totals)
+        if not known.any():
+            continue
+        for unit, ev_per_unit in ENERGY_UNITS_IN_EV.items():
+            relative = np.abs(energies[known] * ev_per_unit - totals[known]) / np.abs(totals[known])
+            deviations[(unit, family)] = float(np.median(relative))
+    return deviations
+
+
+def check_energy_scale(frames: Sequence[Frame]) -> None:
+    """Raise :class:`DataError` when the energies are absolute energies in another unit than eV
+    (see the module docstring); the message names the unit they look like and how to override."""
+    deviations = energy_unit_deviations(frames)
+    if not deviations:
+        return
+    (unit, family), best = min(deviations.items(), key=lambda item: item[1])
+    as_ev = min(d for (u, _), d in deviations.items() if u == "eV")
+    if unit == "eV" or best > ENERGY_MATCH_TOLERANCE or as_ev < ENERGY_MISMATCH_AS_EV:
+        return
+    forces = ""
+    if unit == "Hartree":
+        forces = (f"; forces are then likely Hartree/Bohr or Hartree/Å too (RMS component "
+                  f"{force_rms(frames):.3g} as eV/Å, typical MD forces are 0.3-3 eV/Å)")
+    raise DataError(
+        frames[0].source, None,
+        f"energies look like {unit}, not eV: as {unit} they match {family} total energies to "
+        f"{100 * best:.1f}% (median frame), as eV no known scale (off by {100 * as_ev:.0f}% or more){forces}; "
+        f"set data.energy_unit: {unit} (--energy-unit {unit!r}), or data.check_units: false "
+        "(--no-unit-check) if they really are eV",
+    )
 
 
 def check_force_scale(frames: Sequence[Frame]) -> None:
