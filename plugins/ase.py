@@ -6,6 +6,10 @@
 ASE and the model both work in Å and eV, so no unit conversion happens here. Properties:
 ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å), and for cells
 periodic along all three axes ``stress`` (eV/Å^3, Voigt order xx yy zz yz xz xy, ASE's sign).
+
+The calculator pickles (multiprocessing pools, openmm-ml's ``ase`` backend): what travels is the
+model file's path, the device and the file's content hash, and the copy loads the file again, refusing
+one whose parameters changed in between. :meth:`MLPotCalculator.todict` returns those settings.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from mlpot.deploy import DeployedModel, load_model
+from mlpot.deploy import DeployedModel, ModelFileError, load_model
 from mlpot.neighbors import check_positions_and_cell
 
 
@@ -36,6 +40,33 @@ class MLPotCalculator(Calculator):
         self.device = torch.device(device)
         self.model = model if isinstance(model, DeployedModel) else load_model(model, device=self.device)
         self.model.module.to(self.device)
+
+    def todict(self, skip_default: bool = True) -> dict:
+        """The settings that rebuild this calculator: model file, device, the file's dtype and content hash."""
+        return {
+            "model": str(Path(self.model.path).resolve()),
+            "device": str(self.device),
+            "dtype": str(self.model.metadata["dtype"]),
+            "content_hash": str(self.model.metadata["content_hash"]),
+        }
+
+    def __getstate__(self) -> dict:
+        """Everything but the compiled model (TorchScript modules do not pickle); the model file is named instead."""
+        state = {key: value for key, value in self.__dict__.items() if key != "model"}
+        state["model_settings"] = self.todict()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Load the model file named in ``state`` again; raise ModelFileError if it changed since pickling."""
+        state = dict(state)
+        settings = state.pop("model_settings")
+        self.__dict__.update(state)
+        self.model = load_model(settings["model"], device=self.device)
+        if self.model.metadata["content_hash"] != settings["content_hash"]:
+            raise ModelFileError(
+                f"{settings['model']} changed since this calculator was pickled (its parameters differ); "
+                "create a new MLPotCalculator"
+            )
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
+import shutil
+
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 
 from conftest import as_tensors
+from mlpot.deploy import ModelFileError
 from mlpot.plugins.ase import MLPotCalculator
 
 
@@ -72,3 +77,45 @@ def test_box_too_small_for_the_cutoff_is_refused(model_files):
     atoms.calc = MLPotCalculator(model_files[("egnn", "float32")])
     with pytest.raises(ValueError, match="periodic box too small for the cutoff"):
         atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("arch", ["egnn", "nequip"])
+def test_a_pickled_calculator_gives_the_same_energy_and_forces(arch, model_files, alanine_dipeptide):
+    atoms = alanine_dipeptide.copy()
+    atoms.calc = MLPotCalculator(model_files[(arch, "float64")])
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    copy = pickle.loads(pickle.dumps(atoms.calc))
+    assert copy is not atoms.calc and copy.model.path == atoms.calc.model.path
+    moved = alanine_dipeptide.copy()
+    moved.calc = copy
+    assert moved.get_potential_energy() == energy
+    np.testing.assert_array_equal(moved.get_forces(), forces)
+
+
+def test_todict_names_the_model_file_device_dtype_and_content_hash(model_files):
+    path = model_files[("nequip", "float32")]
+    settings = MLPotCalculator(path).todict()
+    assert settings["model"] == str(path.resolve()) and settings["device"] == "cpu"
+    assert settings["dtype"] == "float32" and len(settings["content_hash"]) >= 32
+
+
+def test_unpickling_refuses_a_model_file_that_changed_since(model_files, alanine_dipeptide, tmp_path):
+    path = tmp_path / "model.pt"
+    shutil.copyfile(model_files[("egnn", "float64")], path)
+    pickled = pickle.dumps(MLPotCalculator(path))
+    shutil.copyfile(model_files[("nequip", "float64")], path)
+    with pytest.raises(ModelFileError, match=r"model.pt changed since this calculator was pickled"):
+        pickle.loads(pickled)
+
+
+def test_a_process_pool_computes_energies_with_the_pickled_calculator(model_files, alanine_dipeptide):
+    calculator = MLPotCalculator(model_files[("egnn", "float32")])
+    structures = []
+    for shift in (0.0, 0.05, 0.1, 0.15):
+        atoms = alanine_dipeptide.copy()
+        atoms.positions[0, 0] += shift
+        structures.append(atoms)
+    expected = [calculator.get_potential_energy(atoms) for atoms in structures]
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        energies = pool.map(calculator.get_potential_energy, structures)  # the bound method carries the calculator
+    np.testing.assert_allclose(energies, expected, rtol=1e-6)
