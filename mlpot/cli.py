@@ -133,12 +133,16 @@ def _print_md_result(result) -> None:
 
 
 def _cmd_md(args) -> int:
+    import warnings
+
     from mlpot.plugins.simulate import run_md
 
-    result = run_md(args.model, args.system, engine=args.engine, steps=args.steps, temperature_K=args.temperature,
-                    timestep_fs=args.timestep, friction_per_ps=args.friction, out=args.out,
-                    report_interval=args.report_interval, seed=args.seed, platform=args.platform,
-                    device=args.device, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    with warnings.catch_warnings():  # a warning is one line, as errors are
+        warnings.showwarning = lambda message, *_: print(f"mlpot md: warning: {message}", file=sys.stderr)
+        result = run_md(args.model, args.system, engine=args.engine, steps=args.steps,
+                        temperature_K=args.temperature, timestep_fs=args.timestep, friction_per_ps=args.friction,
+                        out=args.out, report_interval=args.report_interval, seed=args.seed, platform=args.platform,
+                        device=args.device, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     _print_md_result(result)
     return 0
 

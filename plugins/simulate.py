@@ -404,12 +404,14 @@ class _OpenMMEngine:
 
         self._unit = unit
         self._kj_per_mol_per_ev = KJ_PER_MOL_PER_EV
-        self.temperature_K, self.seed = temperature_K, seed
+        # OpenMM takes a seed of 0 to mean "choose one at random": seed s is passed as s + 1, so every seed,
+        # the default 0 included, repeats its run
+        self.temperature_K, self.seed = temperature_K, seed % (2**31 - 2) + 1
         self.topology, self.start_positions = load_openmm(system)
         integrator = openmm.LangevinMiddleIntegrator(
             temperature_K * unit.kelvin, friction_per_ps / unit.picosecond, timestep_fs * unit.femtosecond
         )
-        integrator.setRandomNumberSeed(seed)
+        integrator.setRandomNumberSeed(self.seed)
         self.simulation = app.Simulation(self.topology, create_system(model, self.topology), integrator,
                                          openmm.Platform.getPlatformByName(platform))
         self.n_dof = 3 * self.topology.getNumAtoms() - 3
