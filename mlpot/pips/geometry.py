@@ -84,3 +84,19 @@ def dihedral_degrees(positions: torch.Tensor, quadruple) -> torch.Tensor:
     n1, n2 = torch.linalg.cross(b0, b1), torch.linalg.cross(b1, b2)
     m1 = torch.linalg.cross(n1, b1 / torch.linalg.vector_norm(b1, dim=-1, keepdim=True))
     return torch.rad2deg(torch.atan2(-(m1 * n2).sum(-1), (n1 * n2).sum(-1)))
+
+
+def wrapped_angle_difference_rad(first_deg: torch.Tensor, second_deg: torch.Tensor) -> torch.Tensor:
+    """|first − second| on the circle, in radians, [0, π]: angles in degrees, any shapes that broadcast
+    (179° and −179° are 2° apart)."""
+    difference = torch.remainder(torch.deg2rad(first_deg - second_deg), 2 * torch.pi)
+    return torch.minimum(difference, 2 * torch.pi - difference)
+
+
+def dihedral_distance_rad(positions: torch.Tensor, reference: torch.Tensor, quadruples) -> torch.Tensor:
+    """√Σ_k Δ_k² over the dihedrals ``quadruples`` (each (i, j, k, l)), Δ_k the wrapped difference
+    (:func:`wrapped_angle_difference_rad`) between ``positions`` (..., n_atoms, 3) and ``reference``
+    (n_atoms, 3), in radians: (...)."""
+    squared = [wrapped_angle_difference_rad(dihedral_degrees(positions, quadruple),
+                                            dihedral_degrees(reference, quadruple)) ** 2 for quadruple in quadruples]
+    return torch.sqrt(torch.stack(squared, dim=-1).sum(dim=-1))

@@ -16,6 +16,19 @@ Each system's basin is its own kind of region (atom indices 0-based, angles in d
   0.68 Å on average) with a margin, and is a quarter of the distance of the extended start
   (8.3 Å); the same order as the ~1 Å by which the minimised rebuild departs from its 1UAO angles.
 
+**The literature's hit criterion** (``literature_basin``, :class:`DihedralDistance`), reported
+next to the basin above as ``thp_literature``: the published codes count a hit when the final
+frame's two slow coordinates lie within 0.75 of the target's, as a Euclidean norm of the wrapped
+differences, √(Δ₁² + Δ₂²) < 0.75 (the TPS-DPS evaluation of Seong et al., ICLR 2025, which also
+scores PIPS). For alanine dipeptide the coordinates are (φ, ψ) in radians, so our number is the
+published one. For polyproline and chignolin they are the first two TICA components of a model
+fitted to long unbiased MD of each system (backbone-torsion cos/sin features), which is not
+available here (and the PIPS paper's code has no hit test for them); the same 0.75-rad norm is
+applied instead to the dihedrals that carry each transition: the three X–Pro ω of polyproline
+(the coordinates TICA finds slow there: cis/trans isomerisation), and (φ, ψ) of Gly7 for
+chignolin (the turn residue whose φ changes sign on folding; the plotted pair). Those two are
+therefore *TICA-free stand-ins* in the published form, not the published numbers.
+
 The force field of a transition is its start structure's, as registered in :mod:`mlpot.systems`
 (one place); ``run_defaults`` are the training settings a system starts from unless overridden
 (:func:`mlpot.pips.runs.new_run`).
@@ -31,7 +44,7 @@ import numpy as np
 import torch
 
 from mlpot import units
-from mlpot.pips.geometry import aligned_rmsd, dihedral_degrees
+from mlpot.pips.geometry import aligned_rmsd, dihedral_degrees, dihedral_distance_rad
 
 Quadruple = Tuple[int, int, int, int]
 
@@ -84,6 +97,19 @@ class CloseToTarget:
         return rmsd_A < self.max_rmsd_A
 
 
+@dataclass(frozen=True)
+class DihedralDistance:
+    """√Σ_k Δ_k² < ``radius_rad`` over the ``dihedrals``, Δ_k the difference (radians, wrapped onto
+    the circle) between a configuration's dihedral k and the target's: the published codes' hit
+    test (module docstring)."""
+
+    dihedrals: Tuple[Quadruple, ...]
+    radius_rad: float = 0.75
+
+    def contains(self, positions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return dihedral_distance_rad(positions, target, self.dihedrals) < self.radius_rad
+
+
 @lru_cache(maxsize=None)
 def _positions_nm(system: str) -> np.ndarray:
     from mlpot.systems import load_openmm
@@ -100,7 +126,8 @@ class PeptideTransition:
     ``basin`` decides whether a configuration reached the target; ``phi``/``psi`` are the 0-based
     atom quadruples of one residue's backbone dihedrals (what :meth:`dihedrals_deg` reports, e.g.
     for plots); ``run_defaults`` are per-system :class:`~mlpot.pips.molecular_trainer.MolecularTrainConfig`
-    settings."""
+    settings. ``literature_basin`` is the published codes' hit test (or its stand-in, module
+    docstring) and ``literature_criterion`` says in words which one it is."""
 
     name: str
     start: str
@@ -109,6 +136,8 @@ class PeptideTransition:
     phi: Quadruple
     psi: Quadruple
     run_defaults: Mapping[str, object] = field(default_factory=dict)
+    literature_basin: Optional[DihedralDistance] = None
+    literature_criterion: str = ""
 
     def load(self):
         """(topology, start positions (n_atoms, 3) nm, target positions (n_atoms, 3) nm)."""
@@ -160,6 +189,27 @@ class PeptideTransition:
                              f"molecule's {tuple(target.shape)}")
         return self.basin.contains(positions, target)
 
+    @property
+    def start_positions_nm(self) -> np.ndarray:
+        """The start structure's positions (n_atoms, 3) nm, as shipped (minimised; read-only)."""
+        return _positions_nm(self.start)
+
+    def in_literature_basin(self, positions: torch.Tensor) -> torch.Tensor:
+        """bool (...): positions (..., n_atoms, 3) nm pass the published codes' hit test
+        (:attr:`literature_basin`); all False when the transition has none."""
+        if self.literature_basin is None:
+            return torch.zeros(positions.shape[:-2], dtype=torch.bool)
+        return self.literature_basin.contains(positions, torch.tensor(_positions_nm(self.target), dtype=positions.dtype))
+
+    @property
+    def literature_circle_rad(self) -> Optional[float]:
+        """The radius (rad) of the literature test when it is a distance in this transition's
+        plotted (φ, ψ) plane (a circle around the target there), else None."""
+        basin = self.literature_basin
+        return basin.radius_rad if basin is not None and basin.dihedrals == (self.phi, self.psi) else None
+
+
+_ALANINE_LITERATURE = "√(Δφ² + Δψ²) < 0.75 rad vs the target's (φ, ψ), as the PIPS and TPS-DPS codes count"
 
 # atom indices below are those of the files in systems/ (tests check their names)
 PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
@@ -169,6 +219,8 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
         basin=DihedralBox(phi=(4, 6, 8, 14), psi=(6, 8, 14, 16), phi_range_deg=(0.0, 120.0),
                           psi_range_deg=(-180.0, 0.0)),
         phi=(4, 6, 8, 14), psi=(6, 8, 14, 16),
+        literature_basin=DihedralDistance(dihedrals=((4, 6, 8, 14), (6, 8, 14, 16))),
+        literature_criterion=_ALANINE_LITERATURE,
     ),
     # the same target from C7eq (φ ≈ −83°, ψ ≈ 73°), the other start the issue names
     "alanine-dipeptide-c7eq": PeptideTransition(
@@ -176,6 +228,8 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
         basin=DihedralBox(phi=(4, 6, 8, 14), psi=(6, 8, 14, 16), phi_range_deg=(0.0, 120.0),
                           psi_range_deg=(-180.0, 0.0)),
         phi=(4, 6, 8, 14), psi=(6, 8, 14, 16),
+        literature_basin=DihedralDistance(dihedrals=((4, 6, 8, 14), (6, 8, 14, 16))),
+        literature_criterion=_ALANINE_LITERATURE,
     ),
     # PPII → PPI: ACE–Pro1, Pro1–Pro2, Pro2–Pro3 cis; φ/ψ of the middle proline. 16 × 1 ps by default
     # (the reference code: 16 × 10 ps at 2 fs with constraints; cost per iteration: benchmarks/pips_speed.py)
@@ -186,6 +240,9 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
         # three cis-trans isomerisations need a stronger start pull than alanine's: steered MD
         # (8 paths × 1 ps) at 1e4 kJ/mol/nm² hits 0/8, at 3e4 7/8 (through ~1000 kJ/mol: brute force)
         run_defaults={"n_paths": 16, "n_steps": 1000, "guide_strength_kj_mol_nm2": 3e4},
+        literature_basin=DihedralDistance(dihedrals=((0, 4, 6, 7), (7, 9, 20, 21), (21, 23, 34, 35))),
+        literature_criterion="√Σ Δω² < 0.75 rad over the three X–Pro ω vs the target's (TICA-free stand-in: "
+                             "TPS-DPS counts tic1/tic2 within 0.75 of the target's)",
     ),
     # extended → hairpin: CA RMSD < 2 Å; φ/ψ of Gly7 (φ −68° extended, +73° in the hairpin's turn).
     # 8 × 1 ps by default, ~8 ms per replica-step on one core (the reference code: 16 × 5 ps)
@@ -194,6 +251,9 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
         basin=CloseToTarget(atoms=(4, 11, 32, 43, 58, 73, 87, 94, 108, 132), max_rmsd_A=2.0),
         phi=(75, 85, 87, 90), psi=(85, 87, 90, 92),
         run_defaults={"n_paths": 8, "n_steps": 1000},
+        literature_basin=DihedralDistance(dihedrals=((75, 85, 87, 90), (85, 87, 90, 92))),
+        literature_criterion="√(Δφ² + Δψ²) < 0.75 rad for Gly7 vs the target's (TICA-free stand-in: "
+                             "TPS-DPS counts tic1/tic2 within 0.75 of the target's)",
     ),
 }
 

@@ -8,11 +8,14 @@ seed (so every method starts from the same velocities), and writes:
 - ``report.json``: the metrics of each method (:mod:`mlpot.pips.path_metrics`), the training
   summary (iterations, training wall seconds summed over the log, final ESS and training THP) and
   the report's settings; NaN (e.g. ETS when no path hit) is written as null;
-- ``report.md``: the table method | THP | RMSD Å | EPD | ETS kJ/mol | max E kJ/mol | bias work kJ/mol | wall s
-  (max E: the mean over paths of the highest unbiased energy along the path);
+- ``report.md``: the table method | THP | RMSD Å | THP lit. | EPD | ETS kJ/mol | ETS − E₀ | ETS lit. − E₀ |
+  max E kJ/mol | bias work kJ/mol | wall s (max E: the mean over paths of the highest unbiased energy
+  along the path; "lit.": by the published codes' hit test, :mod:`mlpot.pips.peptides`; E₀: the
+  energy of the minimised start), and which literature test the system uses;
 - ``ramachandran.png`` (the paths over the plane of the transition's two dihedrals, start, target and,
-  where the basin is a box in that plane, the target basin), ``energy_profile.png`` (unbiased energy along the 3 lowest-barrier successful
-  paths of each method), ``training.png`` (ESS, mean path cost, loss, THP against the iteration);
+  where the basin is a box in that plane, the target basin; where the literature test is a distance
+  in that plane, its 0.75-rad circle), ``energy_profile.png`` (unbiased energy along the 3 lowest-barrier successful
+  paths of each method, the minimised start's energy dashed), ``training.png`` (ESS, mean path cost, loss, THP against the iteration);
 - ``report_paths.dcd`` + ``report_paths.pdb``: the policy's paths (:func:`mlpot.pips.trajectories.write_paths`).
 
 Toy runs are refused (ValueError): their paths are 2D and `mlpot pips train` already reports
@@ -37,8 +40,11 @@ from mlpot.pips.trajectories import write_paths
 
 METHODS = {"pips": "PIPS", "md": "unbiased MD", "smd": "steered MD"}
 TABLE_COLUMNS = (  # metric key, column heading, format
-    ("thp", "THP", "{:.2f}"), ("rmsd_A", "RMSD Å", "{:.2f}"), ("epd", "EPD", "{:.2f}"),
-    ("ets_kj_mol", "ETS kJ/mol", "{:.1f}"), ("mean_max_energy_kj_mol", "max E kJ/mol", "{:.1f}"),
+    ("thp", "THP", "{:.2f}"), ("rmsd_A", "RMSD Å", "{:.2f}"), ("thp_literature", "THP lit.", "{:.2f}"),
+    ("epd", "EPD", "{:.2f}"), ("ets_kj_mol", "ETS kJ/mol", "{:.1f}"),
+    ("ets_relative_kj_mol", "ETS − E₀ kJ/mol", "{:.1f}"),
+    ("ets_literature_relative_kj_mol", "ETS lit. − E₀ kJ/mol", "{:.1f}"),
+    ("mean_max_energy_kj_mol", "max E kJ/mol", "{:.1f}"),
     ("bias_work_kj_mol", "bias work kJ/mol", "{:.1f}"), ("wall_seconds", "wall s", "{:.1f}"),
 )
 PROFILED_PATHS = 3
@@ -125,7 +131,9 @@ def write_report(run_dir: Path, n_paths: int = 16, seed: int = 1,
         training=training_summary(trainer.log, config.n_paths),
         settings={"system": config.system, "n_paths": n_paths, "seed": seed, "n_steps": config.n_steps,
                   "timestep_fs": config.timestep_fs, "temperature_K": config.temperature_K,
-                  "smd_spring_kj_mol_nm2": spring_kj_mol_nm2, "smd_ramp": ramp},
+                  "smd_spring_kj_mol_nm2": spring_kj_mol_nm2, "smd_ramp": ramp,
+                  "literature_thp_criterion": trainer.transition.literature_criterion,
+                  "start_energy_kj_mol": sampled["pips"].start_energy_kj_mol},
     )
     report.files = _write_files(run_dir, trainer, sampled, report)
     return report
@@ -142,10 +150,12 @@ def _write_files(run_dir: Path, trainer, sampled: Dict[str, EvaluatedPaths], rep
     paths_deg = {METHODS[method]: tuple(angles.numpy() for angles in transition.dihedrals_deg(evaluated.finite_positions_nm))
                  for method, evaluated in sampled.items()}
     box_deg = None if transition.phi_range_deg is None else (transition.phi_range_deg, transition.psi_range_deg)
-    plot_dihedral_paths(paths_deg, start_deg, target_deg, box_deg, files["ramachandran.png"])
+    plot_dihedral_paths(paths_deg, start_deg, target_deg, box_deg, files["ramachandran.png"],
+                        target_circle_rad=transition.literature_circle_rad)
     profiles = {METHODS[method]: (evaluated.energies_kj_mol.numpy(), evaluated.hits.numpy())
                 for method, evaluated in sampled.items()}
-    plot_energy_profiles(profiles, sampled["pips"].rollout.timestep, files["energy_profile.png"], PROFILED_PATHS)
+    plot_energy_profiles(profiles, sampled["pips"].rollout.timestep, files["energy_profile.png"], PROFILED_PATHS,
+                         start_energy_kj_mol=sampled["pips"].start_energy_kj_mol)
     plot_training_curves(trainer.log, trainer.config.n_paths, files["training.png"])
     pdb = write_paths(sampled["pips"].finite_positions_nm, trainer.topology, files["report_paths.dcd"])
     return [*files.values(), pdb]
@@ -165,7 +175,11 @@ def _markdown(report: PipsReport) -> str:
         f"final training-path THP {_formatted(training['final_training_thp'], '{:.2f}')}.", "",
         report.table(), "",
         "THP: fraction of paths ending in the target basin. RMSD: final heavy-atom RMSD to the target after "
-        "superposition. EPD: 1000 × mean squared pairwise-distance error at the final frame (nm²). ETS: mean over "
-        "successful paths of the highest unbiased potential energy along the path. max E: the same over all paths. "
+        "superposition. THP lit.: the same fraction by the published codes' hit test, here "
+        f"{settings['literature_thp_criterion'] or 'none defined'}. EPD: 1000 × mean squared pairwise-distance error "
+        "at the final frame (nm²). ETS: mean over successful paths of the highest unbiased potential energy along the "
+        f"path; ETS − E₀: the same minus the minimised start's energy E₀ = "
+        f"{_formatted(settings['start_energy_kj_mol'], '{:.1f}')} kJ/mol; ETS lit. − E₀: over the paths that hit by "
+        "the literature test. max E: the highest energy averaged over all paths. "
         "Bias work: Σ u·Δx of the control force. wall s: wall time of the rollout.",
     ])
