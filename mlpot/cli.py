@@ -400,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlpot {mlpot.__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error instead of its one-line message (also MLPOT_DEBUG=1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the free cores; also MLPOT_NUM_THREADS)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("new-model", help="write a randomly initialised model file",
@@ -594,6 +596,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     import torch  # noqa: F401  before any command imports openmm: openmm-torch's plugin needs torch's libraries
     try:
+        if args.threads is not None:
+            os.environ["MLPOT_NUM_THREADS"] = str(args.threads)
+        from mlpot import runtime
+
+        runtime.configure_threads()
         return args.func(args)
     except KeyboardInterrupt:
         print(f"mlpot {args.command}: interrupted", file=sys.stderr)
