@@ -29,10 +29,12 @@ from typing import Any, Dict
 import yaml
 
 from mlpot.md.stability import EVALUATION_BOND_THRESHOLD_A, MINIMUM_CONTACT_DISTANCE_A, TRAINING_BOND_THRESHOLD_A
-from mlpot.train.config import config_section, read_yaml_config
+from mlpot.train.config import checked_setting, config_section, read_yaml_config
 from mlpot.validation import optional_positive_number, positive_number
 
 OBSERVABLE_LOSSES = ("mse", "mae")
+# ranges of the keys that :meth:`StableConfig.validate` does not check one by one (syntax of mlpot.train.config.LIMITS)
+LIMITS = {"data.val_fraction": "[0, 1)", "data.test_fraction": "[0, 1)", "run.threads": ">= 1"}
 
 
 @dataclass
@@ -171,6 +173,18 @@ class StableConfig:
             raise ValueError("need timestep_fs <= record_every_fs <= segment_fs in section simulation")
         optional_positive_number("simulation.contact_A", simulation.contact_A, "Å", none="null")
         optional_positive_number("run.max_time_minutes", run.max_time_minutes, none="null")
+        self._check_types_and_ranges()
+
+    def _check_types_and_ranges(self) -> None:
+        """Every key of every section has its declared type (a bool or a string is not a number) and the
+        keys of :data:`LIMITS` their range; ``ValueError`` naming ``section.key`` otherwise."""
+        if not isinstance(self.parent, str) or not isinstance(self.out, str) or not self.out:
+            raise ValueError(f"parent and out must be file/folder names, got {self.parent!r} and {self.out!r}")
+        for section_name, section_type in _SECTIONS:
+            section = getattr(self, section_name)
+            for item in dataclasses.fields(section_type):
+                name = f"{section_name}.{item.name}"
+                checked_setting(name, str(item.type), getattr(section, item.name), LIMITS.get(name))
 
 
 def load_stable_config(path: str | Path) -> StableConfig:

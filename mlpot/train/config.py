@@ -18,20 +18,95 @@ Example (``mlpot train config.yaml``; the keys not given take the defaults below
 
 ``mlpot train --data FILE --arch nequip --out DIR`` builds the same thing from flags, and
 ``--set training.lr=0.005`` overrides any single key.
+
+Every assignment to a key, from YAML, ``--set``, a flag or Python, is checked against the key's type
+(a bool is not a number, a string is not a number) and its range (:data:`LIMITS`); a bad value is a
+``ValueError`` naming ``section.key``, the value and what is expected.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import yaml
 
+# Allowed ranges of the numeric keys: ">= a", "> a" or an interval "[a, b)" (brackets as in maths).
+LIMITS: Dict[str, str] = {
+    "data.val_fraction": "[0, 1)", "data.test_fraction": "[0, 1)",
+    "model.cutoff": "> 0",
+    "training.epochs": ">= 1", "training.batch_size": ">= 1", "training.lr": "> 0", "training.weight_decay": ">= 0",
+    "training.huber_delta": "> 0", "training.energy_weight": ">= 0", "training.forces_weight": ">= 0",
+    "training.stress_weight": ">= 0", "training.ema_decay": "[0, 1)", "training.grad_clip": "> 0",
+    "training.warmup_steps": ">= 0", "training.plateau_factor": "(0, 1)", "training.plateau_patience": ">= 0",
+    "training.min_lr": ">= 0", "training.early_stopping_patience": ">= 1", "training.max_time_minutes": "> 0",
+    "training.threads": ">= 1",
+}
+
+
+def _within(value: float, limit: str) -> bool:
+    """Whether ``value`` satisfies a :data:`LIMITS` entry."""
+    if limit.startswith(">="):
+        return value >= float(limit[2:])
+    if limit.startswith(">"):
+        return value > float(limit[1:])
+    low, high = (float(x) for x in limit[1:-1].split(","))
+    above = value >= low if limit[0] == "[" else value > low
+    below = value <= high if limit[-1] == "]" else value < high
+    return above and below
+
+
+def checked_setting(name: str, annotation: str, value: Any, limit: str | None = None) -> Any:
+    """``value`` if it fits the field type ``annotation`` (as written in the dataclass, e.g. ``"int | None"``)
+    and the range ``limit`` (written as in :data:`LIMITS`); else ``ValueError`` naming ``name``, the value and
+    what is expected. Integers given for a float key become floats."""
+    optional = annotation.endswith("| None")
+    kind = annotation.replace("| None", "").strip()
+    if value is None and optional:
+        return None
+    expected = {
+        "int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+        "List[str]": "a list of strings", "Dict[str, Any]": "a mapping",
+    }[kind]
+    if limit:
+        expected += f" {limit}" if limit[0] in "<>" else f" in {limit}"
+    if optional:
+        expected += " or null"
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    fits = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": is_number and math.isfinite(value),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+        "List[str]": isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
+        "Dict[str, Any]": isinstance(value, dict),
+    }[kind]
+    if not fits or (limit and not _within(value, limit)):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return float(value) if kind == "float" else list(value) if kind == "List[str]" else value
+
+
+class _CheckedSection:
+    """A config section whose every field assignment goes through :func:`checked_setting`."""
+
+    SECTION = ""
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        annotation = _FIELD_TYPES.get(type(self).__name__, {}).get(key)
+        if annotation is not None:
+            if key == "files" and isinstance(value, str):
+                value = [value]
+            name = f"{self.SECTION}.{key}"
+            value = checked_setting(name, annotation, value, LIMITS.get(name))
+        super().__setattr__(key, value)
+
 
 @dataclass
-class DataConfig:
+class DataConfig(_CheckedSection):
+    SECTION = "data"
     files: List[str] = field(default_factory=list)
     energy_key: str = "energy"
     forces_key: str = "forces"
@@ -55,7 +130,8 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_CheckedSection):
+    SECTION = "model"
     arch: str = "nequip"
     size: str = "default"
     cutoff: float = 5.0
@@ -66,7 +142,8 @@ class ModelConfig:
 
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(_CheckedSection):
+    SECTION = "training"
     epochs: int = 100
     batch_size: int = 5
     lr: float = 0.005
@@ -91,6 +168,12 @@ class TrainingConfig:
     threads: int | None = None
 
 
+_FIELD_TYPES: Dict[str, Dict[str, str]] = {
+    section.__name__: {f.name: str(f.type) for f in dataclasses.fields(section)}
+    for section in (DataConfig, ModelConfig, TrainingConfig)
+}
+
+
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -110,10 +193,9 @@ class TrainConfig:
         out = raw.pop("out", "runs/train")
         if raw:
             raise ValueError(f"unknown top-level config key(s) {sorted(raw)}; known: data, model, training, out")
-        config = cls(out=str(out), **sections)
-        if isinstance(config.data.files, str):
-            config.data.files = [config.data.files]
-        return config
+        if not isinstance(out, str) or not out:
+            raise ValueError(f"out must be a folder name, got {out!r}")
+        return cls(out=out, **sections)
 
 
 def config_section(section_type, values: Dict[str, Any], name: str):
