@@ -76,6 +76,27 @@ def test_registry_lists_the_shipped_systems_and_their_files_exist():
         assert spec.pdb_path.is_relative_to(systems.SYSTEMS_DIR)
 
 
+@pytest.mark.parametrize("pdb_path", sorted(systems.SYSTEMS_DIR.glob("*/*.pdb")), ids=lambda path: path.name)
+def test_every_shipped_pdb_bonds_every_atom_in_mdtraj_and_openmm(pdb_path):
+    """Analysis tools read the bonds from the file (CONECT records or residue templates), not from distances."""
+    import mdtraj
+    from openmm import app
+
+    topology = mdtraj.load(str(pdb_path)).topology
+    bonded = {atom.index for bond in topology.bonds for atom in bond}
+    assert topology.n_bonds > 0 and bonded == set(range(topology.n_atoms))
+    assert app.PDBFile(str(pdb_path)).topology.getNumBonds() == topology.n_bonds
+
+
+def test_ethanol_pdb_carries_its_eight_covalent_bonds():
+    import mdtraj
+
+    topology = mdtraj.load(str(systems.get_system("ethanol").pdb_path)).topology
+    names = sorted(tuple(sorted((a.name, b.name))) for a, b in topology.bonds)
+    assert names == [("C1", "C2"), ("C1", "H4"), ("C1", "H5"), ("C1", "H6"), ("C2", "H2"), ("C2", "H3"),
+                     ("C2", "O1"), ("H1", "O1")]
+
+
 @pytest.mark.parametrize("name", REGISTERED)
 def test_openmm_and_ase_loaders_agree_on_atoms_positions_and_box(name):
     from openmm import unit
