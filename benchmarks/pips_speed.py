@@ -4,8 +4,11 @@ One iteration is exactly ``MolecularTrainer.step`` with the system's default bat
 (``run_defaults`` in ``mlpot/pips/peptides.py``; alanine dipeptide 16 × 500 steps, polyproline
 16 × 1000, chignolin 8 × 1000, all 1 fs, CPU platform): controlled rollouts in OpenMM, path costs,
 weights, the PICE surrogate loss over all recorded states (one batched forward + backward), Adam
-and EMA updates, checkpoint skipped. Alanine dipeptide (vacuum) runs its replicas in one Context;
-polyproline and chignolin (GBn2 implicit solvent) in one Context per replica. Reported: seconds
+and EMA updates, checkpoint skipped. Every system runs its replicas in one Context by default
+(polyproline and chignolin, GBn2 implicit solvent, under a 4 nm CutoffNonPeriodic cutoff with the
+copies spaced beyond it: ``mlpot/pips/replicas.py``); ``--layouts one-context context-per-replica``
+times both layouts, iterations interleaved (A, B, A, B, ...) so that a shared machine's load hits
+both alike. ``--n-paths`` overrides the system's batch size. Reported: seconds
 per iteration and per path, and the rollout's split into time inside OpenMM (step, getState,
 setting the control force), inside the policy, and the rest (Python, numpy/torch conversions,
 noise, records). For alanine dipeptide the same 16 × 500 uncontrolled steps are also timed with
@@ -14,6 +17,8 @@ one Context per replica (the reference code's layout, and ours for implicit solv
     python benchmarks/pips_speed.py                                   # alanine dipeptide, both policies
     python benchmarks/pips_speed.py --systems polyproline --iterations 2
     python benchmarks/pips_speed.py --systems chignolin --policies aligned-force --iterations 1 --warmup 0
+    python benchmarks/pips_speed.py --systems polyproline chignolin --policies aligned-force --n-paths 16 \
+        --layouts one-context context-per-replica --iterations 1
 
 Updates ``benchmarks/results/pips_speed.json`` (the entries of the systems and policies measured
 are replaced, the others kept) and prints a markdown table of what it measured.
@@ -54,15 +59,40 @@ def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float
     return result.timings.total
 
 
-def measure(system: str, policy: str, iterations: int, threads: int, warmup: int = 1) -> dict:
+def trainer_with_layout(system: str, policy: str, threads: int, layout: str, n_paths: int | None = None):
+    """A :class:`MolecularTrainer` with the system's default batch (``n_paths`` if given) whose
+    rollouts run in replica ``layout`` (the trainer builds the default layout; another one
+    replaces it: the trainer has no setting for it yet)."""
     from mlpot.pips.molecular_trainer import MolecularTrainConfig, MolecularTrainer
+    from mlpot.pips.openmm_rollout import replica_runner
     from mlpot.pips.peptides import peptide_transition
 
-    # the system's default batch; after the first update the controls are non-zero (their cost does
-    # not depend on their values anyway)
-    config = MolecularTrainConfig(system=system, policy=policy, **peptide_transition(system).run_defaults)
-    trainer = MolecularTrainer(config, threads=threads)
-    rows = [trainer.step() for _ in range(iterations + warmup)][warmup:]  # the first includes one-off set-up
+    defaults = dict(peptide_transition(system).run_defaults)
+    if n_paths is not None:
+        defaults["n_paths"] = n_paths
+    trainer = MolecularTrainer(MolecularTrainConfig(system=system, policy=policy, **defaults), threads=threads)
+    if layout != "one-context":
+        n = trainer.config.n_paths
+        trainer._runners[n] = replica_runner(trainer.topology, trainer.start_nm, n, trainer.settings,
+                                             trainer.transition.forcefield_files, trainer.potential, "CPU", threads,
+                                             layout=layout)
+    return trainer
+
+
+def measure(system: str, policy: str, iterations: int, threads: int, warmup: int = 1,
+            layouts=("one-context",), n_paths: int | None = None) -> list[dict]:
+    """One result per layout; the layouts' iterations interleaved."""
+    # after the first update the controls are non-zero (their cost does not depend on their values anyway)
+    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths) for layout in layouts]
+    rows = [[] for _ in layouts]
+    for _ in range(iterations + warmup):
+        for trainer_rows, trainer in zip(rows, trainers):
+            trainer_rows.append(trainer.step())
+    return [summary(system, policy, trainer, trainer_rows[warmup:], iterations, warmup)  # the first: one-off set-up
+            for trainer, trainer_rows in zip(trainers, rows)]
+
+
+def summary(system: str, policy: str, trainer, rows: list, iterations: int, warmup: int) -> dict:
     median = {key: statistics.median(row[key] for row in rows)
               for key in ("seconds", "rollout_seconds", "openmm_seconds", "policy_seconds", "python_seconds")}
     n_paths, n_steps = trainer.config.n_paths, trainer.config.n_steps
@@ -80,6 +110,23 @@ def measure(system: str, policy: str, iterations: int, threads: int, warmup: int
     }
 
 
+def _key(result: dict) -> tuple:
+    """What a result measured: system, policy, layout and batch (older records: default layout)."""
+    return (result.get("system", "alanine-dipeptide"), result["policy"], result.get("layout"), result.get("n_paths"))
+
+
+def _layout_ratios(results: list[dict]) -> list[dict]:
+    """Seconds per iteration of context-per-replica over one-context, where both were timed together."""
+    by_key = {(r["system"], r["policy"], r["n_paths"], r["layout"]): r for r in results}
+    ratios = []
+    for (system, policy, n_paths, layout), result in by_key.items():
+        other = by_key.get((system, policy, n_paths, "ContextPerReplicaRunner"))
+        if layout == "OneContextRunner" and other is not None:
+            ratios.append({"system": system, "policy": policy, "n_paths": n_paths,
+                           "per_replica_over_one_context": other["seconds_per_iteration"] / result["seconds_per_iteration"]})
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=3)
@@ -89,12 +136,16 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["alanine-dipeptide"],
                         help="alanine-dipeptide, polyproline, chignolin (default alanine-dipeptide)")
     parser.add_argument("--policies", nargs="+", default=["distance-energy", "aligned-force"])
+    parser.add_argument("--layouts", nargs="+", default=["one-context"],
+                        help="replica layouts to time, interleaved: one-context, context-per-replica")
+    parser.add_argument("--n-paths", type=int, default=None, help="paths per iteration (default: the system's)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pips_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    results = [measure(system, policy, args.iterations, args.threads, args.warmup)
-               for system in args.systems for policy in args.policies]
+    results = [result for system in args.systems for policy in args.policies
+               for result in measure(system, policy, args.iterations, args.threads, args.warmup, args.layouts,
+                                     args.n_paths)]
     print("| system | policy | replicas | paths × steps | s / iteration | s / path | ms / replica-step | rollout s | "
           "loss+update s | OpenMM | policy | Python |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -103,16 +154,26 @@ def main() -> None:
               f"{r['seconds_per_iteration']:.2f} | {r['seconds_per_path']:.3f} | {r['ms_per_replica_step']:.2f} | "
               f"{r['rollout_seconds']:.2f} | {r['loss_and_update_seconds']:.2f} | {r['rollout_fraction_openmm']:.0%} | "
               f"{r['rollout_fraction_policy']:.0%} | {r['rollout_fraction_python']:.0%} |")
+    for r in results:
+        r["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        r["load_average_1min"] = os.getloadavg()[0]
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.exists() else {}
-    measured = {(r["system"], r["policy"]) for r in results}
-    kept = [r for r in record.get("results", [])
-            if (r.get("system", "alanine-dipeptide"), r["policy"]) not in measured]
+    measured = {_key(r) for r in results}
+    kept = [r for r in record.get("results", []) if _key(r) not in measured]
+    ratios = _layout_ratios(results)
+    for ratio in ratios:
+        print(f"{ratio['system']} {ratio['policy']} {ratio['n_paths']} paths: context-per-replica / one-context "
+              f"= {ratio['per_replica_over_one_context']:.2f} (s per iteration, same run, interleaved)")
     record.update({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(), "threads": args.threads,
         "load_average_1min": os.getloadavg()[0], "results": kept + results,
     })
+    if ratios:
+        record["layout_ratios"] = [ratio for ratio in record.get("layout_ratios", [])
+                                   if (ratio["system"], ratio["policy"], ratio["n_paths"]) not in
+                                   {(r["system"], r["policy"], r["n_paths"]) for r in ratios}] + ratios
     if "alanine-dipeptide" in args.systems:
         separate = separate_contexts_seconds(16, 500, args.threads)
         print(f"\nalanine dipeptide, 16 × 500 uncontrolled steps, one Context per replica: {separate:.2f} s")
