@@ -195,12 +195,11 @@ class BlowUpCheck:
         problem = self.problem_in_positions(step, snapshot.positions_A)
         if problem is not None:
             return problem
-        if len(self.symbols) > 1:
-            positions_A = torch.from_numpy(np.asarray(snapshot.positions_A, dtype=np.float64))
-            i, j, distance = self.contacts.closest_pair(positions_A)
-            if distance < self.contacts.threshold_A:
-                return (f"atoms {self._atom(i)} and {self._atom(j)} are {distance:.3g} Å apart "
-                        f"(limit {self.contacts.threshold_A:.3g} Å): atoms collapsed onto each other")
+        contact = self.contacts.closest_contact(torch.from_numpy(np.asarray(snapshot.positions_A, dtype=np.float64)))
+        if contact is not None:
+            i, j, distance = contact
+            return (f"atoms {self._atom(i)} and {self._atom(j)} are {distance:.3g} Å apart "
+                    f"(limit {self.contacts.threshold_A:.3g} Å): atoms collapsed onto each other")
         if not math.isfinite(snapshot.energy_eV):
             return f"the potential energy is no longer finite ({snapshot.energy_eV} eV)"
         if not snapshot.temperature_K <= self.max_temperature_K:

@@ -117,6 +117,20 @@ def test_the_check_names_a_broken_bond_collapsed_atoms_a_runaway_atom_and_non_fi
     assert "energy is no longer finite" in check.problem_at_report(10, Snapshot(float("nan"), 300.0, start, None))
 
 
+def test_contacts_are_found_across_the_box_edge_with_the_neighbour_list():
+    import torch
+
+    from mlpot.md.stability import MinimumDistanceCriterion
+
+    positions = torch.tensor([[0.1, 5.0, 5.0], [3.0, 5.0, 5.0], [9.8, 5.0, 5.0], [6.0, 5.0, 5.0]], dtype=torch.float64)
+    box = torch.diag(torch.tensor([10.0, 10.0, 10.0], dtype=torch.float64))
+    contact = MinimumDistanceCriterion(torch.arange(4), threshold_A=0.5, cell=box).closest_contact(positions)
+    assert contact[:2] == (0, 2) and contact[2] == pytest.approx(0.3)
+    assert MinimumDistanceCriterion(torch.arange(4), threshold_A=0.5).closest_contact(positions) is None
+    assert MinimumDistanceCriterion(torch.tensor([0, 1, 0, 1]), threshold_A=0.5, cell=box).closest_contact(
+        positions) is None  # same molecule: not a contact
+
+
 @pytest.mark.parametrize("system, reference", [("ethanol", "systems/ethanol/dft.extxyz"),
                                                ("alanine-dipeptide", "systems/alanine-dipeptide/dft.extxyz")])
 def test_no_thermal_dft_frame_looks_like_a_blow_up(system, reference):

@@ -13,7 +13,7 @@ replica whether it went unphysical somewhere in them:
   hydrogens merging at 500 K while every C–H bond stays in its band).
 
 Non-finite positions always count as unstable. For an error message, :meth:`BondLengthCriterion.worst_bond` and
-:meth:`MinimumDistanceCriterion.closest_pair` name the atoms of one structure (``mlpot md`` stops a run with them).
+:meth:`MinimumDistanceCriterion.closest_contact` name the atoms of one structure (``mlpot md`` stops a run with them).
 """
 
 from __future__ import annotations
@@ -120,34 +120,41 @@ class MinimumDistanceCriterion:
         molecules = self.molecule_of_atom.to(positions.device)
         if molecules.shape != (positions.shape[2],):
             raise ValueError(f"molecule_of_atom needs one entry per atom ({positions.shape[2]})")
+        other = molecules[:, None] != molecules[None, :]
         minimum = torch.full((positions.shape[1],), math.inf, dtype=positions.dtype, device=positions.device)
         for frame in positions:  # one frame at a time: (R, n, n) distances
-            minimum = torch.minimum(minimum, self._intermolecular_distances(frame).amin(dim=(1, 2)))
+            differences = frame[:, None, :, :] - frame[:, :, None, :]
+            if self.cell is not None:
+                lengths = torch.diagonal(self.cell).to(positions)
+                differences = differences - lengths * torch.round(differences / lengths)
+            distances = torch.linalg.norm(differences, dim=-1)
+            distances = torch.where(other, distances, torch.full_like(distances, math.inf))
+            minimum = torch.minimum(minimum, torch.nan_to_num(distances, nan=0.0).amin(dim=(1, 2)))
         return minimum
 
-    def _intermolecular_distances(self, frame: torch.Tensor) -> torch.Tensor:
-        """``(R, n, n)`` Å between atoms of different molecules in ``frame`` ``(R, n_atoms, 3)`` Å (minimum
-        image with a cell); inf within a molecule, 0 where a position is not finite."""
-        molecules = self.molecule_of_atom.to(frame.device)
-        other = molecules[:, None] != molecules[None, :]
-        differences = frame[:, None, :, :] - frame[:, :, None, :]
-        if self.cell is not None:
-            lengths = torch.diagonal(self.cell).to(frame)
-            differences = differences - lengths * torch.round(differences / lengths)
-        distances = torch.linalg.norm(differences, dim=-1)
-        distances = torch.where(other, distances, torch.full_like(distances, math.inf))
-        return torch.nan_to_num(distances, nan=0.0)
+    def closest_contact(self, frame: torch.Tensor) -> Optional[Tuple[int, int, float]]:
+        """The two atoms of different molecules closest to each other in one structure ``(n_atoms, 3)`` Å
+        (finite), among those closer than the threshold: ``(atom i, atom j, distance Å)`` with i < j, or None.
+        Found with the neighbour list, so it costs O(n_atoms), not O(n_atoms²); this is what an error message names.
+        """
+        from mlpot.neighbors import neighbor_pairs
 
-    def closest_pair(self, frame: torch.Tensor) -> Tuple[int, int, float]:
-        """The two atoms of different molecules closest to each other in one structure ``(n_atoms, 3)`` Å:
-        ``(atom i, atom j, distance Å)`` with i < j; this is what an error message names."""
-        if frame.dim() != 2 or frame.shape != (self.molecule_of_atom.numel(), 3):
-            raise ValueError(f"a structure must have shape ({self.molecule_of_atom.numel()}, 3) Å, "
-                             f"got {tuple(frame.shape)}")
-        distances = self._intermolecular_distances(frame[None])[0]
-        flat = int(torch.argmin(distances))
-        i, j = sorted(divmod(flat, distances.shape[1]))
-        return i, j, float(distances.flatten()[flat])
+        n_atoms = self.molecule_of_atom.numel()
+        if frame.shape != (n_atoms, 3):
+            raise ValueError(f"a structure must have shape ({n_atoms}, 3) Å, got {tuple(frame.shape)}")
+        frame = frame.to(torch.float64)
+        periodic = self.cell is not None
+        cell = self.cell.to(frame) if periodic else torch.zeros(3, 3, dtype=frame.dtype)
+        pairs, shifts = neighbor_pairs(frame, cell, torch.full((3,), periodic), self.threshold_A)
+        molecules = self.molecule_of_atom.to(pairs.device)
+        keep = molecules[pairs[0]] != molecules[pairs[1]]
+        if not bool(keep.any()):
+            return None
+        pairs, shifts = pairs[:, keep], shifts[keep]
+        distances = torch.linalg.norm(frame[pairs[1]] - frame[pairs[0]] + shifts @ cell, dim=-1)
+        closest = int(torch.argmin(distances))
+        i, j = sorted((int(pairs[0, closest]), int(pairs[1, closest])))
+        return i, j, float(distances[closest])
 
     def unstable(self, positions: torch.Tensor) -> torch.Tensor:
         """``(R,)`` bool: replicas with two molecules closer than the threshold in any frame."""
