@@ -246,7 +246,7 @@ def _cmd_eval(args) -> int:
     from mlpot.evaluate import evaluate_model_file, format_metrics, write_evaluation
 
     metrics, accumulator = evaluate_model_file(args.model, args.data, _data_spec(args), device=args.device,
-                                               check_units=not args.no_unit_check)
+                                               check_units=not args.no_unit_check, progress=not args.quiet)
     print(f"{args.model} on {', '.join(args.data)} ({metrics['frames']} frames):")
     print(format_metrics(metrics))
     out = Path(args.out) if args.out else Path(args.model).with_name(Path(args.model).stem + "_eval")
@@ -480,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for metrics.json and parity.png (default MODEL_eval)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-unit-check", action="store_true", help="skip the unit sanity check of the data")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_arguments(p)
     p.set_defaults(func=_cmd_eval)
 

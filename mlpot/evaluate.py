@@ -7,10 +7,12 @@ structure at a time), so the numbers are those of the deployed potential, not of
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Dict, Sequence
 
 import torch
+from tqdm import tqdm
 
 from mlpot.data import DataSpec, read_many, validate_frames
 from mlpot.deploy import load_model
@@ -25,13 +27,15 @@ def evaluate_model_file(
     device: str = "cpu",
     stress: bool = True,
     check_units: bool = True,
+    progress: bool = False,
 ) -> tuple[Dict[str, float], ErrorAccumulator]:
-    """Metrics (meV units, see :mod:`mlpot.train.metrics`) and the accumulator holding parity pairs."""
+    """Metrics (meV units, see :mod:`mlpot.train.metrics`) and the accumulator holding parity pairs;
+    ``progress`` shows a bar over the frames on stderr."""
     model = load_model(model_path, device=device)
     frames = read_many(files, spec)
     validate_frames(frames, model.atomic_numbers, check_units=check_units)
     accumulator = ErrorAccumulator(keep=True)
-    for frame in frames:
+    for frame in tqdm(frames, desc="eval", unit="frame", disable=not progress, file=sys.stderr, leave=False):
         pbc = torch.from_numpy(frame.pbc)
         want_stress = stress and frame.stress is not None and bool(pbc.all())
         try:
