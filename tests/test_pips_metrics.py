@@ -109,7 +109,7 @@ def test_evaluated_paths_report_literature_thp_and_barriers_relative_to_the_mini
 
 def test_report_table_and_plots_carry_the_literature_columns(tmp_path):
     from mlpot.pips.report import PipsReport
-    from mlpot.pips.report_plots import plot_dihedral_paths, plot_energy_profiles
+    from mlpot.pips.report_plots import plot_dihedral_paths, plot_energy_profiles, plot_training_curves
 
     metrics = {"thp": 0.5, "thp_literature": 0.25, "rmsd_A": 1.0, "epd": 2.0, "ets_kj_mol": 10.0,
                "ets_relative_kj_mol": 97.0, "ets_literature_relative_kj_mol": float("nan")}
@@ -123,3 +123,6 @@ def test_report_table_and_plots_carry_the_literature_columns(tmp_path):
     energies, hits = np.array([[0.0, 5.0, 1.0], [0.0, 9.0, 2.0]]), np.array([True, True])
     out = plot_energy_profiles({"A": (energies, hits)}, 0.001, tmp_path / "energy.png", start_energy_kj_mol=-1.0)
     assert out.read_bytes()[:4] == b"\x89PNG"
+    log = [{"iteration": 1, "ess": 2.0, "mean_cost": 1.0, "loss": 0.5, "thp": 0.5, "thp_literature": 0.25},
+           {"iteration": 2, "ess": 3.0, "mean_cost": 0.8, "loss": 0.4, "thp": 0.75}]  # an older row without it
+    assert plot_training_curves(log, 4, tmp_path / "training.png").read_bytes()[:4] == b"\x89PNG"

@@ -100,13 +100,18 @@ def plot_energy_profiles(profiles: Dict[str, Tuple[np.ndarray, np.ndarray]], tim
 
 
 def plot_training_curves(log: Sequence[Dict[str, float]], n_paths: int, out: Path) -> Path:
-    """ESS, mean path cost, PICE loss and THP of the training paths against the iteration."""
+    """ESS, mean path cost, PICE loss and THP of the training paths against the iteration (THP by
+    the target basin and, where the log has it, by the literature test, dashed)."""
     iterations = [row["iteration"] for row in log]
     panels = (("ess", f"ESS (of {n_paths})"), ("mean_cost", "mean path cost S"), ("loss", "PICE surrogate loss"),
               ("thp", "THP (training paths)"))
     figure = Figure(figsize=(8.4, 6.0), dpi=DPI, layout="constrained")
     for axis, (key, label) in zip(figure.subplots(2, 2).flat, panels):
-        axis.plot(iterations, [row.get(key, np.nan) for row in log], lw=0.9)
+        axis.plot(iterations, [row.get(key, np.nan) for row in log], lw=0.9, label="target basin")
+        if key == "thp" and any("thp_literature" in row for row in log):
+            axis.plot(iterations, [row.get("thp_literature", np.nan) for row in log], lw=0.9, ls="--",
+                      label="literature test")
+            axis.legend(fontsize=7)
         axis.set(xlabel="iteration", ylabel=label)
     figure.savefig(out)
     return out
