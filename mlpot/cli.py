@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -266,8 +265,10 @@ def _cmd_data_inspect(args) -> int:
 
 def _cmd_pips_train(args) -> int:
     from mlpot.pips.runs import new_run, parse_setting, resume_run
-    from mlpot.train.trainer import interrupts_as_keyboard_interrupt
+    from mlpot.pips.trainer import PipsInterrupted
 
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise ValueError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes}")
     if args.resume:
         if args.set:
             raise ValueError("--resume continues a run with the settings it was started with; --set is not allowed")
@@ -282,22 +283,21 @@ def _cmd_pips_train(args) -> int:
                              "(--system, --potential, --iterations, --paths, --seed)")
         trainer = new_run(args.system, Path(args.out), potential=args.potential, iterations=args.iterations,
                           n_paths=args.paths, seed=args.seed, **overrides)
-    started = time.perf_counter()
-    try:
-        with interrupts_as_keyboard_interrupt():  # a batch system's SIGTERM stops like Ctrl-C
-            while trainer.iteration < trainer.config.iterations:
-                if args.max_minutes is not None and time.perf_counter() - started > 60.0 * args.max_minutes:
-                    print(f"time limit of {args.max_minutes} min reached after {trainer.iteration} iterations; "
-                          f"`mlpot pips train --out {args.out} --resume` continues")
-                    break
-                row = trainer.step()
-                if not args.quiet:
-                    print(f"iteration {row['iteration']:4d}  ESS {row['ess']:5.1f}/{trainer.config.n_paths}  "
-                          f"THP {row['thp']:.2f}  mean S {row['mean_cost']:8.2f}  {row['seconds']:.2f} s")
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the last finished iteration is checkpointed
-        print(f"\nstopped; the checkpoint holds every finished iteration; "
-              f"`mlpot pips train --out {args.out} --resume` continues", file=sys.stderr)
+
+    def print_row(row) -> None:
+        if not args.quiet:
+            print(f"iteration {row['iteration']:4d}  ESS {row['ess']:5.1f}/{trainer.config.n_paths}  "
+                  f"THP {row['thp']:.2f}  mean S {row['mean_cost']:8.2f}  {row['seconds']:.2f} s")
+
+    max_seconds = None if args.max_minutes is None else 60.0 * args.max_minutes
+    try:  # Ctrl-C or SIGTERM stop between iterations, each of which is checkpointed
+        trainer.run(max_seconds=max_seconds, on_iteration=print_row)
+    except PipsInterrupted as stop:
+        print(f"\n{stop}; `mlpot pips train --out {args.out} --resume` continues", file=sys.stderr)
         return 130
+    if trainer.iteration < trainer.config.iterations:
+        print(f"time limit of {args.max_minutes} min reached after {trainer.iteration} iterations; "
+              f"`mlpot pips train --out {args.out} --resume` continues")
     if hasattr(trainer, "transition"):  # molecular: the sample command evaluates (it costs rollouts)
         print(f"{trainer.config.system}: {trainer.iteration} iterations; checkpoint in {args.out}; "
               f"`mlpot pips sample {args.out}` draws paths with the averaged policy")
@@ -312,7 +312,7 @@ def _cmd_pips_sample(args) -> int:
     from mlpot.pips.runs import resume_run
     from mlpot.pips.trajectories import write_paths
 
-    trainer = resume_run(Path(args.run))
+    trainer = resume_run(Path(args.run), purpose="pips sample")
     if not hasattr(trainer, "transition"):
         print("mlpot pips sample: error: sampling to DCD is for molecular runs; toy runs report THP at the end "
               "of `mlpot pips train`", file=sys.stderr)

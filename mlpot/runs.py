@@ -96,21 +96,36 @@ def safe_torch_load(path: PathLike) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)
-        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+        corrupt = "Unsupported operand" in text  # bytes that are no pickle at all, not a refused object
+        if not corrupt and ("Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text):
             culprit = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line),
                            "a Python object")
             raise UnsafeCheckpointError(
                 f"{path} holds Python objects besides tensors and plain data ({culprit[:160]}); mlpot does not "
                 "unpickle such files, since unpickling can run code. It was not loaded"
             ) from None
-        raise ValueError(f"{path} is not a readable checkpoint (UnpicklingError: {text.splitlines()[0][:200]})") from None
+        reason = next((line.strip() for line in text.splitlines() if "Unsupported operand" in line), text.splitlines()[0])
+        raise ValueError(f"{path} is not a readable checkpoint (UnpicklingError: {reason[:200]})") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError) as error:
         first = str(error).splitlines()[0][:200] if str(error) else ""
         raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}: {first})") from None
 
 
-def read_checkpoint(path: PathLike, version: int, kind: str) -> Dict[str, Any]:
+# what a checkpoint written before checkpoints named their kind holds that no other kind does
+_LEGACY_KIND_KEYS = {"statistics": "training", "parent_sha256": "StABlE", "generator": "PIPS"}
+
+
+def checkpoint_kind(state: Dict[str, Any]) -> Optional[str]:
+    """The run kind ("training", "StABlE", "PIPS", ...) a checkpoint dict was written by: its ``kind``
+    entry, or for older checkpoints without one, the kind its keys give away (None if they do not)."""
+    if "kind" in state:
+        return state["kind"]
+    return next((kind for key, kind in _LEGACY_KIND_KEYS.items() if key in state), None)
+
+
+def read_checkpoint(path: PathLike, version: int, kind: str, purpose: str = "--resume") -> Dict[str, Any]:
     """The checkpoint dict at ``path``, written by a ``kind`` run (e.g. "StABlE") of format ``version``.
+    ``purpose`` starts every error message (the option or command that reads the checkpoint).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -119,23 +134,25 @@ def read_checkpoint(path: PathLike, version: int, kind: str) -> Dict[str, Any]:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+        raise FileNotFoundError(f"{purpose}: no checkpoint at {path}")
     if path.stat().st_size == 0:
-        raise ValueError(f"--resume: {path} is empty (a run killed before its first checkpoint?)")
+        raise ValueError(f"{purpose}: {path} is empty (a run killed before its first checkpoint?)")
     try:
         state = safe_torch_load(path)
     except UnsafeCheckpointError as error:
-        raise UnsafeCheckpointError(f"--resume: {error}") from None
+        raise UnsafeCheckpointError(f"{purpose}: {error}") from None
     except ValueError as error:
-        raise ValueError(f"--resume: {error}") from None
+        raise ValueError(f"{purpose}: {error}") from None
+    found_kind = checkpoint_kind(state) if isinstance(state, dict) else None
+    if found_kind is not None and found_kind != kind:
+        raise ValueError(f"{purpose}: {path} is a {found_kind} checkpoint, not a {kind} one (a run folder of "
+                         "another command)")
     if not isinstance(state, dict) or state.get("checkpoint_version") != version:
         found = state.get("checkpoint_version") if isinstance(state, dict) else None
         if isinstance(found, int) and found > version:
-            raise ValueError(f"--resume: {path} was written by a newer mlpot (checkpoint version {found}; this "
+            raise ValueError(f"{purpose}: {path} was written by a newer mlpot (checkpoint version {found}; this "
                              f"mlpot reads version {version}): upgrade mlpot to continue it")
-        raise ValueError(f"--resume: {path} is not a {kind} checkpoint of version {version} (found version {found})")
-    if state.get("kind", kind) != kind:
-        raise ValueError(f"--resume: {path} is a {state['kind']} checkpoint, not a {kind} one")
+        raise ValueError(f"{purpose}: {path} is not a {kind} checkpoint of version {version} (found version {found})")
     return state
 
 

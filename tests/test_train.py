@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from mlpot.deploy import load_model, read_metadata
+from mlpot.runs import RunLock, RunLockedError
 from mlpot.train import TrainConfig, TrainingInterrupted, train
 from mlpot.train.trainer import Trainer
 from mlpot.units import KJ_PER_MOL_PER_EV
@@ -103,8 +105,8 @@ def test_resume_takes_exactly_the_steps_of_an_uninterrupted_run(tmp_path):
     assert len(a) == len(b) == 3
     for key in ("train_loss", "val_loss", "val_forces_mae", "lr"):
         assert b[2][key] == a[2][key], key  # identical, not merely close
-    sa = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
-    sb = torch.load(stopped / "checkpoint.pt", weights_only=False)["model"]
+    sa = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
+    sb = torch.load(stopped / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
@@ -116,17 +118,18 @@ def test_interrupt_mid_epoch_saves_and_resume_continues_exactly(tmp_path, monkey
     original = Trainer.train_step
     calls = {"n": 0}
 
-    def step_then_ctrl_c(self, indices, accumulator):
-        if calls["n"] == 4:  # second epoch, second batch (3 batches per epoch)
-            raise KeyboardInterrupt
+    def ctrl_c_during_step(self, indices, accumulator):
+        if calls["n"] == 4:  # second epoch, second batch (3 batches per epoch): a real SIGINT as the step starts
+            os.kill(os.getpid(), signal.SIGINT)
         calls["n"] += 1
         return original(self, indices, accumulator)
 
-    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
-    with pytest.raises(TrainingInterrupted, match="checkpoint saved .* continue with --resume"):
+    monkeypatch.setattr(Trainer, "train_step", ctrl_c_during_step)
+    with pytest.raises(TrainingInterrupted, match=r"stopped \(SIGINT\).*checkpoint saved .* continue with --resume"):
         train(tiny_config(interrupted, epochs=2), quiet=True)
-    state = torch.load(interrupted / "checkpoint.pt", weights_only=False)
-    assert (state["progress"]["epoch"], state["progress"]["batch_in_epoch"], state["progress"]["step"]) == (1, 1, 4)
+    state = torch.load(interrupted / "checkpoint.pt", weights_only=True)
+    # the batch in progress was finished and booked, then the run stopped
+    assert (state["progress"]["epoch"], state["progress"]["batch_in_epoch"], state["progress"]["step"]) == (1, 2, 5)
     monkeypatch.setattr(Trainer, "train_step", original)
     train(tiny_config(interrupted, epochs=2), resume=True, quiet=True)
     resumed, expected = log_rows(interrupted)[1], log_rows(straight)[1]
@@ -134,13 +137,63 @@ def test_interrupt_mid_epoch_saves_and_resume_continues_exactly(tmp_path, monkey
     assert resumed == expected
 
 
+def test_sigterm_right_after_an_optimiser_step_resumes_to_exactly_the_uninterrupted_weights(tmp_path, monkeypatch):
+    """The old handler raised mid-bookkeeping here, so the resumed run took that batch twice."""
+    straight = tmp_path / "straight"
+    train(tiny_config(straight, epochs=2), quiet=True)
+
+    stopped = tmp_path / "stopped"
+    original_build = Trainer._build
+    steps = {"n": 0}
+
+    def sigterm_after_step(optimizer, args, kwargs):
+        steps["n"] += 1
+        if steps["n"] == 4:  # second epoch, first batch
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def build_with_hook(self, state):
+        original_build(self, state)
+        self.optimizer.register_step_post_hook(sigterm_after_step)
+
+    monkeypatch.setattr(Trainer, "_build", build_with_hook)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match=r"stopped \(SIGTERM\) at epoch 1, step 4"):
+        train(tiny_config(stopped, epochs=2), quiet=True)
+    assert signal.getsignal(signal.SIGTERM) == handler  # the run leaves no handler behind
+    monkeypatch.setattr(Trainer, "_build", original_build)
+    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["progress"]["batch_in_epoch"] == 1
+    train(tiny_config(stopped, epochs=2), resume=True, quiet=True)
+    expected = torch.load(straight / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    assert resumed["progress"]["step"] == expected["progress"]["step"] == 6
+    for part in ("model", "best_ema"):
+        assert all(torch.equal(resumed[part][k], expected[part][k]) for k in expected[part]), part
+
+
+def test_a_checkpoint_holds_only_tensors_and_plain_types(tmp_path):
+    """It loads with plain ``weights_only=True`` (no extra allowed globals), RNG states included."""
+    run = tmp_path / "run"
+    train(tiny_config(run, epochs=1), quiet=True)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["kind"] == "training" and isinstance(state["rng"]["numpy"]["key"], torch.Tensor)
+
+
+def test_a_second_trainer_on_a_locked_folder_is_refused_by_name(tmp_path):
+    run = tmp_path / "run"
+    with RunLock(run):  # as if another `mlpot train` were writing there
+        with pytest.raises(RunLockedError, match=r"run is in use by pid \d+ .*two runs must not write into one folder"):
+            train(tiny_config(run, epochs=1), quiet=True)
+    assert not (run / "config.yaml").exists()
+
+
 def test_an_existing_run_is_never_overwritten_and_resume_refuses_changed_settings(tmp_path):
     run = tmp_path / "run"
     train(tiny_config(run, epochs=1), quiet=True)
     with pytest.raises(FileExistsError, match="already holds a training run.*--resume"):
         train(tiny_config(run, epochs=1), quiet=True)
-    with pytest.raises(ValueError, match=r"training.lr is 0.02 but the checkpoint was made with 0.01"):
-        train(tiny_config(run, epochs=2, lr=0.02), resume=True, quiet=True)
+    with pytest.raises(ValueError, match=r"made with other settings.*: training.batch_size: was 4, now 2; "
+                                         r"training.lr: was 0.01, now 0.02$"):
+        train(tiny_config(run, epochs=2, lr=0.02, batch_size=2), resume=True, quiet=True)  # both named, epochs may grow
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(tiny_config(tmp_path / "empty", epochs=1), resume=True, quiet=True)
 
@@ -214,8 +267,8 @@ def test_two_process_data_parallel_training_equals_single_process(tmp_path):
         args = (command + [str(path)]) if out is single else (prefix + ["train", "--quiet", str(path)])
         finished = subprocess.run(args, env=environment, capture_output=True, text=True, timeout=300)
         assert finished.returncode == 0, finished.stderr[-3000:]
-    a = torch.load(single / "checkpoint.pt", weights_only=False)
-    b = torch.load(parallel / "checkpoint.pt", weights_only=False)
+    a = torch.load(single / "checkpoint.pt", weights_only=True)
+    b = torch.load(parallel / "checkpoint.pt", weights_only=True)
     assert a["progress"]["step"] == b["progress"]["step"] == 3
     for key in a["model"]:
         torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-10, atol=1e-12)

@@ -108,6 +108,7 @@ class MolecularTrainer(PiceTrainer):
 
     def __init__(self, config: MolecularTrainConfig, out: Path | None = None, resume: bool = False,
                  platform: str = "CPU", threads: int = 1):
+        config.validate()
         if config.policy not in MOLECULAR_POLICIES:
             raise ValueError(f"unknown molecular policy {config.policy!r}; known: {', '.join(MOLECULAR_POLICIES)}")
         if config.terminal_cost not in ("aligned-rmsd", "pairwise-distance"):

@@ -16,23 +16,24 @@
 Exact resume: all random numbers of the rollouts come from one ``torch.Generator`` whose state is
 checkpointed with the policy, its EMA, the optimiser, the iteration and the log, and the learning
 rate is a function of the iteration, so a resumed run takes exactly the iterations an
-uninterrupted one would have.
+uninterrupted one would have. The checkpoint holds only tensors and plain types (it loads with
+``weights_only=True``). :meth:`PiceTrainer.run` holds :class:`mlpot.runs.RunLock` on the output folder
+and lets Ctrl-C / SIGTERM stop it only between iterations (:class:`mlpot.runs.StopRequests`).
 """
 
 from __future__ import annotations
 
 import copy
+import contextlib
 import dataclasses
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from mlpot.checkpoints import read_checkpoint
 from mlpot.pips.cost import path_cost, squared_distance_to_target
 from mlpot.pips.dynamics import (
     LangevinSettings, Rollout, control_weight, controlled_langevin_rollout, maxwell_boltzmann_velocities,
@@ -42,10 +43,12 @@ from mlpot.pips.metrics import channel_fractions, hits_target
 from mlpot.pips.policy import toy_policy
 from mlpot.pips.toy import ToySystem, toy_system
 from mlpot.pips.weights import effective_sample_size, importance_weights, tempered_weights
+from mlpot.runs import RunLock, StopRequests, atomic_save, read_checkpoint, refuse_changed_settings
 from mlpot.train.ema import ExponentialMovingAverage
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
+CHECKPOINT_KIND = "PIPS"
 NEGLIGIBLE_WEIGHT = 1e-12  # paths below this importance weight are left out of the loss (their share is < N·1e-12)
 
 
@@ -80,34 +83,60 @@ class PiceTrainConfig:
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming a count that cannot make a run (a run of 0 iterations writes no checkpoint)."""
+        for name in ("iterations", "n_paths"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class PipsInterrupted(Exception):
+    """A PIPS run stopped by Ctrl-C / SIGTERM between iterations; its checkpoint holds every finished one."""
+
 
 class PiceTrainer:
     """The PICE loop, checkpoints and resume; subclasses supply :meth:`rollout`, :meth:`terminal_cost`
-    and :meth:`summarise`, and set ``self.policy`` and ``self.control_weight`` before calling
-    :meth:`_start_training` at the end of their ``__init__``."""
+    and :meth:`summarise`, call ``config.validate()`` first and set ``self.policy`` and
+    ``self.control_weight`` before calling :meth:`_start_training` at the end of their ``__init__``."""
 
     config_type = PiceTrainConfig
     policy: torch.nn.Module
     control_weight: torch.Tensor
 
     def _start_training(self, config: PiceTrainConfig, out: Path | None, resume: bool) -> None:
+        """Optimiser, EMA, generator; the checkpoint's state if ``resume``.
+
+        Raises:
+            FileExistsError: ``out`` already holds a run and ``resume`` is False (it is never overwritten).
+        """
         self.config = config
         self.out = Path(out) if out is not None else None
+        if not resume and self.out is not None and (self.out / CHECKPOINT_NAME).exists():
+            raise FileExistsError(f"{self.out} already holds a PIPS run ({CHECKPOINT_NAME}); continue it with "
+                                  "--resume or choose another --out")
         self.optimizer = torch.optim.Adam(parameter_groups(self.policy), lr=config.lr)
         self.average = ExponentialMovingAverage(copy.deepcopy(self.policy), config.ema_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.iteration = 0
         self.log: List[Dict[str, float]] = []
+        self.stops = StopRequests()  # Ctrl-C / SIGTERM (or code: ``trainer.stops.request()``) ask for a stop
         if resume:
-            self._load_state(read_checkpoint(self._checkpoint_path(), CHECKPOINT_VERSION, "PIPS"))
+            self._load_state(read_checkpoint(self._checkpoint_path(), CHECKPOINT_VERSION, CHECKPOINT_KIND))
 
     @classmethod
-    def resume(cls, out: Path, state: Dict | None = None):
+    def resume(cls, out: Path, state: Dict | None = None, purpose: str = "--resume"):
         """The run in ``out``, continued from its checkpoint (``state``, when the caller has read it
-        already) with the configuration it was started with."""
+        already) with the configuration it was started with; ``purpose`` starts error messages."""
         if state is None:
-            state = read_checkpoint(Path(out) / CHECKPOINT_NAME, CHECKPOINT_VERSION, "PIPS")
-        trainer = cls(cls.config_type(**state["config"]), out=out)
+            state = read_checkpoint(Path(out) / CHECKPOINT_NAME, CHECKPOINT_VERSION, CHECKPOINT_KIND, purpose)
+        known = {field.name for field in dataclasses.fields(cls.config_type)}
+        unknown = sorted(set(state["config"]) - known)
+        if unknown:
+            raise ValueError(f"{purpose}: {Path(out) / CHECKPOINT_NAME} has setting(s) {', '.join(unknown)} that this "
+                             f"mlpot's {cls.config_type.__name__} does not know")
+        trainer = cls(cls.config_type(**state["config"]))  # no folder yet: it holds a run, which is not refused here
+        trainer.out = Path(out)
         trainer._load_state(state)
         return trainer
 
@@ -134,6 +163,7 @@ class PiceTrainer:
     def state(self) -> Dict:
         return {
             "checkpoint_version": CHECKPOINT_VERSION,
+            "kind": CHECKPOINT_KIND,
             "config": self.config.to_dict(),
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -144,8 +174,8 @@ class PiceTrainer:
         }
 
     def _load_state(self, state: Dict) -> None:
-        if state["config"] != self.config.to_dict():
-            raise ValueError(f"checkpoint was written with another configuration: {state['config']}")
+        now = {key: value for key, value in self.config.to_dict().items() if key in state["config"]}  # (older runs)
+        refuse_changed_settings(state["config"], now, f"the PIPS run in {self.out}")
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.average.load_state_dict(state["average"])
@@ -154,11 +184,7 @@ class PiceTrainer:
         self.log = list(state["log"])
 
     def save_checkpoint(self) -> None:
-        path = self._checkpoint_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".partial")
-        torch.save(self.state(), temporary)
-        os.replace(temporary, path)  # a crash mid-write never destroys the previous checkpoint
+        atomic_save(self.state(), self._checkpoint_path())  # a crash mid-write never destroys the previous one
 
     # ---- steps
     def learning_rate(self, iteration: int) -> float:
@@ -223,19 +249,36 @@ class PiceTrainer:
                "thp": 0.0, "mean_cost": float("nan"), "loss": float("nan"), "dropped_paths": n_paths, "skipped": 1}
         return self._record(row)
 
-    def run(self, max_seconds: float | None = None, stop_at_thp: float | None = None,
-            window: int = 5) -> List[Dict[str, float]]:
-        """Iterate up to ``config.iterations`` (counting resumed ones), ``max_seconds`` of wall time,
-        or until the training paths' THP averaged over the last ``window`` iterations reaches
-        ``stop_at_thp`` (single iterations fluctuate: one lucky batch is no evidence)."""
+    def run(self, max_seconds: float | None = None, stop_at_thp: float | None = None, window: int = 5,
+            on_iteration: Callable[[Dict[str, float]], None] | None = None) -> List[Dict[str, float]]:
+        """Iterate up to ``config.iterations`` (counting resumed ones), ``max_seconds`` of wall time
+        (at least one iteration), or until the training paths' THP averaged over the last ``window``
+        iterations reaches ``stop_at_thp`` (single iterations fluctuate: one lucky batch is no
+        evidence). ``on_iteration`` gets each new log row. With an output folder, holds its lock.
+
+        Raises:
+            RunLockedError: another process writes into the output folder.
+            PipsInterrupted: Ctrl-C / SIGTERM (or ``stops.request()``); every finished iteration is checkpointed.
+        """
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"the time limit must be positive, got {max_seconds} s")
         started = time.perf_counter()
-        while self.iteration < self.config.iterations:
-            self.step()
-            recent = [row["thp"] for row in self.log[-window:]]
-            if stop_at_thp is not None and len(recent) == window and sum(recent) / window >= stop_at_thp:
-                break
-            if max_seconds is not None and time.perf_counter() - started > max_seconds:
-                break
+        with RunLock(self.out) if self.out is not None else contextlib.nullcontext(), self.stops:
+            try:
+                while self.iteration < self.config.iterations:
+                    row = self.step()
+                    if on_iteration is not None:
+                        on_iteration(row)
+                    if self.stops.requested is not None:  # the iteration is finished and checkpointed
+                        raise KeyboardInterrupt
+                    recent = [row["thp"] for row in self.log[-window:]]
+                    if stop_at_thp is not None and len(recent) == window and sum(recent) / window >= stop_at_thp:
+                        break
+                    if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                        break
+            except KeyboardInterrupt:  # the requested stop, or a second Ctrl-C mid-iteration (that one is lost)
+                where = f"; {self._checkpoint_path()} holds every finished iteration" if self.out is not None else ""
+                raise PipsInterrupted(f"PIPS training stopped{where}") from None
         return self.log
 
 
@@ -280,6 +323,7 @@ class ToyTrainer(PiceTrainer):
     config_type = ToyTrainConfig
 
     def __init__(self, config: ToyTrainConfig, out: Path | None = None, resume: bool = False):
+        config.validate()
         self.system = toy_system(config.system)
         self.n_steps = config.n_steps or self.system.n_steps
         self.settings = LangevinSettings(self.system.timestep, config.friction or self.system.friction,

@@ -3,7 +3,8 @@
 
 A model file's network is rebuilt from its metadata (:func:`mlpot.models.build_model`) and given the
 compiled module's parameters; a training checkpoint gives its best EMA weights (the ones
-``mlpot train`` exports), else its current EMA weights.
+``mlpot train`` exports), else its current EMA weights. A checkpoint is read with ``weights_only=True``
+(:func:`mlpot.runs.safe_torch_load`): a file holding other Python objects is refused, never unpickled.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import torch
-
 from mlpot.models import build_model
 from mlpot.models.potential import Potential
+from mlpot.runs import UnsafeCheckpointError, checkpoint_kind, safe_torch_load
 from mlpot.train.trainer import file_digest
 
 
@@ -47,6 +47,7 @@ def load_parent(path: str | Path) -> ParentModel:
 
     Raises:
         FileNotFoundError: no such file.
+        UnsafeCheckpointError: a checkpoint that holds Python objects beyond tensors and plain types (not loaded).
         ValueError: neither a model file nor a training checkpoint.
     """
     path = Path(path)
@@ -81,12 +82,15 @@ def _from_model_file(path: Path) -> ParentModel:
 
 def _from_checkpoint(path: Path) -> ParentModel:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise ValueError(f"parent {path} is neither an mlpot model file nor a readable training checkpoint "
-                         f"({type(error).__name__})") from None
+        state = safe_torch_load(path)
+    except UnsafeCheckpointError as error:
+        raise UnsafeCheckpointError(f"parent: {error}") from None
+    except ValueError:
+        raise ValueError(f"parent {path} is neither an mlpot model file nor a readable training checkpoint") from None
     if not isinstance(state, dict) or "description" not in state or "ema" not in state:
-        raise ValueError(f"parent {path} is neither an mlpot model file nor a checkpoint of mlpot train")
+        kind = checkpoint_kind(state) if isinstance(state, dict) else None
+        found = f" (it is a {kind} checkpoint)" if kind else ""
+        raise ValueError(f"parent {path} is neither an mlpot model file nor a checkpoint of mlpot train{found}")
     description = state["description"]
     model = build_model(description)
     if state.get("best_ema") is not None:

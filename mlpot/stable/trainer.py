@@ -25,9 +25,12 @@ selected cycle, scores, errors). Also in ``out``: ``log.csv`` (one row per segme
 ``metrics.json`` and three PNGs.
 
 Exact resume: a checkpoint is written after every segment and learning step; it holds the model,
-optimiser, both replica states and the progress, and every random choice is a function of (seed,
-cycle, step), so ``--resume`` takes exactly the steps an uninterrupted run would (Ctrl-C and SIGTERM
-stop at once and lose at most the unit in progress).
+optimiser, both replica states and the progress (tensors and plain types only: it loads with
+``weights_only=True``), and every random choice is a function of (seed, cycle, step), so ``--resume``
+takes exactly the steps an uninterrupted run would. Ctrl-C and SIGTERM ask for a stop
+(:class:`mlpot.runs.StopRequests`): the unit in progress finishes and is checkpointed, then the run
+stops; a second Ctrl-C stops at once and loses only that unit. The run holds
+:class:`mlpot.runs.RunLock` on ``out``.
 
 Units: Å, eV, fs (ps in the log), K.
 """
@@ -36,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,7 +47,6 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from mlpot.checkpoints import read_checkpoint
 from mlpot.data import frames_to_graphs, random_split
 from mlpot.data.graphs import Graph
 from mlpot.data.readers import read_frames
@@ -56,6 +57,7 @@ from mlpot.md.reference import frame_positions, molecule_reference
 from mlpot.md.simulator import ReplicaSimulator
 from mlpot.md.stability import BondLengthCriterion, molecule_criterion, run_checked_segment
 from mlpot.md.state import ReplicaState
+from mlpot.runs import RunLock, StopRequests, atomic_save, read_checkpoint, refuse_changed_settings
 from mlpot.stable.config import StableConfig, save_stable_config
 from mlpot.stable.energy_force import backward_energy_force_loss, force_errors, refit_energy_references
 from mlpot.stable.estimator import ObservableLoss, backward_boltzmann_gradient, loss_weights, squared_error_loss
@@ -63,15 +65,16 @@ from mlpot.stable.evaluation import training_split
 from mlpot.stable.parent import ParentModel, load_parent
 from mlpot.train.loss import LossWeights
 from mlpot.train.report import write_csv
-from mlpot.train.trainer import interrupts_as_keyboard_interrupt, file_digest
+from mlpot.train.trainer import file_digest
 from mlpot.units import FS_PER_PS
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
 LAST_MODEL_NAME = "model_last.pt"
 CHECKPOINT_VERSION = 1
+CHECKPOINT_KIND = "StABlE"
 # settings that may change when a run is resumed; any other change would not continue the same run
-RESUMABLE_CHANGES = {("run", "cycles"), ("run", "max_time_minutes"), ("run", "threads"), ("run", "device")}
+RESUMABLE_CHANGES = ("run.cycles", "run.max_time_minutes", "run.threads", "run.device")
 WALL_CLOCK_COLUMNS = ("wall_s",)  # the only log columns that differ between a resumed and an uninterrupted run
 
 
@@ -136,6 +139,7 @@ class StableTrainer:
         if self.steps_per_segment % self.record_every:
             raise ValueError(f"simulation.segment_fs ({simulation.segment_fs}) must be a multiple of "
                              f"simulation.record_every_fs ({simulation.record_every_fs})")
+        self.stops = StopRequests()  # Ctrl-C / SIGTERM (or code: ``trainer.stops.request()``) ask for a stop
 
     # ------------------------------------------------------------------------------------ setup
     def _data_path(self) -> Path:
@@ -224,26 +228,25 @@ class StableTrainer:
                 raise FileExistsError(f"{self.out} already holds a StABlE run ({CHECKPOINT_NAME}); continue it with "
                                       "--resume or choose another output directory")
             return None
-        state = read_checkpoint(path, CHECKPOINT_VERSION, "StABlE")
+        state = read_checkpoint(path, CHECKPOINT_VERSION, CHECKPOINT_KIND)
         self._check_resumable(state["config"])
         return state
 
     def _check_resumable(self, saved: Dict[str, Any]) -> None:
-        now = self.config.to_dict()
-        for section, values in saved.items():
-            if not isinstance(values, dict):
-                if now.get(section) != values:
-                    raise ValueError(f"--resume: {section} is {now.get(section)!r} but the checkpoint was made with "
-                                     f"{values!r}; resuming would not continue the same run")
-                continue
-            for key, value in values.items():
-                if (section, key) not in RESUMABLE_CHANGES and now[section].get(key) != value:
-                    raise ValueError(f"--resume: {section}.{key} is {now[section].get(key)!r} but the checkpoint was "
-                                     f"made with {value!r}; resuming would not continue the same run")
+        """Every setting but those in ``RESUMABLE_CHANGES`` must match the checkpoint (all differences are
+        listed); settings newer than the checkpoint are not compared."""
+        def same_keys(now: Any, reference: Any) -> Any:
+            if isinstance(now, dict) and isinstance(reference, dict):
+                return {key: same_keys(now.get(key), value) for key, value in reference.items()}
+            return now
+
+        refuse_changed_settings(saved, same_keys(self.config.to_dict(), saved), f"the StABlE run in {self.out}",
+                                ignore=RESUMABLE_CHANGES)
 
     def _state(self) -> Dict[str, Any]:
         return {
             "checkpoint_version": CHECKPOINT_VERSION,
+            "kind": CHECKPOINT_KIND,
             "config": self.config.to_dict(),
             "parent_sha256": self.parent.sha256,
             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
@@ -267,10 +270,7 @@ class StableTrainer:
         self.learn_start = None if state["learn_start"] is None else to_device(state["learn_start"])
 
     def save_checkpoint(self) -> None:
-        path = self._checkpoint_path()
-        temporary = path.with_name(path.name + ".partial")
-        torch.save(self._state(), temporary)
-        os.replace(temporary, path)  # a crash mid-write never destroys the previous checkpoint
+        atomic_save(self._state(), self._checkpoint_path())  # a crash mid-write never destroys the previous one
 
     # ------------------------------------------------------------------------------------- units
     def _log(self, row: Dict[str, Any]) -> None:
@@ -391,16 +391,26 @@ class StableTrainer:
         return limit is not None and self.progress["elapsed_s"] >= 60.0 * limit
 
     def run(self) -> StableResult:
-        state = self._read_checkpoint()
-        self._build(state)
-        del state
-        stopped_because = "cycles"
-        with interrupts_as_keyboard_interrupt():
+        """The whole run, holding the lock on ``out``.
+
+        Raises:
+            RunLockedError: another process writes into ``out``.
+            StableInterrupted: Ctrl-C / SIGTERM (or ``stops.request()``) stopped it; the checkpoint holds the
+                last finished segment or learning step.
+        """
+        with RunLock(self.out):
+            state = self._read_checkpoint()
+            self._build(state)
+            del state
+            return self._finish(self._run_units())
+
+    def _run_units(self) -> str:
+        """Segments and learning steps, each checkpointed, until the end; returns why they stopped."""
+        with self.stops:
             try:
                 while not self._finished():
                     if self._out_of_time():
-                        stopped_because = "max_time_minutes"
-                        break
+                        return "max_time_minutes"
                     started = time.perf_counter()
                     if self.progress["phase"] == "simulate":
                         self._simulation_segment()
@@ -408,12 +418,14 @@ class StableTrainer:
                         self._learning_step()
                     self.progress["elapsed_s"] += time.perf_counter() - started
                     self.save_checkpoint()
-            except KeyboardInterrupt:
+                    if self.stops.requested is not None:  # only here, where the checkpoint is the whole state
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:  # the requested stop, or a second Ctrl-C mid-unit (that unit is lost)
                 raise StableInterrupted(
-                    f"StABlE interrupted in cycle {self.progress['cycle']} ({self.progress['phase']} phase); the "
+                    f"StABlE stopped in cycle {self.progress['cycle']} ({self.progress['phase']} phase); the "
                     f"checkpoint {self._checkpoint_path()} holds the last finished step; continue with --resume"
                 ) from None
-        return self._finish(stopped_because)
+        return "cycles"
 
     # ----------------------------------------------------------------------------------- the end
     def _finish(self, stopped_because: str) -> StableResult:

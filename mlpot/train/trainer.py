@@ -16,20 +16,20 @@ The run, in order (every step is a small function below):
 
 Exact resume: the batch order of epoch k is a function of (seed, k) only, and the checkpoint
 holds the model, optimiser, scheduler, EMA, RNG states and the position inside the epoch, so a run
-stopped anywhere (Ctrl-C or SIGTERM save a checkpoint before exiting) and resumed with ``--resume``
-takes exactly the steps an uninterrupted run would have.
+stopped and resumed with ``--resume`` takes exactly the steps an uninterrupted run would have. Ctrl-C
+and SIGTERM only ask for a stop (:class:`mlpot.runs.StopRequests`): the loop finishes the batch in
+progress and its bookkeeping, saves the checkpoint and stops; a second Ctrl-C stops at once, and the
+checkpoint of the last finished epoch is kept. The checkpoint holds only tensors and plain types
+(it loads with ``weights_only=True``), and the run holds :class:`mlpot.runs.RunLock` on ``out``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-import os
-import random
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -42,9 +42,11 @@ from mlpot.data import (
     read_index_file, read_many, save_split, validate_frames,
 )
 from mlpot.data.graphs import Graph
-from mlpot.checkpoints import read_checkpoint
 from mlpot.data.statistics import DatasetStatistics
 from mlpot.models import DTYPES, atomic_numbers_of, build_model, describe
+from mlpot.runs import (
+    RunLock, StopRequests, atomic_save, read_checkpoint, refuse_changed_settings, restore_rng_state, rng_state,
+)
 from mlpot.train import distributed
 from mlpot.train.config import TrainConfig, save_config
 from mlpot.train.ema import ExponentialMovingAverage
@@ -56,10 +58,18 @@ from mlpot.train.report import plot_learning_curve, plot_parity, write_csv
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
 CHECKPOINT_VERSION = 1
+CHECKPOINT_KIND = "training"
+# settings that may change when a run is resumed (in any section); any other change would not continue the same run
+RESUMABLE_CHANGES = ("epochs", "max_time_minutes", "early_stopping_patience", "device", "threads")
+COMPARED_SECTIONS = ("data", "model", "training")
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped by Ctrl-C / SIGTERM after saving a checkpoint."""
+    """Training stopped by Ctrl-C / SIGTERM; its checkpoint is on disk."""
+
+
+class _StopRequested(Exception):
+    """Raised by the loop at a consistent point once a stop was requested."""
 
 
 @dataclass
@@ -126,6 +136,7 @@ class Trainer:
         )
         if config.training.threads:
             torch.set_num_threads(config.training.threads)
+        self.stops = StopRequests()  # Ctrl-C / SIGTERM (or code: ``trainer.stops.request()``) ask for a stop
 
     # ---- setup
     def _checkpoint_path(self) -> Path:
@@ -134,7 +145,7 @@ class Trainer:
     def _prepare_directory(self) -> Dict | None:
         checkpoint_path = self._checkpoint_path()
         if self.resume:
-            state = read_checkpoint(checkpoint_path, CHECKPOINT_VERSION, "training")
+            state = read_checkpoint(checkpoint_path, CHECKPOINT_VERSION, CHECKPOINT_KIND)
             self._check_resumable(state["config"])
             return state
         if checkpoint_path.exists():
@@ -145,16 +156,12 @@ class Trainer:
         return None
 
     def _check_resumable(self, saved: Dict) -> None:
-        """The data, model and optimiser settings must match the checkpoint; epochs and time may grow."""
+        """The data, model and optimiser settings must match the checkpoint (every difference is listed);
+        epochs, time and the device may change. Settings newer than the checkpoint are not compared."""
         now = self.config.to_dict()
-        changeable = {"epochs", "max_time_minutes", "early_stopping_patience", "device", "threads"}
-        for section in ("data", "model", "training"):
-            for key, value in saved[section].items():
-                if key not in changeable and now[section].get(key) != value:
-                    raise ValueError(
-                        f"--resume: {section}.{key} is {now[section].get(key)!r} but the checkpoint was made with "
-                        f"{value!r}; resuming would not continue the same run"
-                    )
+        saved = {section: saved.get(section) or {} for section in COMPARED_SECTIONS}
+        now = {section: {key: now[section].get(key) for key in saved[section]} for section in COMPARED_SECTIONS}
+        refuse_changed_settings(saved, now, f"the training run in {self.out}", ignore=RESUMABLE_CHANGES)
 
     def _build(self, state: Dict | None) -> None:
         config = self.config
@@ -212,6 +219,7 @@ class Trainer:
     def _state(self) -> Dict:
         return {
             "checkpoint_version": CHECKPOINT_VERSION,
+            "kind": CHECKPOINT_KIND,
             "config": self.config.to_dict(),
             "description": self.description,
             "statistics": self.statistics.to_dict(),
@@ -222,10 +230,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "progress": self.progress,
-            "rng": {
-                "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            "rng": rng_state(),
         }
 
     def _load_state(self, state: Dict) -> None:
@@ -235,19 +240,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = state["progress"]
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        restore_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:
-        if not self.group.is_main:
-            return
-        path = self._checkpoint_path()
-        temporary = path.with_name(path.name + ".partial")
-        torch.save(self._state(), temporary)
-        os.replace(temporary, path)  # a crash mid-write never destroys the previous checkpoint
+        if self.group.is_main:
+            atomic_save(self._state(), self._checkpoint_path())  # a crash mid-write never destroys the previous one
 
     # ---- steps
     def _epoch_batches(self, epoch: int) -> List[List[int]]:
@@ -332,28 +329,51 @@ class Trainer:
 
     # ---- the loop
     def run(self) -> TrainResult:
-        state = self._prepare_directory()
-        self._build(state)
-        del state
+        """Train (holding the lock on ``out``), then export; see the module docstring.
+
+        Raises:
+            RunLockedError: another process writes into ``out``.
+            TrainingInterrupted: Ctrl-C / SIGTERM (or ``stops.request()``) stopped the run; the checkpoint
+                holds the last finished batch (or, after a second Ctrl-C, the last finished epoch).
+        """
+        lock = RunLock(self.out) if self.group.is_main else contextlib.nullcontext()
+        with lock:
+            state = self._prepare_directory()
+            self._build(state)
+            del state
+            stopped_because = self._train_epochs()
+            return self._finish(stopped_because)
+
+    def _train_epochs(self) -> str:
+        """Epochs until the configured end; returns why they stopped (``epochs``, ``max_time_minutes``,
+        ``early_stopping``)."""
         training = self.config.training
-        stopped_because = "epochs"
-        with interrupts_as_keyboard_interrupt():
+        with self.stops:
             try:
                 while self.progress["epoch"] < training.epochs:
                     if self._out_of_time():
-                        stopped_because = "max_time_minutes"
-                        break
+                        return "max_time_minutes"
                     self._run_epoch()
                     if self._early_stop():
-                        stopped_because = "early_stopping"
-                        break
-            except KeyboardInterrupt:
+                        return "early_stopping"
+                    self._stop_if_requested()
+            except _StopRequested:
                 self.save_checkpoint()
                 raise TrainingInterrupted(
-                    f"training interrupted at epoch {self.progress['epoch']}, step {self.progress['step']}; "
-                    f"checkpoint saved in {self._checkpoint_path()}; continue with --resume"
+                    f"training stopped ({self.stops.requested}) at epoch {self.progress['epoch']}, step "
+                    f"{self.progress['step']}; checkpoint saved in {self._checkpoint_path()}; continue with --resume"
                 ) from None
-        return self._finish(stopped_because)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without saving a half-updated state
+                raise TrainingInterrupted(
+                    f"training stopped at once (second Ctrl-C); {self._checkpoint_path()} holds the last finished "
+                    "epoch; continue with --resume"
+                ) from None
+        return "epochs"
+
+    def _stop_if_requested(self) -> None:
+        """Called only where the state is consistent (after a step and its bookkeeping, or an epoch's end)."""
+        if self.stops.requested is not None:
+            raise _StopRequested
 
     def _out_of_time(self) -> bool:
         limit = self.config.training.max_time_minutes
@@ -393,6 +413,7 @@ class Trainer:
                         f"E MAE {live.get('energy_per_atom_mae', math.nan):.2f} meV/atom"
                     )
                     bar.update(1)
+                self._stop_if_requested()
         finally:
             progress["elapsed_s"] += time.perf_counter() - started
             if bar is not None:
@@ -495,24 +516,6 @@ class Trainer:
                 "metrics": metrics,
             }
         }
-
-
-@contextmanager
-def interrupts_as_keyboard_interrupt():
-    """SIGTERM (cluster pre-emption, ``kill PID``) behaves like Ctrl-C: checkpoint, then stop."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        previous = None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> TrainResult:
