@@ -248,17 +248,13 @@ class RunFiles:
 
 
 def _refuse_existing(files: RunFiles, overwrite: bool) -> None:
-    """A new run: refuse to replace an earlier one's files, or with ``overwrite`` remove them first (so that no
-    stale checkpoint or record is left for a later resume)."""
+    """A new run: refuse to replace an earlier one's files unless ``overwrite`` (then :func:`_start` removes them
+    all, so that no stale checkpoint or record is left for a later resume)."""
     existing = files.existing()
-    if not existing:
-        return
-    if not overwrite:
+    if existing and not overwrite:
         names = ", ".join(str(p) for p in existing)
         raise FileExistsError(f"{names} already exist(s) from an earlier run: continue it with --resume, or "
                               f"replace it with --overwrite (or choose another --out)")
-    for path in existing:
-        path.unlink()
 
 
 def _sha256(data: bytes) -> str:
@@ -496,7 +492,7 @@ class _ASEEngine:
 
 # ---------------------------------------------------------------------------------------------- inputs
 def _check_inputs(engine: str, steps: Any, temperature_K: Any, timestep_fs: Any, friction_per_ps: Any,
-                  report_interval: Any, max_temperature_K: Any, resume: bool) -> None:
+                  report_interval: Any, max_temperature_K: Any, seed: Any, resume: bool) -> None:
     from mlpot.validation import positive_number
 
     if engine not in ENGINES:
@@ -504,6 +500,8 @@ def _check_inputs(engine: str, steps: Any, temperature_K: Any, timestep_fs: Any,
     for name, value in (("steps", steps), ("report_interval", report_interval)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"the seed must be a whole number >= 0, got {seed!r}")
     positive_number("the temperature", temperature_K, "K")
     positive_number("the time step", timestep_fs, "fs")
     positive_number("the friction", friction_per_ps, "1/ps")
@@ -585,7 +583,7 @@ def run_md(
     from mlpot.systems import get_system, load_atoms
 
     _check_inputs(engine, steps, temperature_K, timestep_fs, friction_per_ps, report_interval, max_temperature_K,
-                  resume)
+                  seed, resume)
     if max_temperature_K is None:
         max_temperature_K = max(10.0 * temperature_K, 3000.0)
     spec = get_system(system)
@@ -600,12 +598,7 @@ def run_md(
         "platform": _platform_name(platform) if engine == "openmm" else None,
     }
     atoms = load_atoms(system)
-    limit = max_sane_timestep_fs(atoms.get_masses())
-    if timestep_fs > limit:
-        lightest = atoms.get_chemical_symbols()[int(np.argmin(atoms.get_masses()))]
-        warnings.warn(f"a time step of {timestep_fs:g} fs is longer than {limit:.2g} fs, the most that resolves the "
-                      f"vibrations of {lightest} without constraints; expect the run to blow up", TimestepWarning,
-                      stacklevel=2)
+    _warn_if_too_long(timestep_fs, atoms)
     check = BlowUpCheck(atoms, timestep_fs, max_temperature_K, bond_change_limit_A)
     with RunLock(files.trajectory.parent, files.lock_name):
         if resume:
@@ -621,16 +614,34 @@ def run_md(
         if resume:
             first_step, frames = _resume(runner, files, record, steps, len(atoms))
         else:
-            runner.start()
+            record = _start(runner, files, settings, model, len(atoms))
             first_step, frames = 0, 0
-            record = {"kind": RECORD_KIND, "version": RECORD_VERSION, "settings": settings, "model": str(model),
-                      "n_atoms": len(atoms), "steps_done": 0, "frames": 0, "checkpoint": None,
-                      "previous_checkpoint": None}
-            _write_topology(files.topology, runner.topology, runner.start_positions)
-            _write_record(files, record)
         check.start_from(first_step, runner.positions_A())
         return _drive(runner, spec.name, files, record, check, steps=steps, first_step=first_step, frames=frames,
                       report_interval=report_interval, timestep_fs=timestep_fs, progress=progress)
+
+
+def _warn_if_too_long(timestep_fs: float, atoms) -> None:
+    masses = atoms.get_masses()
+    limit = max_sane_timestep_fs(masses)
+    if timestep_fs > limit:
+        lightest = atoms.get_chemical_symbols()[int(np.argmin(masses))]
+        warnings.warn(f"a time step of {timestep_fs:g} fs is longer than {limit:.2g} fs, the most that resolves the "
+                      f"vibrations of {lightest} without constraints; expect the run to blow up", TimestepWarning,
+                      stacklevel=3)
+
+
+def _start(runner, files: RunFiles, settings: Dict[str, Any], model, n_atoms: int) -> Dict[str, Any]:
+    """A new run, once its engine is built (so a model that fails to load leaves an earlier run's files alone):
+    remove those files (``overwrite`` was checked), start the engine, write the topology and the first record."""
+    for path in files.existing():
+        path.unlink()
+    runner.start()
+    record = {"kind": RECORD_KIND, "version": RECORD_VERSION, "settings": settings, "model": str(model),
+              "n_atoms": n_atoms, "steps_done": 0, "frames": 0, "checkpoint": None, "previous_checkpoint": None}
+    _write_topology(files.topology, runner.topology, runner.start_positions)
+    _write_record(files, record)
+    return record
 
 
 def _resume(runner: _OpenMMEngine, files: RunFiles, record: Dict[str, Any], steps: int,
@@ -642,7 +653,6 @@ def _resume(runner: _OpenMMEngine, files: RunFiles, record: Dict[str, Any], step
                          f"than {entry['step']} --steps to continue it")
     if not files.trajectory.exists():
         raise FileNotFoundError(f"--resume: the trajectory {files.trajectory} is gone; it cannot be continued")
-    truncate_trajectory(files.trajectory, entry["frames"], n_atoms)
     try:
         step = runner.load_checkpoint(data)
     except Exception as error:  # OpenMMException: another platform or OpenMM version
@@ -651,6 +661,7 @@ def _resume(runner: _OpenMMEngine, files: RunFiles, record: Dict[str, Any], step
     if step != entry["step"]:
         raise ValueError(f"--resume: the checkpoint {files.checkpoint} is at step {step}, its record says "
                          f"{entry['step']}")
+    truncate_trajectory(files.trajectory, entry["frames"], n_atoms)
     return step, entry["frames"]
 
 

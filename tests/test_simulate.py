@@ -282,6 +282,20 @@ def test_a_new_run_refuses_to_replace_an_earlier_one_unless_told_to(model_files,
     assert json.loads(RunFiles(out).record.read_text())["settings"]["engine"] == "ase"
 
 
+def test_an_overwrite_whose_model_fails_to_load_leaves_the_earlier_run_alone(model_files, tmp_path):
+    from mlpot.cli import new_model
+
+    out = tmp_path / "run.dcd"
+    _run(model_files, out, steps=20)
+    before = {path: path.read_bytes() for path in RunFiles(out).existing()}
+    no_oxygen = tmp_path / "hc.pt"
+    new_model("egnn", ["H", "C"], 4.0, no_oxygen)
+    with pytest.raises(ValueError, match="not supported"):
+        run_md(no_oxygen, "ethanol", steps=20, report_interval=10, out=out, platform="CPU", overwrite=True,
+               progress=False)
+    assert {path: path.read_bytes() for path in RunFiles(out).existing()} == before
+
+
 def test_a_run_refuses_to_write_its_topology_over_the_system_file(model_files, tmp_path):
     pdb = tmp_path / "mol.pdb"
     shutil.copy(get_system("ethanol").pdb_path, pdb)
@@ -308,6 +322,7 @@ def test_a_trajectory_being_written_is_locked_but_its_neighbours_are_not(model_f
         (["--friction", "-1"], "the friction must be a positive number of 1/ps, got -1.0"),
         (["--steps", "0"], "steps must be a positive whole number, got 0"),
         (["--report-interval", "0"], "report_interval must be a positive whole number, got 0"),
+        (["--seed", "-1"], "the seed must be a whole number >= 0, got -1"),
         (["--platform", "Quantum"], "unknown OpenMM platform 'Quantum'; available here: Reference"),
         (["--system", "no-such-system"], "unknown system 'no-such-system'"),
         (["--model", "{tmp}/missing.pt"], "missing.pt does not exist"),
