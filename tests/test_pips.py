@@ -304,8 +304,35 @@ def test_resume_takes_the_same_next_iteration(tmp_path):
             assert row[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-12, nan_ok=True), key
     for a, b in zip(resumed.policy.parameters(), uninterrupted.policy.parameters()):
         assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="another configuration"):
-        ToyTrainer(tiny_config(lam=0.5), out=tmp_path, resume=True)
+    with pytest.raises(ValueError, match=r"made with other settings, so it cannot be continued: lam: was 0.01, now 0.5; "
+                                         r"n_paths: was 8, now 4$"):
+        ToyTrainer(tiny_config(lam=0.5, n_paths=4), out=tmp_path, resume=True)
+    with pytest.raises(FileExistsError, match=f"{tmp_path} already holds a PIPS run .*--resume or choose another --out"):
+        ToyTrainer(tiny_config(), out=tmp_path)  # never overwritten
+
+
+def test_a_stop_requested_during_an_iteration_ends_the_run_after_it_and_resume_is_exact(tmp_path):
+    from mlpot.pips.trainer import PipsInterrupted
+
+    uninterrupted = ToyTrainer(tiny_config())
+    uninterrupted.run()
+    stopped = ToyTrainer(tiny_config(), out=tmp_path)
+    real_step = stopped.step
+
+    def step_with_stop_request():
+        stopped.stops.request()  # as a SIGTERM during the rollout would
+        return real_step()
+
+    stopped.step = step_with_stop_request
+    with pytest.raises(PipsInterrupted, match="holds every finished iteration"):
+        stopped.run()
+    assert stopped.iteration == 1
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # tensors and plain types only
+    assert state["kind"] == "PIPS" and state["iteration"] == 1
+    resumed = ToyTrainer(tiny_config(), out=tmp_path, resume=True)
+    resumed.run()
+    for a, b in zip(resumed.policy.parameters(), uninterrupted.policy.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_iteration_where_every_path_blew_up_is_skipped_not_fatal(tmp_path):
@@ -375,7 +402,7 @@ def test_cli_settings_override_the_configuration_and_unknown_ones_are_refused(tm
     out = tmp_path / "dw"
     assert main(["pips", "train", "--out", str(out), "--iterations", "1", "--paths", "4", "--eval-paths", "4",
                  "--quiet", "--set", "lam=0.02", "--set", "hidden=[8, 8]"]) == 0
-    config = torch.load(out / "checkpoint.pt", weights_only=False)["config"]
+    config = torch.load(out / "checkpoint.pt", weights_only=True)["config"]
     assert config["lam"] == 0.02 and config["hidden"] == [8, 8]
     capsys.readouterr()
     assert main(["pips", "train", "--out", str(tmp_path / "x"), "--set", "lambda=0.02"]) == 2
@@ -865,7 +892,7 @@ def test_molecular_training_runs_on_an_mlpot_model_potential(model_files, tmp_pa
     trainer = new_run("alanine-dipeptide", tmp_path, potential=str(model), n_paths=2, n_steps=5, iterations=1)
     row = trainer.step()
     assert row["dropped_paths"] == 0 and math.isfinite(row["mean_cost"])
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["config"]["potential"] == str(model)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["config"]["potential"] == str(model)
     metrics, _ = trainer.evaluate(2, seed=1)
     assert math.isfinite(metrics["mean_max_energy_kj_mol"])
 
@@ -884,4 +911,62 @@ def test_resuming_a_missing_corrupt_or_foreign_checkpoint_names_the_problem(tmp_
     foreign.mkdir()
     torch.save({"checkpoint_version": 99, "config": {}}, foreign / "checkpoint.pt")
     assert main(["pips", "train", "--out", str(foreign), "--resume"]) == 2
-    assert "is not a PIPS checkpoint of version 1 (found version 99)" in capsys.readouterr().err
+    assert "was written by a newer mlpot (checkpoint version 99" in capsys.readouterr().err
+    torch.save({"checkpoint_version": 1, "kind": "training", "config": {}}, foreign / "checkpoint.pt")
+    assert main(["pips", "train", "--out", str(foreign), "--resume"]) == 2
+    assert "is a training checkpoint, not a PIPS one (a run folder of another command)" in capsys.readouterr().err
+
+
+def test_cli_refuses_overwriting_a_run_zero_iterations_and_a_non_positive_time_limit(tmp_path, capsys, one_thread):
+    from mlpot.cli import main
+
+    out = tmp_path / "dw"
+    assert main(["pips", "train", "--out", str(out), "--iterations", "1", "--paths", "4", "--eval-paths", "4",
+                 "--quiet"]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    for arguments, message in [
+        (["--out", str(out)], f"{out} already holds a PIPS run (checkpoint.pt); continue it with --resume or choose "
+                              "another --out"),
+        (["--out", str(tmp_path / "new"), "--iterations", "0"], "iterations must be a positive integer, got 0"),
+        (["--out", str(tmp_path / "new"), "--paths", "-2"], "n_paths must be a positive integer, got -2"),
+        (["--out", str(tmp_path / "new"), "--max-minutes", "-1"], "--max-minutes must be a positive number of "
+                                                                   "minutes, got -1.0"),
+    ]:
+        assert main(["pips", "train", *arguments]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"mlpot pips: error: {message}\n" and "checkpoint" not in captured.out, arguments
+    assert (out / "checkpoint.pt").read_bytes() == before and not (tmp_path / "new" / "checkpoint.pt").exists()
+
+
+def test_cli_sigterm_stops_after_the_iteration_in_progress_and_resume_finishes_the_same_run(tmp_path, capsys,
+                                                                                             monkeypatch, one_thread):
+    import os
+
+    from mlpot.cli import main
+    from mlpot.runs import RunLock
+
+    arguments = ["--iterations", "3", "--paths", "4", "--eval-paths", "4", "--quiet"]
+    assert main(["pips", "train", "--out", str(tmp_path / "straight"), *arguments]) == 0
+    real_step = ToyTrainer.step
+
+    def step_then_sigterm(self):
+        row = real_step(self)
+        if self.iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # after the optimiser step, before the loop looks again
+        return row
+
+    monkeypatch.setattr(ToyTrainer, "step", step_then_sigterm)
+    stopped = str(tmp_path / "stopped")
+    capsys.readouterr()
+    assert main(["pips", "train", "--out", stopped, *arguments]) == 130
+    assert "holds every finished iteration; `mlpot pips train --out" in capsys.readouterr().err
+    monkeypatch.setattr(ToyTrainer, "step", real_step)
+    assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["iteration"] == 2
+    with RunLock(stopped):  # a second process on the same run is refused
+        assert main(["pips", "train", "--out", stopped, "--resume", "--quiet"]) == 2
+    assert "is in use by pid" in capsys.readouterr().err
+    assert main(["pips", "train", "--out", stopped, "--resume", "--quiet", "--eval-paths", "4"]) == 0
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["policy"]
+    b = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["policy"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

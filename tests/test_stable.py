@@ -661,6 +661,44 @@ def test_stable_cycle_checkpoints_and_resume_takes_exactly_the_same_next_cycle(t
         assert (tmp_path / "straight" / name).is_file(), name
 
 
+def test_sigterm_during_a_learning_step_stops_after_it_and_resume_takes_exactly_the_uninterrupted_steps(
+        tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from mlpot.stable.trainer import StableInterrupted, StableTrainer, stable_train
+
+    _tiny_parent(tmp_path / "parent.pt")
+    straight = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "straight", 1), quiet=True)
+    original_build = StableTrainer._build
+
+    def build_with_hook(self, state):  # SIGTERM right after the first optimiser step, mid-bookkeeping
+        original_build(self, state)
+        self.optimizer.register_step_post_hook(
+            lambda *_: os.kill(os.getpid(), signal.SIGTERM) if self.progress["learning_steps"] == 0 else None)
+
+    monkeypatch.setattr(StableTrainer, "_build", build_with_hook)
+    with pytest.raises(StableInterrupted, match="holds the last finished step; continue with --resume"):
+        stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "stopped", 1), quiet=True)
+    monkeypatch.setattr(StableTrainer, "_build", original_build)
+    state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)  # tensors and plain types only
+    assert state["kind"] == "StABlE" and state["progress"]["learning_steps"] == 1  # the step was finished and kept
+    resumed = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "stopped", 1), resume=True, quiet=True)
+    assert _rows_without_wall_clock(tmp_path / "stopped" / "log.csv") == \
+        _rows_without_wall_clock(tmp_path / "straight" / "log.csv")
+    assert resumed.learning_steps == straight.learning_steps
+
+
+def test_a_second_stable_run_on_a_locked_folder_is_refused_by_name(tmp_path):
+    from mlpot.runs import RunLock, RunLockedError
+    from mlpot.stable.trainer import stable_train
+
+    _tiny_parent(tmp_path / "parent.pt")
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RunLockedError, match="is in use by pid .*two runs must not write into one folder"):
+            stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 1), quiet=True)
+
+
 def test_resume_refuses_a_changed_setting_or_parent(tmp_path):
     from mlpot.stable.trainer import stable_train
 
@@ -668,8 +706,10 @@ def test_resume_refuses_a_changed_setting_or_parent(tmp_path):
     stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 1), quiet=True)
     changed = _tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 2)
     changed.learning.lr = 0.01
-    with pytest.raises(ValueError, match=r"--resume: learning.lr is 0.01 but the checkpoint was made with 0.0005"):
-        stable_train(changed, resume=True, quiet=True)
+    changed.simulation.replicas = 4
+    with pytest.raises(ValueError, match=r"--resume: the StABlE run in .* was made with other settings, so it cannot be "
+                                         r"continued: learning.lr: was 0.0005, now 0.01; simulation.replicas: was 3, now 4$"):
+        stable_train(changed, resume=True, quiet=True)  # every difference named; run.cycles may change
     _tiny_parent(tmp_path / "parent.pt")  # same weights, new file (new time stamp)
     with pytest.raises(ValueError, match="sha256 differs"):
         stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 2), resume=True, quiet=True)
