@@ -272,7 +272,7 @@ def _cmd_pips_train(args) -> int:
     if args.resume:
         if args.set:
             raise ValueError("--resume continues a run with the settings it was started with; --set is not allowed")
-        trainer = resume_run(Path(args.out))
+        trainer = resume_run(Path(args.out), purpose="--resume")
     else:
         overrides = dict(parse_setting(assignment) for assignment in args.set)
         options = {"system": args.system, "potential": args.potential, "iterations": args.iterations,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import signal
 import socket
 from pathlib import Path
@@ -98,8 +99,8 @@ def safe_torch_load(path: PathLike) -> Any:
         text = str(error)
         corrupt = "Unsupported operand" in text  # bytes that are no pickle at all, not a refused object
         if not corrupt and ("Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text):
-            culprit = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line),
-                           "a Python object")
+            named = re.search(r"GLOBAL ([\w.]+)", text)  # torch's text goes on to suggest allowing it: not shown
+            culprit = f"it would call {named.group(1)}" if named else "a Python object"
             raise UnsafeCheckpointError(
                 f"{path} holds Python objects besides tensors and plain data ({culprit[:160]}); mlpot does not "
                 "unpickle such files, since unpickling can run code. It was not loaded"

@@ -51,7 +51,7 @@ def parse_setting(assignment: str) -> tuple[str, object]:
     return parse_assignment(assignment, "KEY=VALUE, e.g. --set lam=1e-4")
 
 
-def resume_run(out: Path, purpose: str = "--resume") -> PiceTrainer:
+def resume_run(out: Path, purpose: str = "PIPS run") -> PiceTrainer:
     """The run in ``out`` continued from its checkpoint, toy or molecular as it was started; ``purpose``
     (the option or command reading it) starts error messages.
 
