@@ -253,8 +253,8 @@ def _refuse_existing(files: RunFiles, overwrite: bool) -> None:
     existing = files.existing()
     if existing and not overwrite:
         names = ", ".join(str(p) for p in existing)
-        raise FileExistsError(f"{names} already exist(s) from an earlier run: continue it with --resume, or "
-                              f"replace it with --overwrite (or choose another --out)")
+        raise FileExistsError(f"an earlier run's files are in the way: {names}; continue that run with --resume, or "
+                              "replace it with --overwrite (or choose another --out)")
 
 
 def _sha256(data: bytes) -> str:

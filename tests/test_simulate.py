@@ -267,6 +267,32 @@ def test_resume_refuses_a_finished_run_a_run_without_record_and_the_ase_engine(m
         _run(model_files, out, steps=40, resume=True)
 
 
+def test_ctrl_c_stops_after_the_next_saved_report_and_the_run_resumes_from_it(model_files, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from mlpot.plugins import simulate
+
+    original = simulate._OpenMMEngine.step
+    steps_taken = []
+
+    def step_then_ctrl_c(self, n):
+        original(self, n)
+        steps_taken.append(n)
+        if len(steps_taken) == 2:  # after step 20, mid-way through the second report interval of 30 steps
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(simulate._OpenMMEngine, "step", step_then_ctrl_c)
+    out = tmp_path / "run.dcd"
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 30"):
+        _run(model_files, out, steps=90, report_interval=30)
+    record = json.loads(RunFiles(out).record.read_text())
+    assert record["checkpoint"]["step"] == 30 and _frames_A(out).shape == (1, 9, 3)
+    monkeypatch.setattr(simulate._OpenMMEngine, "step", original)
+    _run(model_files, out, steps=90, report_interval=30, resume=True)
+    assert _frames_A(out).shape == (3, 9, 3)
+
+
 # ------------------------------------------------------------------------------------ overwrite, lock
 def test_a_new_run_refuses_to_replace_an_earlier_one_unless_told_to(model_files, tmp_path):
     out = tmp_path / "run.dcd"
