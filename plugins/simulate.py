@@ -499,9 +499,9 @@ def _check_inputs(engine: str, steps: Any, temperature_K: Any, timestep_fs: Any,
         raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
     for name, value in (("steps", steps), ("report_interval", report_interval)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"the seed must be a whole number >= 0, got {seed!r}")
+        raise ValueError(f"the seed must be an integer >= 0, got {seed!r}")
     positive_number("the temperature", temperature_K, "K")
     positive_number("the time step", timestep_fs, "fs")
     positive_number("the friction", friction_per_ps, "1/ps")
@@ -646,7 +646,8 @@ def _start(runner, files: RunFiles, settings: Dict[str, Any], model, n_atoms: in
 
 def _resume(runner: _OpenMMEngine, files: RunFiles, record: Dict[str, Any], steps: int,
             n_atoms: int) -> Tuple[int, int]:
-    """Load the checkpoint that matches the record, cut the trajectory back to it; returns (step, frames)."""
+    """Load the checkpoint that matches the record, cut the trajectory back to it, and make the record say so;
+    returns (step, frames)."""
     data, entry = _read_checkpoint(files, record)
     if entry["step"] >= steps:
         raise ValueError(f"--resume: the run of {files.trajectory} is already at step {entry['step']}; ask for more "
@@ -662,6 +663,7 @@ def _resume(runner: _OpenMMEngine, files: RunFiles, record: Dict[str, Any], step
         raise ValueError(f"--resume: the checkpoint {files.checkpoint} is at step {step}, its record says "
                          f"{entry['step']}")
     truncate_trajectory(files.trajectory, entry["frames"], n_atoms)
+    record.update(checkpoint=entry, previous_checkpoint=None, steps_done=step, frames=entry["frames"])
     return step, entry["frames"]
 
 
