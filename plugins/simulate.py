@@ -588,6 +588,8 @@ def run_md(
         max_temperature_K = max(10.0 * temperature_K, 3000.0)
     spec = get_system(system)
     files = RunFiles(Path(out))
+    if files.topology == files.trajectory:
+        raise ValueError(f"--out {files.trajectory} is where the topology (.pdb) goes; name the trajectory .dcd")
     if files.topology.resolve() == Path(spec.pdb_path).resolve():
         raise ValueError(f"--out {files.trajectory} would write the topology over the system's own file "
                          f"{spec.pdb_path}; choose another --out")

@@ -352,6 +352,7 @@ def test_a_trajectory_being_written_is_locked_but_its_neighbours_are_not(model_f
         (["--platform", "Quantum"], "unknown OpenMM platform 'Quantum'; available here: Reference"),
         (["--system", "no-such-system"], "unknown system 'no-such-system'"),
         (["--model", "{tmp}/missing.pt"], "missing.pt does not exist"),
+        (["--out", "{tmp}/t.pdb"], "t.pdb is where the topology (.pdb) goes; name the trajectory .dcd"),
     ],
 )
 def test_bad_md_input_gives_one_line_and_exit_code_2(extra, message, model_files, tmp_path, capsys):
