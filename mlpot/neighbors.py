@@ -14,6 +14,52 @@ import torch
 from vesin_torch import NeighborList
 
 
+def number_text(value: float) -> str:
+    """``value`` rounded to 4 decimals as plain text ("9.0", "0.1", "1234.5678"), where TorchScript's
+    ``str`` would write "9." or "0.10000000000000001"; magnitudes from 1e15 on keep ``str``'s form."""
+    magnitude = abs(value)
+    if not magnitude < 1.0e15:
+        return str(value)
+    scaled = int(round(magnitude * 10000.0))
+    fraction = str(scaled % 10000 + 10000)[1:].rstrip("0")
+    sign = "-" if value < 0 and scaled > 0 else ""
+    return sign + str(scaled // 10000) + "." + (fraction if len(fraction) > 0 else "0")
+
+
+def centred_positions(positions: torch.Tensor, max_coordinate_A: float = 1.0e6) -> torch.Tensor:
+    """``positions`` ``(n_atoms, 3)`` Å minus the first atom's, after refusing empty, non-finite or huge input.
+
+    A rigid translation leaves energies, forces and stress unchanged (with or without a periodic cell),
+    so callers centre in the input's dtype before casting to a float32 model: a molecule 1e4 Å from the
+    origin then keeps the precision of one at the origin. Raises ``ValueError`` ("mlpot: ...") for no atoms,
+    NaN/infinite coordinates (naming the first bad atom) and coordinates beyond ``max_coordinate_A``
+    (no chemistry needs them, and in float32 they leave no digits for interatomic distances).
+    """
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError("mlpot: positions must have shape (n_atoms, 3)")
+    if positions.shape[0] == 0:
+        raise ValueError("mlpot: the structure has no atoms")
+    largest = float(positions.detach().abs().max())
+    if not largest <= max_coordinate_A:
+        _check_finite(positions)
+        raise ValueError(
+            "mlpot: coordinates reach " + number_text(largest) + " Å, beyond the " + number_text(max_coordinate_A)
+            + " Å mlpot accepts; check the length unit (Å) or wrap the structure into its cell"
+        )
+    return positions - positions[0].detach()
+
+
+def _check_finite(positions: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming the first atom with a NaN or infinite coordinate."""
+    if not bool(torch.isfinite(positions).all()):
+        bad = torch.nonzero(~torch.isfinite(positions).all(dim=1)).flatten()
+        raise ValueError(
+            "mlpot: positions contain NaN or infinite values (first bad atom index "
+            + str(int(bad[0]))
+            + "); the simulation or input structure is broken"
+        )
+
+
 def perpendicular_widths(cell: torch.Tensor) -> torch.Tensor:
     """Distances between opposite faces of the cell, shape ``(3,)``, Å.
 
@@ -40,26 +86,25 @@ def check_positions_and_cell(positions: torch.Tensor, cell: torch.Tensor, pbc: t
     """
     if positions.dim() != 2 or positions.shape[1] != 3:
         raise ValueError("mlpot: positions must have shape (n_atoms, 3)")
-    if not bool(torch.isfinite(positions).all()):
-        bad = torch.nonzero(~torch.isfinite(positions).all(dim=1)).flatten()
-        raise ValueError(
-            "mlpot: positions contain NaN or infinite values (first bad atom index "
-            + str(int(bad[0]))
-            + "); the simulation or input structure is broken"
-        )
+    _check_finite(positions)
     if bool(pbc.any()):
         if not bool(torch.isfinite(cell).all()):
             raise ValueError("mlpot: the periodic cell contains NaN or infinite values")
         widths = perpendicular_widths(cell.detach().to(torch.float64))
         for axis in range(3):
-            if bool(pbc[axis]) and float(widths[axis]) < 2.0 * cutoff:
+            if bool(pbc[axis]) and not float(widths[axis]) >= 2.0 * cutoff:  # NaN for a cell of zero volume
+                if not bool(torch.isfinite(widths[axis])) or float(widths[axis]) == 0.0:
+                    raise ValueError(
+                        "mlpot: the structure is periodic along axis " + str(axis) + " but its cell has zero "
+                        "volume (lattice vectors zero or in one plane); set the cell, or pbc=False for a molecule"
+                    )
                 raise ValueError(
                     "mlpot: periodic box too small for the cutoff: the width along axis "
                     + str(axis)
                     + " is "
-                    + str(float(torch.round(widths[axis], decimals=4)))
+                    + number_text(float(widths[axis]))
                     + " Å but must be at least 2 x cutoff = "
-                    + str(2.0 * cutoff)
+                    + number_text(2.0 * cutoff)
                     + " Å (replicate the cell, e.g. ase.Atoms.repeat, or use a smaller cutoff)"
                 )
 

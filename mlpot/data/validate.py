@@ -230,3 +230,28 @@ def check_energy_force_consistency(frames: Sequence[Frame]) -> None:
             f"forces predict energy changes {slope:.3g} times the stored ones (expected ~1); "
             "check data.energy_unit / data.length_unit, or set data.check_units: false",
         )
+
+
+def require_species_in_training(
+    frames: Sequence[Frame], train_indices: Sequence[int], atomic_numbers: Sequence[int]
+) -> None:
+    """Raise ``ValueError`` when an element of the model (``atomic_numbers``) occurs in no training frame.
+
+    ``frames`` is the whole dataset and ``train_indices`` the positions of the training split in it. An
+    element seen only in validation or test frames (or nowhere) would be deployed with untrained
+    weights and a reference energy of zero; the message names it and the first frame that holds it.
+    """
+    trained = {int(z) for i in train_indices for z in frames[i].numbers}
+    missing = [int(z) for z in atomic_numbers if int(z) not in trained]
+    if not missing:
+        return
+    where = []
+    for z in missing:
+        holder = next((f for f in frames if z in f.numbers), None)
+        place = f"first in {holder.source}, frame {holder.index}" if holder is not None else "in no frame"
+        where.append(f"{chemical_symbols[z]} ({place})")
+    raise ValueError(
+        f"element(s) {', '.join(where)} occur in no training frame, so the model would learn nothing about "
+        "them; move frames with them into the training split (data.train_indices, data.split_seed, smaller "
+        "data.val_fraction / data.test_fraction) or leave them out of model.species"
+    )

@@ -9,6 +9,11 @@
 
 ``compute`` adds forces ``-dE/dr`` and the stress ``(1/V) dE/d(strain)`` by autograd. It is exported
 to TorchScript, so the ASE calculator and OpenMM's TorchForce run the same compiled code.
+
+Before anything else the positions are translated so that the first atom sits at the origin, in the
+caller's dtype (a rigid translation changes nothing physical): a float32 model then sees a molecule
+1e4 Å from the origin as precisely as one at the origin. Structures with no atoms, coordinates beyond
+1e6 Å, or two atoms closer than 0.01 Å are refused with a named error.
 """
 
 from typing import Dict, List
@@ -16,7 +21,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from mlpot.neighbors import edge_vectors, neighbor_pairs
+from mlpot.neighbors import centred_positions, edge_vectors, neighbor_pairs, number_text
 
 MAX_ATOMIC_NUMBER = 118
 
@@ -82,12 +87,32 @@ class Potential(nn.Module):
             pbc: ``(3,)`` bool.
         """
         dtype = self.energy_shift.dtype
-        positions = positions.to(dtype)
-        cell = cell.to(dtype)
+        return self.structure_energies(centred_positions(positions).to(dtype), atomic_numbers, cell.to(dtype), pbc)
+
+    def structure_energies(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`forward` for positions already centred and cast to the model's dtype."""
         species = self.species_of(atomic_numbers)
         edge_index, cell_shifts = neighbor_pairs(positions, cell, pbc, self.cutoff)
         vectors = edge_vectors(positions, cell, edge_index, cell_shifts)
+        self.check_pair_distances(edge_index, vectors)
         return self.atom_energies(species, edge_index, vectors)
+
+    def check_pair_distances(self, edge_index: torch.Tensor, vectors: torch.Tensor, min_distance_A: float = 0.01) -> None:
+        """Raise ``ValueError`` naming the closest pair when it is nearer than ``min_distance_A``: two atoms
+        that close are a broken structure (e.g. an atom listed twice), not chemistry."""
+        if vectors.shape[0] == 0:
+            return
+        lengths = torch.linalg.norm(vectors.detach(), dim=1)
+        closest = int(torch.argmin(lengths))
+        distance = float(lengths[closest])
+        if distance < min_distance_A:
+            raise ValueError(
+                "mlpot: atoms " + str(int(edge_index[0, closest])) + " and " + str(int(edge_index[1, closest]))
+                + " are " + number_text(distance) + " Å apart (closer than " + number_text(min_distance_A)
+                + " Å): the structure is broken, e.g. an atom listed twice or a collapsed simulation"
+            )
 
     def atom_energies(self, species: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """Per-atom energies (eV) of a graph: species indices ``(n,)``, edges ``(2, e)``, edge vectors ``(e, 3)`` Å.
@@ -116,7 +141,7 @@ class Potential(nn.Module):
         ``create_graph`` keeps the graph of the forces for training on them.
         """
         dtype = self.energy_shift.dtype
-        positions = positions.to(dtype)
+        positions = centred_positions(positions).to(dtype)
         cell = cell.to(dtype)
         if compute_forces:
             positions = positions.detach().requires_grad_(True)
@@ -131,7 +156,7 @@ class Potential(nn.Module):
         else:
             strained_positions = positions
             strained_cell = cell
-        energies = self.forward(strained_positions, atomic_numbers, strained_cell, pbc)
+        energies = self.structure_energies(strained_positions, atomic_numbers, strained_cell, pbc)
         energy = energies.sum()
         results: Dict[str, torch.Tensor] = {"energy": energy, "energies": energies}
         inputs: List[torch.Tensor] = []
