@@ -177,7 +177,8 @@ def _cmd_demo(args) -> int:
     print(format_metrics(result.metrics["test"]))
     print(f"[2/2] {args.steps} steps of OpenMM Langevin MD of ethanol at 300 K through openmm-torch's TorchForce")
     md = run_md(result.model_path, "ethanol", engine="openmm", steps=args.steps, temperature_K=300.0,
-                timestep_fs=0.5, out=out / "traj.dcd", report_interval=100)
+                timestep_fs=0.5, out=out / "traj.dcd", report_interval=100,
+                overwrite=True)  # each demo's MD starts afresh from the (continued) model
     _print_md_result(md)
     return 0
 

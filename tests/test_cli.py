@@ -87,7 +87,7 @@ def test_md_writes_a_trajectory_mdtraj_reads(engine, model_files, tmp_path, caps
 
 def test_md_resume_continues_from_the_checkpoint_and_appends_frames(model_files, tmp_path):
     out = tmp_path / "traj.dcd"
-    common = ["md", "--model", str(model_files[("egnn", "float32")]), "--report-interval", "10", "--out", str(out), "--quiet"]
+    common = ["md", "--model", str(model_files[("egnn", "float32")]), "--report-interval", "10", "--temperature", "20", "--out", str(out), "--quiet"]
     assert main(common + ["--steps", "20"]) == 0
     assert main(common + ["--steps", "50", "--resume"]) == 0
     assert mdtraj.load(str(out), top=str(out.with_suffix(".pdb"))).n_frames == 5
