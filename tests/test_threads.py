@@ -37,7 +37,8 @@ def test_a_partly_loaded_large_machine_uses_the_free_cores():
 
 
 def test_a_fully_loaded_machine_still_gets_one_thread():
-    assert decide_threads(2, 3.5, {}, torch_threads=2, torch_default_threads=2).threads == 1
+    decision = decide_threads(2, 3.5, {}, torch_threads=2, torch_default_threads=2)
+    assert decision.threads == 1 and "keep 2.0 of the 2 cores" in decision.warning
 
 
 @pytest.mark.parametrize("env", [{"OMP_NUM_THREADS": "2"}, {"MKL_NUM_THREADS": "3"}])
