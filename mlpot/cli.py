@@ -259,7 +259,7 @@ def _cmd_data_inspect(args) -> int:
     from mlpot.data import read_many
     from mlpot.data.inspect import format_report, inspect_frames
 
-    report = inspect_frames(read_many(args.files, _data_spec(args)))
+    report = inspect_frames(read_many(args.files, _data_spec(args)), cutoff=args.cutoff)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 1 if report["problems"] else 0
 
@@ -490,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = data_sub.add_parser("inspect", help="frames, elements, energy/force statistics and problems of a dataset")
     q.add_argument("files", nargs="+", help="data file(s)")
     q.add_argument("--json", action="store_true")
+    q.add_argument("--cutoff", type=float, default=5.0,
+                   help="model cutoff in Å that periodic cells must be at least twice as wide as (default 5.0)")
     _add_data_arguments(q)
     q.set_defaults(func=_cmd_data_inspect)
 

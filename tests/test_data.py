@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import ase
 import ase.build
 import ase.io
@@ -11,12 +13,12 @@ import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlpot.data import (
-    DataError, DataSpec, check_split, collate, compute_statistics, frames_to_graphs, random_split, read_frames,
+    DataError, DataSpec, Frame, check_split, collate, compute_statistics, frames_to_graphs, random_split, read_frames,
     read_index_file, validate_frames,
 )
 from mlpot.data.inspect import inspect_frames
 from mlpot.data.statistics import fit_energy_references
-from mlpot.data.validate import energy_force_slope, similar_pairs
+from mlpot.data.validate import energy_force_slope, require_species_in_training, similar_pairs, validate_frame
 from mlpot.units import ANGSTROM_PER_BOHR, EV_PER_HARTREE, KCAL_PER_MOL_PER_EV
 
 ETHANOL = "systems/ethanol/dft.extxyz"
@@ -273,3 +275,62 @@ def test_gzipped_extxyz_reads_like_the_plain_file(tmp_path, ethanol_frames):
     frames = read_frames(tmp_path / "data.extxyz.gz", DataSpec(index="1:4"))
     assert [f.index for f in frames] == [1, 2, 3] and frames[0].energy == pytest.approx(ethanol_frames[1].energy)
     np.testing.assert_allclose(frames[2].forces, ethanol_frames[3].forces, atol=1e-7)
+
+
+def _periodic_frame(edge_A: float) -> Frame:
+    atoms = ase.build.bulk("Cu", "fcc", 3.6, cubic=True).repeat((2, 2, 2))
+    atoms.set_cell(np.eye(3) * edge_A, scale_atoms=True)
+    return Frame(positions=atoms.positions, numbers=atoms.numbers, cell=np.asarray(atoms.cell), pbc=np.ones(3, bool),
+                 energy=-30.0, forces=np.zeros((len(atoms), 3)), source="box.extxyz", index=2)
+
+
+def test_inspect_flags_cells_narrower_than_twice_the_cutoff():
+    frame = _periodic_frame(9.0)
+    report = inspect_frames([frame])
+    assert report["cutoff_A"] == 5.0 and report["frames_without_problems"] == 0
+    assert report["problems"] == [
+        "box.extxyz, frame 2: periodic box too small for the cutoff: the width along axis 0 is 9.0 Å but must be at "
+        "least 2 x cutoff = 10.0 Å (replicate the cell, e.g. ase.Atoms.repeat, or use a smaller cutoff); training "
+        "with cutoff 5.0 Å refuses this frame (--cutoff sets it)"]
+    assert not any("too small" in p for p in inspect_frames([frame], cutoff=4.0)["problems"])
+    with pytest.raises(ValueError, match="cutoff must be a positive number of Å, got -1"):
+        inspect_frames([frame], cutoff=-1)
+
+
+def test_data_inspect_command_takes_the_cutoff(tmp_path, capsys):
+    from mlpot import cli
+
+    path = write_extxyz(tmp_path / "box.extxyz", [_periodic_frame(9.0)])
+    assert cli.main(["data", "inspect", str(path)]) == 1
+    assert "width along axis 0 is 9.0 Å but must be at least 2 x cutoff = 10.0 Å" in capsys.readouterr().out
+    cli.main(["data", "inspect", str(path), "--cutoff", "4.5"])
+    assert "too small" not in capsys.readouterr().out
+
+
+def test_periodic_frame_with_a_zero_cell_is_named():
+    frame = _periodic_frame(9.0)
+    frame.cell = np.zeros((3, 3))
+    with pytest.raises(DataError, match=r"box.extxyz, frame 2: periodic along axes \[0, 1, 2\] but the cell is zero"):
+        validate_frame(frame)
+
+
+def test_frame_without_atoms_is_named():
+    frame = Frame(positions=np.zeros((0, 3)), numbers=np.zeros(0, np.int64), cell=np.zeros((3, 3)),
+                  pbc=np.zeros(3, bool), energy=0.0, forces=np.zeros((0, 3)), source="empty.extxyz", index=0)
+    with pytest.raises(DataError, match="empty.extxyz, frame 0: the frame has no atoms"):
+        validate_frame(frame)
+
+
+def test_element_only_in_test_frames_is_refused_by_name(ethanol_frames):
+    frames = list(ethanol_frames[:10])
+    water = Frame(positions=np.array([[0.0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]), numbers=np.array([8, 1, 1]),
+                  cell=np.zeros((3, 3)), pbc=np.zeros(3, bool), energy=-2080.0, forces=np.zeros((3, 3)),
+                  source="extra.extxyz", index=7)
+    sulfur = dataclasses.replace(water, numbers=np.array([16, 1, 1]), index=8)
+    frames += [water, sulfur]
+    require_species_in_training(frames, list(range(11)), [1, 6, 8])
+    with pytest.raises(ValueError, match=r"^element\(s\) S \(first in extra.extxyz, frame 8\) occur in no training "
+                                         r"frame"):
+        require_species_in_training(frames, list(range(11)), [1, 6, 8, 16])
+    with pytest.raises(ValueError, match=r"element\(s\) N \(in no frame\)"):
+        require_species_in_training(frames, list(range(12)), [1, 7])

@@ -11,15 +11,40 @@ from ase.data import chemical_symbols
 from mlpot.data.frames import DataError, Frame
 from mlpot.data.statistics import composition_matrix, fit_energy_references
 from mlpot.data.validate import validate_frame, validate_frames
+from mlpot.validation import positive_number
+
+DEFAULT_CUTOFF_A = 5.0
 
 
-def inspect_frames(frames: Sequence[Frame]) -> Dict:
-    """Counts, elements, energy/force statistics and every problem found (one line each)."""
+def check_cell_fits_cutoff(frame: Frame, cutoff: float) -> None:
+    """Raise :class:`DataError` when a periodic frame is narrower than ``2 * cutoff`` Å along a periodic axis,
+    the same test (and words) with which training and the model refuse it."""
+    if not frame.pbc.any():
+        return
+    import torch
+
+    from mlpot.neighbors import check_positions_and_cell
+
+    try:
+        check_positions_and_cell(torch.from_numpy(frame.positions), torch.from_numpy(frame.cell),
+                                 torch.from_numpy(frame.pbc), cutoff)
+    except ValueError as error:
+        problem = str(error).removeprefix("mlpot: ")
+        raise frame.error(f"{problem}; training with cutoff {cutoff} Å refuses this frame (--cutoff sets it)") from None
+
+
+def inspect_frames(frames: Sequence[Frame], cutoff: float = DEFAULT_CUTOFF_A) -> Dict:
+    """Counts, elements, energy/force statistics and every problem found (one line each).
+
+    ``cutoff`` (Å) is the model cutoff the periodic cells are checked against (width >= 2 x cutoff).
+    """
+    cutoff = positive_number("cutoff", cutoff, "Å")
     problems: List[str] = []
     good: List[Frame] = []
     for frame in frames:
         try:
             validate_frame(frame)
+            check_cell_fits_cutoff(frame, cutoff)
             good.append(frame)
         except DataError as error:
             problems.append(str(error))
@@ -33,6 +58,7 @@ def inspect_frames(frames: Sequence[Frame]) -> Dict:
         "frames": len(frames),
         "frames_without_problems": len(good),
         "periodic_frames": sum(bool(f.pbc.any()) for f in frames),
+        "cutoff_A": cutoff,
         "frames_with_stress": sum(f.stress is not None for f in frames),
         "atoms_per_frame": _range([f.n_atoms for f in frames]),
         "elements": dict(sorted(elements.items())),

@@ -63,11 +63,26 @@ def _check_per_atom_vectors(frame: Frame, array: np.ndarray, name: str) -> None:
         raise frame.error(f"{name} contain NaN or infinite values (atom index {int(bad_atoms[0])})")
 
 
+def _check_cell(frame: Frame) -> None:
+    """A frame periodic along some axes needs finite, independent lattice vectors along them."""
+    if not frame.pbc.any():
+        return
+    axes = [int(k) for k in np.flatnonzero(frame.pbc)]
+    vectors = frame.cell[frame.pbc]
+    if frame.cell.shape != (3, 3) or not np.isfinite(frame.cell).all() or \
+            np.linalg.matrix_rank(vectors, tol=1e-6) < len(axes):
+        raise frame.error(
+            f"periodic along axes {axes} but the cell is zero, flat or not finite along them "
+            f"(lattice vectors {np.round(vectors, 4).tolist()} Å); set the cell, or pbc=False for a molecule"
+        )
+
+
 def validate_frame(frame: Frame, atomic_numbers: Sequence[int] | None = None, need_stress: bool = False) -> None:
     """Raise :class:`DataError` for the first problem in one frame."""
     if frame.n_atoms == 0:
         raise frame.error("the frame has no atoms")
     _check_per_atom_vectors(frame, frame.positions, "positions")
+    _check_cell(frame)
     unknown_z = sorted({int(z) for z in frame.numbers if not 1 <= z < len(chemical_symbols)})
     if unknown_z:
         raise frame.error(f"atomic number(s) {unknown_z} are not chemical elements")
@@ -102,9 +117,9 @@ def validate_frames(
     for frame in frames:
         validate_frame(frame, atomic_numbers, need_stress)
     if check_units:
-        check_energy_scale(frames)
         check_force_scale(frames)
         check_energy_force_consistency(frames)
+        check_energy_scale(frames)
 
 
 def force_rms(frames: Iterable[Frame]) -> float:
