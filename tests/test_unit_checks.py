@@ -113,3 +113,14 @@ def test_train_refuses_hartree_energies_before_writing_anything(hartree_file, tm
     assert code == 2
     assert "energies look like Hartree, not eV" in capsys.readouterr().err
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_forces_in_hartree_per_bohr_are_caught_in_shuffled_frames_by_aligned_pairs():
+    """No two consecutive frames are alike after shuffling; pairs of similar molecules after rotation still
+    show the forces doing 1/51 of the work the energies say."""
+    frames = _frames("ethanol B3LYP")
+    shuffled = [frames[i] for i in np.random.default_rng(0).permutation(len(frames))]
+    validate_frames(shuffled)
+    with pytest.raises(DataError, match=r"inconsistent units: along \d+ pairs of similar molecules \(after alignment\) "
+                                        r"the forces predict energy changes 0.0\d+ times the stored ones"):
+        validate_frames(_relabelled(shuffled, 1.0, HARTREE_PER_BOHR_IN_EV_PER_A))

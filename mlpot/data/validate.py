@@ -20,7 +20,9 @@ sanity check:
   :data:`PAIR_MAX_RMSD` Å) the energy difference must match the work of the forces along the
   straight path, ``E_b - E_a ≈ -(F_a + F_b)/2 · (x_b - x_a)``. A least-squares slope between the
   predicted and the observed differences far from 1 means energies and forces are in
-  inconsistent units (e.g. energy in Hartree, forces in eV/Å).
+  inconsistent units (e.g. energy in Hartree, forces in eV/Å). Where consecutive frames are too far
+  apart (shuffled or thinned MD), any two molecules of the same composition closer than
+  :data:`ALIGNED_PAIR_MAX_RMSD` Å after optimal rotation serve as pairs instead.
 
 All checks can be switched off (``check_units=False``, ``mlpot train ... data.check_units: false``)
 for data that is really that unusual.
@@ -40,6 +42,8 @@ MAX_FORCE_RMS = 15.0  # eV/Å
 MIN_FORCE_RMS = 2e-3  # eV/Å
 PAIR_MAX_RMSD = 0.3  # Å
 MIN_PAIRS = 8
+ALIGNED_PAIR_MAX_RMSD = 0.25  # Å, after optimal rotation
+MAX_FRAMES_FOR_ALIGNED_PAIRS = 300  # per composition
 SLOPE_RANGE = (0.2, 5.0)
 
 # Typical total energy per atom of an element in a molecule, Hartree, per method family.
@@ -232,18 +236,60 @@ def energy_force_slope(frames: Sequence[Frame], pairs: Sequence[tuple[int, int]]
     return float((predicted * observed).sum() / max(float((observed * observed).sum()), 1e-300))
 
 
+def aligned_pair_work(
+    frames: Sequence[Frame], max_rmsd: float = ALIGNED_PAIR_MAX_RMSD, max_frames: int = MAX_FRAMES_FOR_ALIGNED_PAIRS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Force-predicted and observed energy differences (eV) over pairs of any two same-composition molecules
+    whose RMSD after optimal rotation (Kabsch) is below ``max_rmsd`` Å: the check for datasets whose
+    consecutive frames are far apart (shuffled or subsampled MD). At most ``max_frames`` frames (evenly
+    spaced) per composition are compared, all pairs among them."""
+    groups: dict = {}
+    for frame in frames:
+        if not frame.pbc.any():
+            groups.setdefault(frame.numbers.tobytes(), []).append(frame)
+    predicted, observed = [], []
+    for group in groups.values():
+        group = group[:: max(1, len(group) // max_frames)][:max_frames]
+        centred = np.stack([f.positions - f.positions.mean(axis=0) for f in group])  # (m, n, 3)
+        forces = np.stack([f.forces for f in group])
+        energies = np.array([f.energy for f in group])
+        for a in range(len(group) - 1):
+            others = centred[a + 1:]
+            u, _, vt = np.linalg.svd(np.einsum("bni,nj->bij", others, centred[a]))  # rotate others onto frame a
+            flip = np.sign(np.linalg.det(u @ vt))
+            u[:, :, 2] *= flip[:, None]
+            rotations = u @ vt
+            rotated = others @ rotations
+            rmsd = np.sqrt(np.square(rotated - centred[a]).sum(axis=2).mean(axis=1))
+            close = np.flatnonzero((rmsd < max_rmsd) & (rmsd > 0.0))
+            for k in close:
+                step = rotated[k] - centred[a]
+                work = -0.5 * float(((forces[a] + forces[a + 1 + k] @ rotations[k]) * step).sum())
+                predicted.append(work)
+                observed.append(energies[a + 1 + k] - energies[a])
+    return np.array(predicted), np.array(observed)
+
+
 def check_energy_force_consistency(frames: Sequence[Frame]) -> None:
+    """Compare energy differences with the work of the forces along consecutive similar frames, or, when
+    there are too few of those, along rotationally aligned similar pairs (see the module docstring)."""
     pairs = similar_pairs(frames)
-    if len(pairs) < MIN_PAIRS:
-        return
-    slope = energy_force_slope(frames, pairs)
+    if len(pairs) >= MIN_PAIRS:
+        slope, count, kind = energy_force_slope(frames, pairs), len(pairs), "pairs of similar frames"
+    else:
+        predicted, observed = aligned_pair_work(frames)
+        if len(observed) < MIN_PAIRS:
+            return
+        slope = float((predicted * observed).sum() / max(float((observed * observed).sum()), 1e-300))
+        count, kind = len(observed), "pairs of similar molecules (after alignment)"
     low, high = SLOPE_RANGE
     if not low <= slope <= high:
         raise DataError(
             frames[0].source, None,
-            f"energies and forces look like inconsistent units: along {len(pairs)} pairs of similar frames the "
-            f"forces predict energy changes {slope:.3g} times the stored ones (expected ~1); "
-            "check data.energy_unit / data.length_unit, or set data.check_units: false",
+            f"energies and forces look like inconsistent units: along {count} {kind} the "
+            f"forces predict energy changes {slope:.3g} times the stored ones (expected ~1; forces in Hartree/Bohr "
+            "read as eV/Å give ~0.02, energies in Hartree with forces in eV/Å ~27); "
+            "check data.energy_unit / data.length_unit, or set data.check_units: false (--no-unit-check)",
         )
 
 
