@@ -24,7 +24,9 @@ sanity check:
   apart (shuffled or thinned MD), any two molecules of the same composition closer than
   :data:`ALIGNED_PAIR_MAX_RMSD` Å after optimal rotation serve as pairs instead.
 
-All checks can be switched off (``check_units=False``, ``mlpot train ... data.check_units: false``)
+They run in the order force scale, energy-force consistency, energy scale (the first two name the
+more specific problem when only one quantity is off). All can be switched off (``check_units=False``,
+``mlpot train ... data.check_units: false``, ``mlpot eval ... --no-unit-check``)
 for data that is really that unusual.
 """
 
