@@ -263,6 +263,7 @@ class PiceTrainer:
         if max_seconds is not None and not max_seconds > 0:
             raise ValueError(f"the time limit must be positive, got {max_seconds} s")
         started = time.perf_counter()
+        self.stops.requested = None  # a stop that ended an earlier call does not end this one
         with RunLock(self.out) if self.out is not None else contextlib.nullcontext(), self.stops:
             try:
                 while self.iteration < self.config.iterations:
