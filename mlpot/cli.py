@@ -458,9 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("systems", help="list the shipped molecular systems")
     p.set_defaults(func=_cmd_systems)
 
-    p = sub.add_parser("train", help="train a model on energies and forces",
+    p = sub.add_parser("train", help="train a model on energies, forces and stress",
                        description="Train an EGNN or NequIP-style model from a YAML config (see mlpot.train.config) "
-                                   "or from flags; writes the model file, log.csv, plots and metrics.json.")
+                                   "or from flags; writes the model file, log.csv, plots and metrics.json. Stress: "
+                                   "periodic frames with stress labels are trained on them unless "
+                                   "training.stress_weight is set (0 turns stress off, with a warning). A time "
+                                   "limit (--max-time) includes the final evaluation and is kept to within one "
+                                   "optimiser step.")
     p.add_argument("config", nargs="?", help="YAML config file")
     p.add_argument("--data", nargs="+", help="training data file(s) (extxyz, ASE db, npz)")
     p.add_argument("--arch", choices=["egnn", "nequip"], default=None)

@@ -340,3 +340,74 @@ def test_unknown_optimizer_and_a_corrupt_checkpoint_are_named(tmp_path):
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="checkpoint.pt is not a readable checkpoint"):
         train(tiny_config(run, epochs=1), resume=True, quiet=True)
+
+
+def _copper_frames(count: int, seed: int = 0):
+    """Rattled, slightly strained 32-atom fcc Cu cells with EMT energies, forces and stress."""
+    import ase.build
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for k in range(count):
+        atoms = ase.build.bulk("Cu", "fcc", 3.6, cubic=True).repeat((2, 2, 2))
+        atoms.rattle(0.05, seed=k)
+        atoms.set_cell(atoms.cell * (1 + 0.02 * rng.normal()), scale_atoms=True)
+        atoms.calc = EMT()
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        images.append(atoms)
+    return images
+
+
+def _copper_config(tmp_path, name, **training):
+    path = tmp_path / "copper.extxyz"
+    if not path.exists():
+        ase.io.write(path, _copper_frames(16))
+    config = tiny_config(tmp_path / name, arch="egnn", **training)
+    config.data.files, config.data.index, config.model.cutoff = [str(path)], ":", 3.2
+    return config
+
+
+def test_unset_stress_weight_trains_stress_when_the_data_has_stress_labels(tmp_path, capsys):
+    with_stress = train(_copper_config(tmp_path, "auto", epochs=40), quiet=False)
+    assert "16 periodic frames carry stress labels, so stress is trained" in capsys.readouterr().err
+    volume_per_atom = 3.6 ** 3 / 4  # fcc Cu, Å³ per atom (strained by about 2 %)
+    used = read_metadata(with_stress.model_path)["provenance"]["training"]["config"]["training"]["stress_weight"]
+    assert 0.8 * volume_per_atom ** 2 < used < 1.2 * volume_per_atom ** 2
+    without = train(_copper_config(tmp_path, "zero", epochs=40, stress_weight=0.0), quiet=True)
+    assert "but training.stress_weight is 0, so stress is not trained" in capsys.readouterr().err
+    from mlpot.evaluate import evaluate_model_file
+
+    errors = [evaluate_model_file(run.model_path, [str(tmp_path / "copper.extxyz")])[0]["stress_mae"]
+              for run in (with_stress, without)]
+    assert errors[0] < 0.5 * errors[1], errors  # the stress error falls when stress is trained
+
+
+def test_an_element_found_only_outside_the_training_split_is_refused(tmp_path):
+    images = ase.io.read(ETHANOL, index=":8") + _copper_frames(2)
+    ase.io.write(tmp_path / "mixed.extxyz", images)
+    (tmp_path / "train.txt").write_text("\n".join(str(i) for i in range(6)))
+    (tmp_path / "test.txt").write_text("6\n7\n8\n9")
+    config = tiny_config(tmp_path / "run", epochs=1)
+    config.data.files, config.data.index, config.model.cutoff = [str(tmp_path / "mixed.extxyz")], ":", 4.0
+    config.data.train_indices, config.data.test_indices = str(tmp_path / "train.txt"), str(tmp_path / "test.txt")
+    with pytest.raises(ValueError, match=r"Cu .*no training frame"):
+        train(config, quiet=True)
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_time_limit_stops_within_a_step_and_resume_continues_mid_epoch(tmp_path):
+    """A limit far shorter than one epoch: the run stops mid-epoch, before the limit plus one step, with a
+    checkpoint at that batch; resuming with a longer limit continues from it."""
+    config = tiny_config(tmp_path / "run", frames=":120", epochs=1, batch_size=1, max_time_minutes=0.01)
+    result = train(config, quiet=True)
+    assert result.stopped_because == "max_time_minutes" and result.epochs_done == 0
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    stopped_at = state["progress"]["batch_in_epoch"]
+    assert 0 < stopped_at < 60
+    seconds_per_step = state["progress"]["elapsed_s"] / stopped_at
+    assert state["progress"]["elapsed_s"] <= 0.6 + 2 * seconds_per_step
+    config.training.max_time_minutes = None
+    resumed = train(config, resume=True, quiet=True)
+    assert resumed.stopped_because == "epochs" and resumed.epochs_done == 1
+    assert log_rows(tmp_path / "run")[-1]["step"] == "60"

@@ -154,7 +154,7 @@ class TrainingConfig(_CheckedSection):
     huber_delta: float = 0.01
     energy_weight: float = 1.0
     forces_weight: float = 10.0
-    stress_weight: float = 0.0
+    stress_weight: float | None = None  # None: from the data when it has stress labels (trainer.stress_weight_for)
     ema_decay: float = 0.99
     grad_clip: float | None = 10.0
     warmup_steps: int = 100

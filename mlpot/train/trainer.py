@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,10 @@ from mlpot.data import (
     Frame, check_split, collate, compute_statistics, frames_to_graphs, load_split, random_split,
     read_index_file, read_many, save_split, validate_frames,
 )
+from mlpot.data.validate import require_species_in_training
 from mlpot.data.graphs import Graph
 from mlpot.data.statistics import DatasetStatistics
+from mlpot import runtime
 from mlpot.models import DTYPES, atomic_numbers_of, build_model, describe
 from mlpot.runs import (
     RunLock, StopRequests, atomic_save, read_checkpoint, refuse_changed_settings, restore_rng_state, rng_state,
@@ -90,8 +93,31 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def load_frames(config: TrainConfig) -> tuple[List[Frame], List[int]]:
-    """All frames of ``config.data.files`` validated, and the model's atomic numbers."""
+def stress_weight_for(config: TrainConfig, frames: Sequence[Frame], quiet: bool = False) -> float:
+    """The stress loss weight: ``training.stress_weight`` when set. When not set (None) and periodic frames carry
+    stress labels, stress is weighted as the virial per atom (σ·V/N, eV/atom) would be next to the per-atom
+    energy: ``energy_weight × mean((V/N)²)`` over those frames, V/N in Å³ per atom; else 0. Stress labels that
+    an explicit weight of 0 leaves unused are announced on stderr."""
+    labelled = [frame for frame in frames if frame.stress is not None and bool(np.all(frame.pbc))]
+    weight = config.training.stress_weight
+    if weight is None:
+        volumes_per_atom = [abs(float(np.linalg.det(frame.cell))) / len(frame.numbers) for frame in labelled]
+        weight = config.training.energy_weight * float(np.mean(np.square(volumes_per_atom))) if labelled else 0.0
+        if labelled and not quiet:
+            print(f"training.stress_weight not set: {len(labelled)} periodic frames carry stress labels, so stress "
+                  f"is trained with weight {weight:.4g} (the virial per atom weighted as the energy per atom)",
+                  file=sys.stderr)
+    elif weight == 0 and labelled:
+        print(f"warning: {len(labelled)} periodic frames carry stress labels, but training.stress_weight is 0, so "
+              "stress is not trained (leave the key unset or give it a positive weight)", file=sys.stderr)
+    return float(weight)
+
+
+def load_frames(config: TrainConfig, stress_weight: float | None = None,
+                quiet: bool = False) -> tuple[List[Frame], List[int], float]:
+    """All frames of ``config.data.files`` validated, the model's atomic numbers, and the stress loss weight
+    (``stress_weight`` if given, else :func:`stress_weight_for`); periodic frames need stress labels when it
+    is positive."""
     data = config.data
     if not data.files:
         raise ValueError("no training data: set data.files in the config or pass --data FILE")
@@ -100,10 +126,10 @@ def load_frames(config: TrainConfig) -> tuple[List[Frame], List[int]]:
         numbers = atomic_numbers_of(config.model.species)
     else:
         numbers = sorted({int(z) for frame in frames for z in frame.numbers if 1 <= z <= 118})
-    validate_frames(
-        frames, numbers, need_stress=config.training.stress_weight > 0, check_units=data.check_units
-    )
-    return frames, numbers
+    if stress_weight is None:
+        stress_weight = stress_weight_for(config, frames, quiet)
+    validate_frames(frames, numbers, need_stress=stress_weight > 0, check_units=data.check_units)
+    return frames, numbers, stress_weight
 
 
 def make_split(config: TrainConfig, n_frames: int) -> Dict[str, List[int]]:
@@ -130,13 +156,12 @@ class Trainer:
         self.out = Path(config.out)
         self.device = distributed.local_device(config.training.device)
         self.group = distributed.init_process_group(self.device)
-        self.weights = LossWeights(
-            energy=config.training.energy_weight, forces=config.training.forces_weight,
-            stress=config.training.stress_weight, kind=config.training.loss, huber_delta=config.training.huber_delta,
-        )
         if config.training.threads:
             torch.set_num_threads(config.training.threads)
         self.stops = StopRequests()  # Ctrl-C / SIGTERM (or code: ``trainer.stops.request()``) ask for a stop
+        self.time_is_up = False  # set within one optimiser step of max_time_minutes (final evaluation included)
+        self._evaluation_s_per_frame: float | None = None
+        self.graphs: Dict[str, List[Graph]] = {}
 
     # ---- setup
     def _checkpoint_path(self) -> Path:
@@ -160,12 +185,22 @@ class Trainer:
         epochs, time and the device may change. Settings newer than the checkpoint are not compared."""
         now = self.config.to_dict()
         saved = {section: saved.get(section) or {} for section in COMPARED_SECTIONS}
+        if now["training"].get("stress_weight") is None:  # unset: the run goes on with the weight it started with
+            now["training"]["stress_weight"] = saved["training"].get("stress_weight")
         now = {section: {key: now[section].get(key) for key in saved[section]} for section in COMPARED_SECTIONS}
         refuse_changed_settings(saved, now, f"the training run in {self.out}", ignore=RESUMABLE_CHANGES)
 
     def _build(self, state: Dict | None) -> None:
         config = self.config
-        frames, numbers = load_frames(config)
+        runtime.configure()  # the thread policy, also for library users of Trainer
+        # a resumed run keeps the stress weight it started with
+        saved_weight = None if state is None else float(state["config"]["training"].get("stress_weight") or 0.0)
+        frames, numbers, stress_weight = load_frames(config, saved_weight, quiet=self.quiet)
+        config.training.stress_weight = stress_weight  # recorded in config.yaml and the checkpoint as used
+        self.weights = LossWeights(
+            energy=config.training.energy_weight, forces=config.training.forces_weight, stress=stress_weight,
+            kind=config.training.loss, huber_delta=config.training.huber_delta,
+        )
         if state is not None:
             self.split = state["split"]
             check_split(self.split, len(frames))
@@ -173,6 +208,7 @@ class Trainer:
             self.description = state["description"]
         else:
             self.split = make_split(config, len(frames))
+            require_species_in_training(frames, self.split["train"], numbers)
             train_frames = [frames[i] for i in self.split["train"]]
             self.statistics = compute_statistics(train_frames, numbers, config.model.cutoff)
             hyperparameters = dict(config.model.hyperparameters)
@@ -354,6 +390,8 @@ class Trainer:
                     if self._out_of_time():
                         return "max_time_minutes"
                     self._run_epoch()
+                    if self.time_is_up:
+                        return "max_time_minutes"
                     if self._early_stop():
                         return "early_stopping"
                     self._stop_if_requested()
@@ -375,9 +413,25 @@ class Trainer:
         if self.stops.requested is not None:
             raise _StopRequested
 
-    def _out_of_time(self) -> bool:
+    def _out_of_time(self, running_s: float = 0.0) -> bool:
+        """Whether the time limit leaves no room for more training: the time trained so far (plus
+        ``running_s`` of the epoch in progress) and the final evaluation's estimate reach it."""
         limit = self.config.training.max_time_minutes
-        return limit is not None and self.progress["elapsed_s"] >= 60.0 * limit
+        if limit is None:
+            return False
+        used_s = self.progress["elapsed_s"] + running_s
+        return used_s + self._final_evaluation_estimate_s(running_s) >= 60.0 * limit
+
+    def _final_evaluation_estimate_s(self, running_s: float = 0.0) -> float:
+        """Seconds the final evaluation (every split, once) will take: from the last validation's time per
+        frame, or before any validation from half the training time per frame (a forward pass without the
+        double backward)."""
+        frames = sum(len(graphs) for graphs in self.graphs.values())
+        per_frame = self._evaluation_s_per_frame
+        if per_frame is None and self.progress["step"] > 0:
+            trained_frames = self.progress["step"] * self.config.training.batch_size
+            per_frame = 0.5 * (self.progress["elapsed_s"] + running_s) / trained_frames
+        return frames * (per_frame or 0.0)
 
     def _early_stop(self) -> bool:
         patience = self.config.training.early_stopping_patience
@@ -414,10 +468,16 @@ class Trainer:
                     )
                     bar.update(1)
                 self._stop_if_requested()
+                if self._out_of_time(time.perf_counter() - started):
+                    self.time_is_up = True  # stop within one step of the limit; the checkpoint holds this batch
+                    break
         finally:
             progress["elapsed_s"] += time.perf_counter() - started
             if bar is not None:
                 bar.close()
+        if self.time_is_up and progress["batch_in_epoch"] < len(batches):
+            self.save_checkpoint()  # mid-epoch: --resume with a longer limit continues from this batch
+            return
         self._end_epoch(accumulator)
 
     def _end_epoch(self, accumulator: ErrorAccumulator) -> None:
@@ -428,6 +488,7 @@ class Trainer:
         if self.graphs["val"]:
             val_loss, val_accumulator = self.evaluate("val", self.ema.module)
             val_metrics = val_accumulator.result()
+            self._evaluation_s_per_frame = (time.perf_counter() - started) / len(self.graphs["val"])
         else:
             val_loss, val_metrics = train_loss, {}
         progress["elapsed_s"] += time.perf_counter() - started
@@ -465,6 +526,11 @@ class Trainer:
 
     # ---- the end: test, export, reports
     def _finish(self, stopped_because: str) -> TrainResult:
+        if self.group.is_main and not self.quiet:
+            frames = sum(len(graphs) for graphs in self.graphs.values())
+            print(f"training stopped ({stopped_because}) after {self.progress['step']} steps; evaluating the final "
+                  f"model on all {frames} frames (about {self._final_evaluation_estimate_s():.0f} s), then writing "
+                  "the model file", flush=True)
         final = build_model(self.description).to(self.device)
         if self.best_ema_state is not None:
             final.load_state_dict(self.best_ema_state)
