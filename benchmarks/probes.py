@@ -209,16 +209,19 @@ def _train_with(**training) -> Callable[[Path], List[str]]:
 
 def _two_trainers(work: Path) -> List[str]:
     config = work / "train_lock.yaml"
-    write_config(config, work / "run_lock", epochs=3)
+    write_config(config, work / "run_lock", epochs=100000, max_time_minutes=2)
     return script(f"""
-        import subprocess, sys, time
+        import signal, subprocess, sys, time, pathlib
         cmd = [sys.executable, "-m", "mlpot.cli", "train", "{config}", "--quiet"]
         first = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        time.sleep(8)
+        log = pathlib.Path("{work / 'run_lock' / 'log.csv'}")
+        while not log.exists() and first.poll() is None:  # the first run is training (one epoch done)
+            time.sleep(0.5)
         second = subprocess.run(cmd, capture_output=True, text=True)
+        first.send_signal(signal.SIGTERM)
         first.wait()
         sys.stderr.write(second.stderr)
-        sys.exit(second.returncode if first.returncode == 0 else 1)
+        sys.exit(second.returncode if first.returncode == 130 else 1)
     """)
 
 
