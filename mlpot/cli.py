@@ -215,6 +215,8 @@ def train_config_from_args(args):
             setattr(getattr(config, section), key, value)
     if args.out:
         config.out = args.out
+    if args.init_from:
+        config.model.init_from = args.init_from
     for assignment in args.set:
         apply_override(config, assignment)
     return config
@@ -476,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set training.lr=0.01 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="fine-tune: start from this model file's network and weights (model.init_from); per-species "
+                        "reference energies are refitted when the data's level of theory differs")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=_cmd_train)
 

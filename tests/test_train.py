@@ -411,3 +411,82 @@ def test_time_limit_stops_within_a_step_and_resume_continues_mid_epoch(tmp_path)
     resumed = train(config, resume=True, quiet=True)
     assert resumed.stopped_because == "epochs" and resumed.epochs_done == 1
     assert log_rows(tmp_path / "run")[-1]["step"] == "60"
+
+
+def _trained_source(tmp_path):
+    source = tmp_path / "source"
+    if not (source / "model.pt").exists():
+        train(tiny_config(source, epochs=1), quiet=True)
+    return source / "model.pt"
+
+
+def test_fine_tuning_starts_from_the_model_files_weights_and_records_it(tmp_path):
+    from mlpot.deploy import rebuild_model
+
+    source = _trained_source(tmp_path)
+    config = tiny_config(tmp_path / "tuned", frames="24:48", epochs=1)
+    config.model.init_from, config.model.refit_references = str(source), False
+    trainer = Trainer(config, quiet=True)
+    trainer._build(trainer._prepare_directory())
+    expected, _ = rebuild_model(load_model(source))
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], tensor), name
+    assert trainer.progress["init_from"]["energy_references"]["refitted"] is False
+    config2 = tiny_config(tmp_path / "tuned2", frames="24:48", epochs=1)
+    config2.model.init_from = str(source)
+    result = train(config2, quiet=True)
+    record = read_metadata(result.model_path)["provenance"]["training"]["init_from"]
+    from mlpot.train.trainer import file_digest
+
+    assert record["sha256"] == file_digest(str(source)) and record["path"] == str(source)
+
+
+def test_fine_tuning_on_another_level_of_theory_refits_the_reference_energies(tmp_path, capsys):
+    source = _trained_source(tmp_path)
+    images = ase.io.read(ETHANOL, index="24:48")
+    offsets = {"H": -3.0, "C": 500.0, "O": 800.0}  # eV per atom: another method's free-atom energies
+    for atoms in images:
+        atoms.calc.results["energy"] += sum(offsets[s] for s in atoms.get_chemical_symbols())
+    ase.io.write(tmp_path / "other_theory.extxyz", images)
+    config = tiny_config(tmp_path / "tuned", epochs=1)
+    config.data.files, config.data.index, config.model.init_from = [str(tmp_path / "other_theory.extxyz")], ":", str(source)
+    trainer = Trainer(config, quiet=False)
+    trainer._build(trainer._prepare_directory())
+    assert "reference energies were refitted" in capsys.readouterr().err
+    fit = trainer.progress["init_from"]["energy_references"]
+    assert fit["refitted"] and fit["mean_abs_residual_eV_per_atom"] > 1.0
+    # one molecule's composition fixes only the total: 6 H + 2 C + 1 O offsets
+    total = 6 * fit["shift_change_eV"]["1"] + 2 * fit["shift_change_eV"]["6"] + fit["shift_change_eV"]["8"]
+    assert abs(total - (6 * -3.0 + 2 * 500.0 + 800.0)) < 5.0  # the rest is the source model's own error
+
+
+def test_fine_tuning_refuses_another_architecture_or_cutoff(tmp_path):
+    source = tmp_path / "nequip-source"
+    train(tiny_config(source, arch="nequip", epochs=1), quiet=True)
+    config = tiny_config(tmp_path / "tuned", arch="egnn", epochs=1)
+    config.model.init_from = str(source / "model.pt")
+    with pytest.raises(ValueError, match="holds a network of architecture nequip but model.arch is .egnn.; set model.arch: nequip"):
+        train(config, quiet=True)
+    config = tiny_config(tmp_path / "tuned", arch="nequip", epochs=1)
+    config.model.init_from, config.model.cutoff = str(source / "model.pt"), 4.0
+    with pytest.raises(ValueError, match="a network cannot change its cutoff"):
+        train(config, quiet=True)
+
+
+def test_fine_tuning_takes_the_network_from_the_file_when_the_config_keeps_the_defaults(tmp_path):
+    source = _trained_source(tmp_path)  # an EGNN; the config's arch is the default (nequip)
+    config = TrainConfig.from_dict({"data": {"files": [ETHANOL], "index": "24:40"},
+                                    "training": {"epochs": 1, "batch_size": 4, "device": "cpu"},
+                                    "model": {"init_from": str(source)}, "out": str(tmp_path / "tuned")})
+    result = train(config, quiet=True)
+    assert read_metadata(result.model_path)["arch"] == "egnn"
+    assert read_metadata(result.model_path)["hyperparameters"] == read_metadata(source)["hyperparameters"]
+
+
+def test_fine_tuning_refuses_data_with_an_element_the_model_lacks(tmp_path):
+    source = _trained_source(tmp_path)
+    ase.io.write(tmp_path / "copper.extxyz", _copper_frames(4))
+    config = tiny_config(tmp_path / "tuned", epochs=1)
+    config.data.files, config.data.index, config.model.init_from = [str(tmp_path / "copper.extxyz")], ":", str(source)
+    with pytest.raises(ValueError, match="knows only H, C, O, but the data contain Cu; fine-tuning cannot add"):
+        train(config, quiet=True)

@@ -139,6 +139,10 @@ class ModelConfig(_CheckedSection):
     species: List[str] | None = None  # default: the elements in the data
     hyperparameters: Dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    # fine-tuning (mlpot.train.finetune): start from this model file's network and weights; the file then defines
+    # the network, and arch / cutoff, where set to other than their defaults, must agree with it
+    init_from: str | None = None
+    refit_references: bool | None = None  # refit per-species energies: None = when the data's level of theory differs
 
 
 @dataclass

@@ -51,7 +51,8 @@ from mlpot.runs import (
     RunLock, StopRequests, atomic_save, read_checkpoint, refuse_changed_settings, restore_rng_state, rng_state,
 )
 from mlpot.train import distributed
-from mlpot.train.config import TrainConfig, save_config
+from mlpot.train import finetune
+from mlpot.train.config import ModelConfig, TrainConfig, save_config
 from mlpot.train.ema import ExponentialMovingAverage
 from mlpot.train.loss import LossWeights, combine, loss_terms
 from mlpot.train.metrics import ErrorAccumulator
@@ -180,6 +181,15 @@ class Trainer:
             )
         return None
 
+    def _initial_model(self, numbers: Sequence[int]) -> "finetune.InitialModel":
+        """The model file ``model.init_from`` names, checked against this run (arch and cutoff count only where
+        the config sets them to other than their defaults)."""
+        defaults = ModelConfig()
+        model = self.config.model
+        return finetune.load_initial_model(
+            model.init_from, None if model.arch == defaults.arch else model.arch,
+            None if model.cutoff == defaults.cutoff else model.cutoff, numbers)
+
     def _check_resumable(self, saved: Dict) -> None:
         """The data, model and optimiser settings must match the checkpoint (every difference is listed);
         epochs, time and the device may change. Settings newer than the checkpoint are not compared."""
@@ -193,6 +203,7 @@ class Trainer:
     def _build(self, state: Dict | None) -> None:
         config = self.config
         runtime.configure()  # the thread policy, also for library users of Trainer
+        initial = None  # the model file a fine-tuning run starts from
         # a resumed run keeps the stress weight it started with
         saved_weight = None if state is None else float(state["config"]["training"].get("stress_weight") or 0.0)
         frames, numbers, stress_weight = load_frames(config, saved_weight, quiet=self.quiet)
@@ -210,17 +221,24 @@ class Trainer:
             self.split = make_split(config, len(frames))
             require_species_in_training(frames, self.split["train"], numbers)
             train_frames = [frames[i] for i in self.split["train"]]
+            if config.model.init_from:
+                initial = self._initial_model(numbers)
+                self.description = initial.description
+                config.model.arch, config.model.cutoff = initial.description["arch"], initial.description["cutoff"]
             self.statistics = compute_statistics(train_frames, numbers, config.model.cutoff)
-            hyperparameters = dict(config.model.hyperparameters)
-            hyperparameters.setdefault("avg_num_neighbors", self.statistics.avg_num_neighbors)
-            self.description = describe(
-                config.model.arch, numbers, config.model.cutoff, dtype=config.model.dtype, size=config.model.size,
-                hyperparameters=hyperparameters, energy_shift=self.statistics.energy_references,
-                energy_scale=self.statistics.force_rms,
-            )
+            if not config.model.init_from:
+                hyperparameters = dict(config.model.hyperparameters)
+                hyperparameters.setdefault("avg_num_neighbors", self.statistics.avg_num_neighbors)
+                self.description = describe(
+                    config.model.arch, numbers, config.model.cutoff, dtype=config.model.dtype,
+                    size=config.model.size, hyperparameters=hyperparameters,
+                    energy_shift=self.statistics.energy_references, energy_scale=self.statistics.force_rms,
+                )
         self.frames = frames
         self.dtype = DTYPES[self.description["dtype"]]
         self.model = build_model(self.description, seed=config.model.seed).to(self.device)
+        if initial is not None:
+            self.model.load_state_dict(initial.model.state_dict())
         distributed.broadcast_parameters(self.model, self.group)
         self.graphs: Dict[str, List[Graph]] = {
             name: frames_to_graphs([frames[i] for i in indices], config.model.cutoff)
@@ -244,6 +262,13 @@ class Trainer:
             "train_batches": 0,
         }
         self.best_ema_state = None
+        if initial is not None:
+            reference_fit = finetune.refit_references(
+                self.model, [frames[i] for i in self.split["train"]], self.graphs["train"],
+                config.model.refit_references, self.dtype, self.device, quiet=self.quiet)
+            self.description["energy_shift"] = [float(x) for x in self.model.energy_shift.tolist()]
+            self.ema.module.load_state_dict(self.model.state_dict())  # the average starts from the source too
+            self.progress["init_from"] = {**initial.record, "energy_references": reference_fit}
         if state is not None:
             self._load_state(state)
         elif self.group.is_main:
@@ -579,6 +604,7 @@ class Trainer:
                 "training_time_s": round(self.progress["elapsed_s"], 1),
                 "stopped_because": stopped_because,
                 "processes": self.group.world_size,
+                "init_from": self.progress.get("init_from"),
                 "metrics": metrics,
             }
         }
