@@ -9,18 +9,19 @@ two halves of the demo under four conditions, each in a fresh process:
   ``mlpot demo`` trains; steps/s) and **md** (OpenMM ``LangevinMiddleIntegrator`` steps of ethanol on
   the CPU platform through TorchForce, with a random-init model of the demo's size; steps/s);
 * load: **idle**, or **hog**: ``--hogs`` busy Python loops started 2 s before the measurement;
-* policy: **old** (torch's default thread count, one per physical core, and libgomp's default wait
-  policy: ``MLPOT_NUM_THREADS=<cores> MLPOT_PASSIVE_WAIT=0``) or **new** (mlpot's default: the free
-  cores, ``OMP_WAIT_POLICY=PASSIVE``; see ``mlpot/runtime.py``).
+* policy: **old** (torch's default thread count, one per physical core: ``MLPOT_NUM_THREADS=<cores>``)
+  or **new** (mlpot's default: the free cores; see ``mlpot/runtime.py``); ``--passive`` adds
+  ``MLPOT_PASSIVE_WAIT=1`` (OpenMP threads sleep while they wait) to the new policy.
 
 Conditions are interleaved (every repeat runs all of them in turn) so a slow drift of the machine
 hits both policies alike; the table shows medians over repeats. The idle rows tell whether the
-passive wait policy costs speed on a quiet machine. Run it on a machine nobody else is using:
+new policy costs speed on a quiet machine. Run it on a machine nobody else is using:
 
     python benchmarks/contention.py                 # ~10 min on 2 cores
     python benchmarks/contention.py --quick         # smoke test: a few steps, one repeat
 
-Writes ``benchmarks/results/contention.json`` (``contention_quick.json`` with ``--quick``).
+Writes ``benchmarks/results/contention.json`` (``contention_quick.json`` with ``--quick``,
+``contention_passive_wait.json`` with ``--passive``).
 """
 
 import mlpot  # noqa: F401  first: sets OMP_WAIT_POLICY before torch loads libgomp (child processes)
@@ -93,13 +94,15 @@ def child(args: argparse.Namespace) -> None:
 # ---- the parent: conditions, hogs, table
 
 
-def policy_environment(policy: str) -> Dict[str, str]:
+def policy_environment(policy: str, passive: bool = False) -> Dict[str, str]:
     """The environment of a child under ``policy`` (see the module docstring)."""
     from mlpot.runtime import physical_cores
 
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
     if policy == "old":
-        env.update(MLPOT_NUM_THREADS=str(physical_cores()), MLPOT_PASSIVE_WAIT="0")
+        env.update(MLPOT_NUM_THREADS=str(physical_cores()))
+    elif passive:
+        env.update(MLPOT_PASSIVE_WAIT="1")
     return env
 
 
@@ -115,7 +118,7 @@ def stop_hogs(hogs: Sequence[subprocess.Popen]) -> None:
 
 
 def run_condition(workload: str, arch: str, model_path: Path, policy: str, load: str, hogs: int,
-                  steps: int, warmup: int, timeout_s: float) -> Dict:
+                  steps: int, warmup: int, timeout_s: float, passive: bool = False) -> Dict:
     """One child measurement under (policy, load); the hogs stop when it does."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", workload, "--arch", arch,
                "--model", str(model_path), "--steps", str(steps), "--warmup", str(warmup)]
@@ -123,7 +126,7 @@ def run_condition(workload: str, arch: str, model_path: Path, policy: str, load:
     try:
         if running:
             time.sleep(HOG_HEAD_START_S)
-        done = subprocess.run(command, env=policy_environment(policy), capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(command, env=policy_environment(policy, passive), capture_output=True, text=True, timeout=timeout_s)
     finally:
         stop_hogs(running)
     if done.returncode != 0:
@@ -164,6 +167,8 @@ def format_table(rows: Sequence[Dict], arch: str, hogs: int) -> str:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: few steps, one repeat")
+    parser.add_argument("--passive", action="store_true",
+                        help="the new policy with MLPOT_PASSIVE_WAIT=1 (writes contention_passive_wait.json)")
     parser.add_argument("--arch", choices=["egnn", "nequip"], default="nequip", help="the demo's default: nequip")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hogs", type=int, default=1, help="busy loops beside the measurement (default 1)")
@@ -198,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     for policy in POLICIES:
                         timed, warmup = steps[workload]
                         result = run_condition(workload, args.arch, model_path, policy, load, args.hogs,
-                                               timed, warmup, timeout_s=900)
+                                               timed, warmup, timeout_s=900, passive=args.passive)
                         samples.setdefault((workload, load, policy), []).append(result)
                         print(f"repeat {repeat + 1}/{repeats} {workload:<5} {load:<4} {policy}: "
                               f"{result['per_s']:8.2f} steps/s, {result['threads']} threads, "
@@ -207,14 +212,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(format_table(rows, args.arch, args.hogs))
     report = {
-        "benchmark": "contention", "quick": args.quick, "arch": args.arch, "repeats": repeats, "hogs": args.hogs,
+        "benchmark": "contention", "quick": args.quick, "passive_wait": args.passive, "arch": args.arch, "repeats": repeats, "hogs": args.hogs,
         "steps": {w: {"timed": steps[w][0], "warmup": steps[w][1]} for w in args.workloads},
         "machine": machine_info(os.cpu_count() or 1),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "rows": rows,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / ("contention_quick.json" if args.quick else "contention.json")
+    name = "contention_quick" if args.quick else "contention_passive_wait" if args.passive else "contention"
+    out = RESULTS_DIR / f"{name}.json"
     out.write_text(json.dumps(report, indent=1))
     print(f"\nwrote {out}")
     return 0

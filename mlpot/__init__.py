@@ -9,8 +9,9 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-# OpenMP threads that sleep instead of spinning while they wait: on a machine where another program keeps
-# a core busy, spinning threads make every parallel region wait for one that is not running (see
-# mlpot/runtime.py). libgomp reads this once, when torch is imported, so it can only be set from here.
-if "torch" not in _sys.modules and _os.environ.get("MLPOT_PASSIVE_WAIT", "1") != "0":
+# OpenMP threads that sleep instead of spinning while they wait, on request (MLPOT_PASSIVE_WAIT=1): measured on
+# an idle 2-core machine it made training and MD 3x slower (benchmarks/results/contention_passive_wait.json),
+# so the default is libgomp's own; the thread count (mlpot/runtime.py) is what keeps a busy machine fast.
+# libgomp reads the policy once, when torch is imported, so it can only be set from here.
+if "torch" not in _sys.modules and _os.environ.get("MLPOT_PASSIVE_WAIT", "0") == "1":
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

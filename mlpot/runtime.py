@@ -21,8 +21,9 @@ Both were measured on a 2-core CPU (see the README's performance notes):
   (sampled from ``/proc/stat`` over a quarter second, else the load average), with a one-line warning
   on stderr. ``MLPOT_NUM_THREADS`` (or ``mlpot --threads``) sets the count; ``OMP_NUM_THREADS``,
   ``MKL_NUM_THREADS`` or an earlier ``torch.set_num_threads`` leave torch's choice alone. ``mlpot``'s
-  ``__init__`` also sets ``OMP_WAIT_POLICY=PASSIVE`` when torch is not yet imported (threads sleep
-  instead of spinning); ``MLPOT_PASSIVE_WAIT=0`` or an explicit ``OMP_WAIT_POLICY`` keeps libgomp's default.
+  threads keep libgomp's wait policy: the passive one (``MLPOT_PASSIVE_WAIT=1``, set by ``mlpot``'s
+  ``__init__`` before torch loads) made training and MD 3x slower on an idle 2-core machine, while one
+  thread beside a busy core ran as fast as two on an idle machine (``benchmarks/contention.py``).
 """
 
 from __future__ import annotations

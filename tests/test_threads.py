@@ -96,7 +96,7 @@ def _wait_policy_after_importing_mlpot(**env: str) -> str:
     return subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_importing_mlpot_before_torch_makes_openmp_threads_wait_passively_unless_told_otherwise():
-    assert _wait_policy_after_importing_mlpot() == "PASSIVE"
-    assert _wait_policy_after_importing_mlpot(OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
-    assert _wait_policy_after_importing_mlpot(MLPOT_PASSIVE_WAIT="0") == "unset"
+def test_openmp_threads_wait_passively_only_when_asked():
+    assert _wait_policy_after_importing_mlpot() == "unset"
+    assert _wait_policy_after_importing_mlpot(MLPOT_PASSIVE_WAIT="1") == "PASSIVE"
+    assert _wait_policy_after_importing_mlpot(MLPOT_PASSIVE_WAIT="1", OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
