@@ -73,6 +73,11 @@ def format_metadata(metadata: Dict[str, Any], path: Path) -> str:
     lines.append("versions       " + ", ".join(f"{k} {v}" for k, v in metadata["versions"].items()))
     lines.append(f"created        {metadata['created']}")
     lines.append(f"content hash   {metadata['content_hash']}")
+    if metadata.get("seal"):
+        lines.append(f"seal           intact (sha256 {metadata['seal']} over code, weights and metadata)")
+    else:
+        lines.append("seal           none: a format-1 file, its code and metadata cannot be verified "
+                     "(mlpot rebuild MODEL -o NEW.pt writes a sealed copy)")
     training = (metadata.get("provenance") or {}).get("training")
     if training:
         files = ", ".join(entry["path"] for entry in training["data_files"])
@@ -108,8 +113,10 @@ def _cmd_info(args) -> int:
 def _cmd_rebuild(args) -> int:
     from mlpot.deploy import load_model, rebuild_model, save_model
 
+    from mlpot.deploy import read_metadata
+
     changes = parse_hyperparameters(args.hp)
-    if not changes:
+    if not changes and read_metadata(args.model)["format_version"] >= 2:  # a format-1 file: written again, sealed
         raise ValueError("nothing to change: give at least one --hp KEY=VALUE")
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise ValueError("write the rebuilt model to a new file (-o), not over the one it is rebuilt from")
@@ -119,7 +126,8 @@ def _cmd_rebuild(args) -> int:
     provenance["rebuilt_from"] = {"path": str(args.model), "content_hash": deployed.metadata["content_hash"],
                                   "changes": changes}
     save_model(model, description, args.output, provenance=provenance)
-    print(f"wrote {args.output}: {args.model} with " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    done = ", ".join(f"{k}={v}" for k, v in changes.items()) or "no change (sealed)"
+    print(f"wrote {args.output}: {args.model} with {done}")
     return 0
 
 

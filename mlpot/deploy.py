@@ -15,6 +15,12 @@ A model file is what ``torch.jit.save`` writes (a zip archive) plus one extra en
     content_hash                sha256 of the parameters and buffers, checked on load
     provenance                  training information, when the model was trained (else null)
 
+A second extra entry, ``mlpot_seal.json``, holds the **seal** (format 2): a sha256 over the metadata (as
+canonical JSON) and every other entry of the archive (the TorchScript code, constants and tensors), so that
+an edit of any of them (code that scales the energies, a changed cutoff or species list) is refused on
+reading. Format-1 files (before the seal) still load, with a warning that they cannot be verified;
+``mlpot rebuild MODEL -o NEW`` writes a sealed copy.
+
 The compiled module is a :class:`mlpot.models.potential.Potential`: ``forward`` gives per-atom
 energies, ``compute`` energies, forces and stress. It is an inference copy
 (:func:`mlpot.models.for_inference`): its weights record no gradient and never change. Plugins only ever
@@ -39,8 +45,11 @@ from mlpot import runtime
 from mlpot.models import build_model, describe, for_inference
 
 FORMAT_NAME = "mlpot-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_ENTRY = "mlpot_metadata.json"
+SEAL_ENTRY = "mlpot_seal.json"
+# entries the seal leaves out: itself, and the random id torch writes anew at every save
+_UNSEALED_SUFFIXES = ("/extra/" + SEAL_ENTRY, "/.data/serialization_id")
 MODEL_UNITS = {"length": "Angstrom", "energy": "eV"}
 
 # keys every metadata dict must have (format_version 1)
@@ -120,13 +129,79 @@ def save_model(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".partial")
-    torch.jit.save(compiled, str(temporary), _extra_files={METADATA_ENTRY: json.dumps(metadata, indent=1)})
+    extra = {METADATA_ENTRY: json.dumps(metadata, indent=1)}
+    torch.jit.save(compiled, str(temporary), _extra_files=extra)
+    with zipfile.ZipFile(temporary) as archive:
+        seal = _seal_of(archive, metadata)
+    torch.jit.save(compiled, str(temporary), _extra_files={**extra, SEAL_ENTRY: json.dumps({"sha256": seal})})
+    with zipfile.ZipFile(temporary) as archive:
+        if _seal_of(archive, metadata) != seal:
+            temporary.unlink()
+            raise RuntimeError("mlpot: torch wrote the model file differently twice, so it cannot be sealed")
     temporary.replace(path)  # never leave a half-written model file under the final name
-    return metadata
+    return {**metadata, "seal": seal}
+
+
+def _seal_of(archive: zipfile.ZipFile, metadata: Dict[str, Any]) -> str:
+    """sha256 over the canonical metadata JSON and every sealed entry (name without the archive's top folder,
+    size, bytes), in name order."""
+    digest = hashlib.sha256()
+    canonical = {key: value for key, value in metadata.items() if key != "seal"}
+    digest.update(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode())
+    entries = sorted(
+        (name.split("/", 1)[-1], name) for name in archive.namelist()
+        if not name.endswith(_UNSEALED_SUFFIXES) and not name.endswith("/extra/" + METADATA_ENTRY)
+    )
+    for inner_name, name in entries:
+        data = archive.read(name)
+        digest.update(inner_name.encode() + b"\0" + str(len(data)).encode() + b"\0")
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _check_seal(archive: zipfile.ZipFile, metadata: Dict[str, Any], path: Path) -> Optional[str]:
+    """The seal of a format-2 file, checked; None for a format-1 file (warned about once)."""
+    names = [n for n in archive.namelist() if n.endswith("/extra/" + SEAL_ENTRY)]
+    if metadata["format_version"] < 2:
+        if names:
+            raise ModelFileError(f"{path} claims model-file format 1 but carries a seal: it has been modified")
+        _warn_unsealed(path)
+        return None
+    if not names:
+        raise ModelFileError(f"{path} has no seal ({SEAL_ENTRY}), which format {metadata['format_version']} files "
+                             "always carry: it has been modified or damaged")
+    try:
+        recorded = json.loads(archive.read(names[0]))["sha256"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelFileError(f"{path}: its seal entry is unreadable ({error})") from None
+    if _seal_of(archive, metadata) != recorded:
+        raise ModelFileError(
+            f"{path} has been modified since it was saved: its seal does not match its code, weights and metadata "
+            "(use the file as it was written, or train / export it again)"
+        )
+    return recorded
+
+
+_WARNED_UNSEALED: set = set()
+
+
+def _warn_unsealed(path: Path) -> None:
+    import warnings
+
+    if str(path) not in _WARNED_UNSEALED:
+        _WARNED_UNSEALED.add(str(path))
+        warnings.warn(f"{path} is a format-1 model file without a seal: its code and metadata cannot be verified "
+                      f"(write a sealed copy with `mlpot rebuild {path} -o NEW.pt`)", UnsealedModelWarning,
+                      stacklevel=3)
+
+
+class UnsealedModelWarning(UserWarning):
+    """A model file from before the seal (format 1): its code and metadata cannot be verified."""
 
 
 def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
-    """The metadata of a model file, validated, without loading the network."""
+    """The metadata of a model file, validated and its seal checked (``metadata["seal"]``, format 2), without
+    loading the network."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
@@ -140,17 +215,20 @@ def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
                     "or mlpot.deploy.save_model)"
                 )
             text = archive.read(names[0]).decode()
+            try:
+                metadata = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ModelFileError(f"{path}: its metadata is not valid JSON ({error})") from error
+            _check_compatible(metadata, path)
+            seal = _check_seal(archive, metadata, path)
     except zipfile.BadZipFile as error:
         raise ModelFileError(
             f"{path} is corrupt or truncated: it is not a readable TorchScript zip archive ({error})"
         ) from error
     except (OSError, zipfile.LargeZipFile, RuntimeError) as error:
         raise ModelFileError(f"{path} could not be read as a model file: {error}") from error
-    try:
-        metadata = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ModelFileError(f"{path}: its metadata is not valid JSON ({error})") from error
-    _check_compatible(metadata, path)
+    if seal is not None:
+        metadata["seal"] = seal
     return metadata
 
 
@@ -278,8 +356,12 @@ def rebuild_model(
         energy_scale=stored["energy_scale"],
     )
     model = build_model(description)
+    # a compiled module lists its non-persistent buffers too (caches and index tables built from the weights)
+    derived = {f"{prefix}.{name}".lstrip(".") for prefix, module in model.named_modules()
+               for name in module._non_persistent_buffers_set}
+    weights = {k: v for k, v in deployed.module.state_dict().items() if k not in derived}
     try:
-        model.load_state_dict(deployed.module.state_dict())
+        model.load_state_dict(weights)
     except RuntimeError as error:
         lines = str(error).splitlines()  # a header, then one line per mismatched tensor
         raise ValueError(

@@ -9,14 +9,18 @@ import pytest
 import torch
 
 from conftest import SPECIES, as_tensors, small_description
-from mlpot.deploy import FORMAT_VERSION, METADATA_ENTRY, ModelFileError, compile_model, load_model, read_metadata
+from mlpot.deploy import (
+    FORMAT_VERSION, METADATA_ENTRY, SEAL_ENTRY, ModelFileError, compile_model, load_model, read_metadata,
+)
 from mlpot.models import build_model, describe, for_inference
 
 
-def _rewrite_metadata(source, target, change):
-    """Copy a model file, passing its metadata through ``change``."""
+def _rewrite_metadata(source, target, change, keep_seal=True):
+    """Copy a model file, passing its metadata through ``change`` (``keep_seal=False``: without its seal)."""
     with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
         for item in original.infolist():
+            if not keep_seal and item.filename.endswith(SEAL_ENTRY):
+                continue
             data = original.read(item.filename)
             if item.filename.endswith(METADATA_ENTRY):
                 metadata = json.loads(data)
@@ -107,8 +111,11 @@ def test_file_from_a_newer_format_version_asks_to_upgrade(model_files, tmp_path)
 
 def test_parameters_that_do_not_match_the_recorded_hash_are_refused(model_files, tmp_path):
     tampered = tmp_path / "tampered.pt"
-    _rewrite_metadata(model_files[("egnn", "float32")], tampered, lambda m: m.update(content_hash="0" * 64))
-    with pytest.raises(ModelFileError, match="do not match the content hash"):
+    # a format-1 file (no seal) still has its weights checked against the content hash
+    _rewrite_metadata(model_files[("egnn", "float32")], tampered,
+                      lambda m: m.update(content_hash="0" * 64, format_version=1), keep_seal=False)
+    with pytest.warns(UserWarning, match="without a seal"), pytest.raises(ModelFileError,
+                                                                           match="do not match the content hash"):
         load_model(tampered)
 
 
