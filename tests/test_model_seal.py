@@ -153,3 +153,16 @@ def test_rebuild_works_on_a_model_that_has_run(model_files, tmp_path, arch, alan
     deployed.compute(*as_tensors(alanine_dipeptide))
     model, _ = rebuild_model(deployed)
     assert set(model.state_dict()) <= set(deployed.module.state_dict())
+
+
+@pytest.mark.parametrize("arch", ["egnn", "nequip"])
+def test_stable_parent_loads_from_a_model_file_of_either_architecture(model_files, arch, alanine_dipeptide):
+    from mlpot.stable.parent import load_parent
+
+    source = model_files[(arch, "float64")]
+    load_model(source).compute(*as_tensors(alanine_dipeptide))
+    parent = load_parent(source)
+    expected = load_model(source).compute(*as_tensors(alanine_dipeptide))["energy"]
+    positions, numbers, cell, pbc = as_tensors(alanine_dipeptide)
+    energy = parent.model.compute(positions, numbers, cell, pbc, True, False, False)["energy"]
+    assert torch.allclose(energy, expected, rtol=1e-10, atol=1e-10)
