@@ -640,7 +640,8 @@ def test_context_per_replica_gives_every_replica_the_energy_and_forces_of_a_lone
     transition = peptide_transition(system)
     topology, start_nm, target_nm = transition.load()
     settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
-    runner = replica_runner(topology, start_nm, 3, settings, transition.forcefield_files, platform="Reference")
+    runner = replica_runner(topology, start_nm, 3, settings, transition.forcefield_files, platform="Reference",
+                            layout="context-per-replica")  # the NoCutoff option beside the default one Context
     assert isinstance(runner, ContextPerReplicaRunner) and len(runner.contexts) == 3
     forces = [type(force).__name__ for force in runner.replicas.single_system.getForces()]
     assert "CustomGBForce" in forces and "CMMotionRemover" not in forces
@@ -714,10 +715,10 @@ def test_polyproline_basin_needs_every_x_pro_bond_cis():
 
 def test_polyproline_two_step_rollout_runs_in_the_trainer(one_thread):
     from mlpot.pips.molecular_trainer import MolecularTrainer
-    from mlpot.pips.openmm_rollout import ContextPerReplicaRunner
+    from mlpot.pips.openmm_rollout import OneContextRunner
 
     trainer = MolecularTrainer(tiny_molecular_config(system="polyproline", n_paths=2, n_steps=2), platform="Reference")
-    assert isinstance(trainer.runner(2), ContextPerReplicaRunner)
+    assert isinstance(trainer.runner(2), OneContextRunner)  # implicit solvent: all replicas in one Context
     row = trainer.step()
     assert row["iteration"] == 1 and row["dropped_paths"] == 0
     rollout, _ = trainer.rollout(2, torch.Generator().manual_seed(1))
