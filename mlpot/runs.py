@@ -56,12 +56,8 @@ def atomic_save(state: Dict[str, Any], path: PathLike) -> None:
 
 
 def atomic_write_text(text: str, path: PathLike) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(text)
-    _fsync_replace(temporary, path)
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and an atomic rename."""
+    atomic_write_bytes(text.encode(), path)
 
 
 def atomic_write_bytes(data: bytes, path: PathLike) -> None:

@@ -80,3 +80,12 @@ def water_box():
 def dilute_water_box(water_box):
     """The first 16 molecules of water-192 in its full 12.4 Å box: periodic, few neighbours, fast."""
     return water_box[:48]
+
+
+@pytest.fixture
+def one_thread():
+    """Training results depend on the thread count (summation order); pin it, and stay light on the CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -25,13 +25,6 @@ def legacy(tmp_path, monkeypatch) -> Path:
     return copy
 
 
-@pytest.fixture
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def log_rows(path: Path):
     with open(path) as handle:

@@ -366,14 +366,6 @@ def test_trainer_logs_ess_every_iteration(tmp_path):
     assert (tmp_path / "checkpoint.pt").exists()
 
 
-@pytest.fixture
-def one_thread():
-    """Training results depend on the thread count (summation order); pin it, and stay light on the CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_short_double_well_training_starts_crossing_through_both_channels(one_thread):
     trainer = ToyTrainer(ToyTrainConfig(iterations=50, seed=0))

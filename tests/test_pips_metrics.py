@@ -79,13 +79,6 @@ def test_every_transition_names_its_literature_test_and_it_separates_start_from_
     assert hits.tolist() == [False, True]
 
 
-@pytest.fixture
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_evaluated_paths_report_literature_thp_and_barriers_relative_to_the_minimised_start(one_thread):
     from mlpot.pips.molecular_trainer import MolecularTrainConfig, MolecularTrainer
