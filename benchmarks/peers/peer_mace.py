@@ -32,7 +32,7 @@ COMMON = {
 SIZES: Dict[str, Dict[str, Any]] = {
     # 32 channels and l_max 1 like mlpot's and NequIP's small models; MACE's usual 2 interactions
     "small": {**COMMON, "hidden_irreps": "32x0e + 32x1o"},
-    # MACE-OFF23-medium-like (shared/reference/peers.md, "MACE L1")
+    # MACE-OFF23-medium-like (docs/peers.md, "MACE L1")
     "default": {**COMMON, "hidden_irreps": "128x0e + 128x1o"},
 }
 

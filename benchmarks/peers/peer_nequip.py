@@ -34,7 +34,7 @@ SIZES: Dict[str, Dict[str, Any]] = {
     # the same network as mlpot's "small" (its nequip "default" preset)
     "small": {"num_layers": 3, "l_max": 1, "parity": False, "num_features": 32, "radial_mlp_depth": 2,
               "radial_mlp_width": 64, "num_bessels": 8, "polynomial_cutoff_p": 6, "avg_num_neighbors": 10.0},
-    # NequIPGNNModel's defaults, as in shared/reference/peers.md (= mlpot's "nequip-matched" preset)
+    # NequIPGNNModel's defaults, as in docs/peers.md (= mlpot's "nequip-matched" preset)
     "default": {"num_layers": 4, "l_max": 1, "parity": True, "num_features": 32, "radial_mlp_depth": 1,
                 "radial_mlp_width": 128, "num_bessels": 8, "polynomial_cutoff_p": 6, "avg_num_neighbors": 10.0},
 }

@@ -28,7 +28,7 @@ ARCHITECTURES: Dict[str, type] = {"egnn": EGNN, "nequip": NequIP}
 DTYPES: Dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 
 # Sizes users can ask for by name (``--size``); "nequip-matched" is the peer-comparison size of
-# shared/reference/peers.md (NequIP l_max 1, 32 features, 4 layers, parity, 5 Å).
+# docs/peers.md (NequIP l_max 1, 32 features, 4 layers, parity, 5 Å).
 PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "egnn": {
         "default": {"hidden": 64, "num_layers": 4},

@@ -30,7 +30,7 @@ def channel_fractions(channels: torch.Tensor, hits: torch.Tensor) -> Dict[str, f
 
 def pairwise_distance_error_x1000(final_positions_nm: torch.Tensor, target_nm: torch.Tensor) -> torch.Tensor:
     """EPD: 1000 · mean_{i<j} (|r_i − r_j| − |r*_i − r*_j|)² in nm² over all atoms, (n_paths,)
-    (the definition of the derivative code described in shared/reference/pips.md)."""
+    (the definition used by public evaluation code derived from PIPS; see docs/pips.md)."""
     from mlpot.pips.cost import pairwise_distance_error
 
     return 1000.0 * pairwise_distance_error(final_positions_nm, target_nm)

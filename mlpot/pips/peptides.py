@@ -213,7 +213,7 @@ _ALANINE_LITERATURE = "√(Δφ² + Δψ²) < 0.75 rad vs the target's (φ, ψ),
 
 # atom indices below are those of the files in systems/ (tests check their names)
 PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
-    # C7ax: 0 < φ < 120°, ψ < 0 (shared/reference/data.md); φ = C(ACE)–N–CA–C, ψ = N–CA–C–N(NME)
+    # C7ax: 0 < φ < 120°, ψ < 0 (docs/peptides.md); φ = C(ACE)–N–CA–C, ψ = N–CA–C–N(NME)
     "alanine-dipeptide": PeptideTransition(
         name="alanine-dipeptide", start="alanine-dipeptide", target="alanine-dipeptide-c7ax",
         basin=DihedralBox(phi=(4, 6, 8, 14), psi=(6, 8, 14, 16), phi_range_deg=(0.0, 120.0),

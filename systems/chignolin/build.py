@@ -16,7 +16,7 @@ Files written here:
 * ``unfolded.pdb`` -- start: every residue at the polyproline II angles (φ, ψ) = (-75°, 145°),
   all peptide bonds trans; an extended chain.
 * ``folded.pdb`` -- target: the β-hairpin, built from the backbone (φ, ψ) of model 1 of the NMR
-  structure 1UAO (residues 2-10 φ, 1-9 ψ; measured with mdtraj, ``shared/reference/data.md``),
+  structure 1UAO (residues 2-10 φ, 1-9 ψ; measured with mdtraj; ``docs/peptides.md``),
   all peptide bonds trans.
 * ``build_info.json`` -- minimised angles (degrees), energies (kJ/mol), CA RMSDs (Å), versions.
 
