@@ -56,10 +56,11 @@ def docstrings_and_comments(source: str) -> Iterator[str]:
 
 
 def named_paths(text: str) -> Iterator[str]:
-    """Repository-relative paths named in ``text`` (trailing punctuation removed, placeholders skipped)."""
+    """Repository-relative paths named in ``text`` (trailing punctuation removed; placeholders and the
+    files a shell command writes, ``> path``, skipped)."""
     for match in CANDIDATE.finditer(text):
         token = match.group(0).rstrip(".,;:)")
-        if PLACEHOLDER_CHARACTERS & set(token):
+        if PLACEHOLDER_CHARACTERS & set(token) or text[:match.start()].rstrip(" ").endswith(">"):
             continue
         if token.endswith("/") or FILE_EXTENSION.search(token):
             yield token
@@ -79,7 +80,8 @@ def missing_paths() -> List[Tuple[str, str]]:
 
 def test_path_recogniser_finds_paths_and_skips_placeholders():
     text = ("See `docs/pips.md`, mlpot/units.py. and benchmarks/results/*.json, systems/<name>/, "
-            "runs/demo/train/model.pt, mlpot.md and https://example.org/tests/x.py and mlpot/md/.")
+            "runs/demo/train/model.pt, mlpot.md and https://example.org/tests/x.py and mlpot/md/. "
+            "python x.py > systems/run.log")
     assert list(named_paths(text)) == ["docs/pips.md", "mlpot/units.py", "mlpot/md/"]
 
 
