@@ -15,6 +15,8 @@ compiled graph), returned to OpenMM with ``setOutputsForces(True)``.
 from __future__ import annotations
 
 import logging
+import numbers as _numbers
+import re
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -33,6 +35,7 @@ class OpenMMForceModule(torch.nn.Module):
         atomic_numbers: of the atoms the model acts on, in the order of ``indices``.
         indices: OpenMM particle indices the model acts on (all particles when ``None``).
         periodic: use the box OpenMM passes (all three axes periodic).
+        num_particles: particles the System must have (-1: not checked).
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class OpenMMForceModule(torch.nn.Module):
         atomic_numbers: Sequence[int],
         indices: Optional[Sequence[int]],
         periodic: bool,
+        num_particles: int = -1,
     ):
         super().__init__()
         self.potential = potential
@@ -48,6 +52,7 @@ class OpenMMForceModule(torch.nn.Module):
         if indices is None:
             indices = range(len(atomic_numbers))
         self.register_buffer("indices", torch.tensor(list(indices), dtype=torch.long))
+        self.num_particles = int(num_particles)
         self.periodic = periodic
         self.angstrom_per_nm = ANGSTROM_PER_NM
         self.kj_per_mol_per_ev = KJ_PER_MOL_PER_EV
@@ -55,6 +60,12 @@ class OpenMMForceModule(torch.nn.Module):
     def forward(
         self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self.num_particles >= 0 and positions.size(0) != self.num_particles:
+            raise RuntimeError(
+                "mlpot: the force was created with atomic_numbers for " + str(self.num_particles)
+                + " particles but the System has " + str(positions.size(0))
+                + " particles; give create_force the atomic_numbers of every particle"
+            )
         positions_A = positions.index_select(0, self.indices) * self.angstrom_per_nm
         if self.periodic and boxvectors is not None:
             cell_A = boxvectors * self.angstrom_per_nm
@@ -99,6 +110,57 @@ def _atomic_numbers(topology) -> List[int]:
     return numbers
 
 
+def _checked_atomic_numbers(topology, atomic_numbers) -> List[int]:
+    """The atomic number of every particle: from ``atomic_numbers`` (checked against ``topology``
+    when both are given) or else from the topology's elements. Raises ``ValueError`` on a mismatch."""
+    if atomic_numbers is None:
+        return _atomic_numbers(topology)
+    given = list(atomic_numbers)
+    if not given:
+        raise ValueError("atomic_numbers is empty: give the atomic number of every particle in the System")
+    bad = [z for z in given if isinstance(z, bool) or not isinstance(z, _numbers.Integral)]
+    if bad:
+        raise ValueError(f"atomic_numbers must be integers; got {bad[:5]}")
+    given = [int(z) for z in given]
+    if topology is None:
+        return given
+    if len(given) != topology.getNumAtoms():
+        raise ValueError(
+            f"atomic_numbers lists {len(given)} particles but the topology has {topology.getNumAtoms()} atoms"
+        )
+    from_topology = _atomic_numbers(topology)
+    mismatches = [(i, z, t) for i, (z, t) in enumerate(zip(given, from_topology)) if z != t]
+    if mismatches:
+        shown = ", ".join(f"atom {i}: {z} vs {t}" for i, z, t in mismatches[:5])
+        raise ValueError(
+            f"atomic_numbers disagree with the topology's elements at {len(mismatches)} atoms "
+            f"(atomic_numbers vs topology: {shown}); give one or the other, or make them agree"
+        )
+    return given
+
+
+def _checked_atom_indices(atoms, num_particles: int) -> List[int]:
+    """``atoms`` as a list of distinct particle indices in ``[0, num_particles)``; ``ValueError`` otherwise."""
+    given = list(atoms)
+    if not given:
+        raise ValueError("atoms is empty: give the indices of the particles the model acts on (or None for all)")
+    not_integers = [i for i in given if isinstance(i, bool) or not isinstance(i, _numbers.Integral)]
+    if not_integers:
+        raise ValueError(f"atoms must be integer particle indices; got {not_integers[:5]}")
+    indices = [int(i) for i in given]
+    out_of_range = [i for i in indices if not 0 <= i < num_particles]
+    if out_of_range:
+        raise ValueError(f"atom indices {out_of_range[:5]} out of range for a system of {num_particles} particles")
+    seen, duplicates = set(), []
+    for i in indices:
+        if i in seen and i not in duplicates:
+            duplicates.append(i)
+        seen.add(i)
+    if duplicates:
+        raise ValueError(f"atoms lists particle indices more than once: {duplicates[:5]}")
+    return indices
+
+
 def check_box(model: DeployedModel, box_vectors_nm) -> None:
     """Raise ``ValueError`` if a periodic box is narrower than twice the model's cutoff."""
     import numpy as np
@@ -135,21 +197,17 @@ def create_force(
     deployed = model if isinstance(model, DeployedModel) else load_model(model)
     if topology is None and atomic_numbers is None:
         raise TypeError("create_force needs the topology (or the atomic_numbers of all particles)")
-    all_numbers = list(atomic_numbers) if atomic_numbers is not None else _atomic_numbers(topology)
-    indices = None if atoms is None else [int(i) for i in atoms]
-    if indices is not None:
-        out_of_range = [i for i in indices if not 0 <= i < len(all_numbers)]
-        if out_of_range:
-            raise ValueError(f"atom indices {out_of_range[:5]} out of range for a system of {len(all_numbers)} particles")
-        if len(set(indices)) != len(indices):
-            raise ValueError("atom indices for the ML subset contain duplicates")
+    all_numbers = _checked_atomic_numbers(topology, atomic_numbers)
+    indices = None if atoms is None else _checked_atom_indices(atoms, len(all_numbers))
     numbers = all_numbers if indices is None else [all_numbers[i] for i in indices]
     deployed.check_elements(numbers)
     if periodic is None:
         periodic = topology is not None and topology.getPeriodicBoxVectors() is not None
     if periodic and topology is not None and topology.getPeriodicBoxVectors() is not None:
         check_box(deployed, topology.getPeriodicBoxVectors())
-    module = OpenMMForceModule(deployed.module, numbers, indices, periodic)
+    # Without a topology the particle count is only known when OpenMM first calls the force.
+    num_particles = len(all_numbers) if topology is None else -1
+    module = OpenMMForceModule(deployed.module, numbers, indices, periodic, num_particles)
     try:
         compiled = torch.jit.script(module)
     except Exception as error:
@@ -184,3 +242,114 @@ def create_system(model: Union[str, Path, DeployedModel], topology, remove_cm_mo
     if remove_cm_motion:
         system.addForce(openmm.CMMotionRemover())
     return system
+
+
+# --- loading order and crash guards, applied once when this module is imported -------------------
+
+_FAILED_LIBRARY = re.compile(r"Error loading library (.+?): ")
+_MISSING_TORCH_DEPENDENCY = ("libnv", "libtorch", "libc10", "libcu")
+
+
+def reload_torch_plugins() -> List[str]:
+    """Load again the openmm-torch plugin libraries that failed because ``import openmm`` ran before
+    ``import torch`` (then libnvrtc/libtorch/libc10 were not yet on the loader path). Returns the
+    libraries loaded now; one that fails again (e.g. no GPU driver) is left as it was."""
+    import openmm
+
+    loaded = []
+    for failure in openmm.Platform.getPluginLoadFailures():
+        match = _FAILED_LIBRARY.match(failure)
+        if match is None:
+            continue
+        library = match.group(1)
+        reason = failure[match.end():]
+        if "Torch" not in Path(library).name or not any(name in reason for name in _MISSING_TORCH_DEPENDENCY):
+            continue
+        if library in _reloaded_libraries:
+            continue
+        _reloaded_libraries.add(library)
+        try:
+            openmm.Platform.loadPluginLibrary(library)
+        except Exception:  # noqa: BLE001 - e.g. the CUDA plugin without a driver: it stays unavailable
+            continue
+        loaded.append(library)
+    return loaded
+
+
+_reloaded_libraries: set = set()
+
+TORCH_FORCE_COPY_MESSAGE = (
+    "openmm-torch 1.5 crashes the process when a System or Force holding a TorchForce is copied or "
+    "deserialised (copy.deepcopy, pickle, XmlSerializer.deserialize/clone); build the System again with "
+    "mlpot.plugins.openmm.create_system / create_force instead"
+)
+_TORCH_FORCE_XML = re.compile(r'<Force\b[^>]*\btype="TorchForce"')
+
+
+def _is_torch_force(force) -> bool:
+    return type(force).__name__ == "TorchForce" or force.getName() == "TorchForce"
+
+
+def _holds_torch_force(obj) -> bool:
+    import openmm
+
+    if isinstance(obj, openmm.System):
+        return any(_is_torch_force(force) for force in obj.getForces())
+    if isinstance(obj, openmm.Force):
+        return _is_torch_force(obj)
+    return False
+
+
+def _guard_object(function):
+    """Wrap ``function(obj, ...)`` to raise ``RuntimeError`` instead of crashing on a TorchForce."""
+
+    def guarded(obj, *args, **kwargs):
+        if _holds_torch_force(obj):
+            raise RuntimeError(TORCH_FORCE_COPY_MESSAGE)
+        return function(obj, *args, **kwargs)
+
+    guarded._mlpot_guarded = function
+    guarded.__doc__ = function.__doc__
+    return guarded
+
+
+def _guard_text(function):
+    """Wrap ``function(xml_text, ...)`` to raise ``RuntimeError`` instead of crashing on a TorchForce."""
+
+    def guarded(text, *args, **kwargs):
+        if isinstance(text, str) and _TORCH_FORCE_XML.search(text):
+            raise RuntimeError(TORCH_FORCE_COPY_MESSAGE)
+        return function(text, *args, **kwargs)
+
+    guarded._mlpot_guarded = function
+    guarded.__doc__ = function.__doc__
+    return guarded
+
+
+def install_copy_guards() -> None:
+    """Make copying or deserialising a System/Force with a TorchForce raise instead of crash.
+
+    Idempotent. Systems and forces without a TorchForce behave as before. ``System.__deepcopy__``
+    and ``__setstate__`` (pickle) go through the guarded ``__copy__`` and ``deserializeSystem``."""
+    import openmm
+
+    def wrap(owner, name, guard, static):
+        current = owner.__dict__.get(name)
+        if current is None:
+            return
+        function = current.__func__ if isinstance(current, staticmethod) else current
+        if hasattr(function, "_mlpot_guarded"):
+            return
+        wrapped = guard(function)
+        setattr(owner, name, staticmethod(wrapped) if static else wrapped)
+
+    wrap(openmm.System, "__copy__", _guard_object, static=False)
+    wrap(openmm.Force, "__copy__", _guard_object, static=False)
+    wrap(openmm.XmlSerializer, "_cloneSystem", _guard_object, static=True)
+    wrap(openmm.XmlSerializer, "_cloneForce", _guard_object, static=True)
+    wrap(openmm.XmlSerializer, "deserializeSystem", _guard_text, static=True)
+    wrap(openmm.XmlSerializer, "_deserializeForce", _guard_text, static=True)
+
+
+reload_torch_plugins()
+install_copy_guards()

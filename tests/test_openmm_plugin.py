@@ -113,7 +113,7 @@ def test_box_too_small_for_the_cutoff_is_refused_when_the_force_is_made(model_fi
 
 
 @pytest.mark.parametrize("atoms, message", [([0, 1, 99], r"atom indices \[99\] out of range for a system of 22"),
-                                            ([0, 1, 1], "contain duplicates")])
+                                            ([0, 1, 1], "more than once")])
 def test_bad_ml_subset_indices_are_refused(atoms, message, model_files):
     topology, _ = load_openmm("alanine-dipeptide")
     with pytest.raises(ValueError, match=message):
