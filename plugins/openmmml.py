@@ -19,7 +19,16 @@ class MLPotImplFactory:
     this one included, so the factory must already exist when this module is the first to import openmmml.
     """
 
+    known_arguments = ("modelPath",)
+
     def createImpl(self, name: str, modelPath: Optional[str] = None, **args) -> "MLPotImpl":
+        """Raises ``TypeError`` for an argument other than ``modelPath`` (a typo would otherwise be
+        ignored silently) and ``ValueError`` without ``modelPath``."""
+        if args:
+            raise TypeError(
+                f"MLPotential('mlpot', ...) got unknown argument(s) {', '.join(sorted(args))}; "
+                f"it knows only {', '.join(self.known_arguments)} (species, cutoff and units come from the model file)"
+            )
         if modelPath is None:
             raise ValueError("MLPotential('mlpot', ...) needs modelPath=<path to an mlpot model file>")
         return MLPotImpl(name, modelPath)

@@ -113,11 +113,46 @@ def test_box_too_small_for_the_cutoff_is_refused_when_the_force_is_made(model_fi
 
 
 @pytest.mark.parametrize("atoms, message", [([0, 1, 99], r"atom indices \[99\] out of range for a system of 22"),
-                                            ([0, 1, 1], "more than once")])
+                                            ([-1, 0], r"atom indices \[-1\] out of range"),
+                                            ([0, 1, 1], r"more than once: \[1\]"),
+                                            ([], "atoms is empty"),
+                                            ([0.0, 1.7, 2.2], r"atoms must be integer particle indices; got \[0.0, 1.7, 2.2\]")])
 def test_bad_ml_subset_indices_are_refused(atoms, message, model_files):
     topology, _ = load_openmm("alanine-dipeptide")
     with pytest.raises(ValueError, match=message):
         create_force(model_files[("egnn", "float32")], topology, atoms=atoms)
+
+
+def test_atomic_numbers_must_agree_with_the_topology(model_files):
+    topology, _ = load_openmm("alanine-dipeptide")
+    path = model_files[("egnn", "float32")]
+    with pytest.raises(ValueError, match="atomic_numbers lists 3 particles but the topology has 22 atoms"):
+        create_force(path, topology, atomic_numbers=[6, 6, 8])
+    with pytest.raises(ValueError, match=r"atomic_numbers disagree with the topology's elements at .*atom 0: 8 vs 1"):
+        create_force(path, topology, atomic_numbers=[8] * 22)
+    with pytest.raises(ValueError, match="atomic_numbers must be integers"):
+        create_force(path, atomic_numbers=[1.0, 6.5])
+    with pytest.raises(ValueError, match="atomic_numbers is empty"):
+        create_force(path, atomic_numbers=[])
+    numbers = [atom.element.atomic_number for atom in topology.atoms()]
+    create_force(path, topology, atomic_numbers=numbers)  # agreeing: accepted
+
+
+def test_atomic_numbers_for_fewer_particles_than_the_system_are_refused_at_the_first_evaluation(model_files):
+    topology, positions = load_openmm("alanine-dipeptide")
+    system = openmm.System()
+    for atom in topology.atoms():
+        system.addParticle(atom.element.mass)
+    system.addForce(create_force(model_files[("egnn", "float32")], atomic_numbers=[6, 6, 8]))
+    with pytest.raises(openmm.OpenMMException, match="atomic_numbers for 3 particles but the System has 22 particles"):
+        _energy_forces(system, positions)
+
+
+def test_unknown_mlpotential_arguments_are_refused_by_name(model_files):
+    from openmmml import MLPotential
+
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) lengthScale, modelpath; it knows only modelPath"):
+        MLPotential("mlpot", modelPath=str(model_files[("egnn", "float32")]), modelpath="x", lengthScale=0.1)
 
 
 def test_atom_without_element_is_refused_by_name(model_files):
