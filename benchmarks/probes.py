@@ -45,7 +45,7 @@ class Probe:
     name: str
     issue_item: str
     make: Callable[[Path], List[str]]
-    expect: str = "error"
+    expect: str = "error"  # or "ok", "ok-or-error", "report" (problems listed on stdout, exit code not 0)
     pattern: Optional[str] = None  # the error line must contain this (case-insensitive)
     timeout_s: float = 300.0
 
@@ -323,7 +323,7 @@ PROBES: List[Probe] = [
     Probe("md/bad-platform", "12", lambda w: _md(w, "--platform", "Quantum", "--out", str(w / "plat.dcd"))),
     # 5. units
     Probe("units/hartree-inspect", "5", lambda w: mlpot("data", "inspect", str(w / "hartree.extxyz")),
-          pattern="hartree"),
+          expect="report", pattern="hartree"),
     Probe("units/hartree-train", "5", lambda w: mlpot("train", "--data", str(w / "hartree.extxyz"), "--arch", "egnn",
           "--epochs", "1", "--out", str(w / "run_hartree")), pattern="hartree"),
     Probe("units/hartree-eval", "5", lambda w: mlpot("eval", str(w / "model.pt"), "--data", str(w / "hartree.extxyz"),
@@ -392,6 +392,9 @@ def judge(probe: Probe, result: subprocess.CompletedProcess, work: Path) -> str:
         return "GOOD" if result.returncode == 0 else "TRACEBACK" if "Error" in text else "BAD-EXIT"
     if probe.expect == "ok-or-error" and result.returncode == 0:
         return "GOOD"
+    if probe.expect == "report":  # a report of problems on stdout, and a failing exit code
+        found = probe.pattern is None or probe.pattern.lower() in result.stdout.lower()
+        return "GOOD" if result.returncode != 0 and found else "SILENT"
     if result.returncode == 0:
         return "SILENT"
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
