@@ -10,6 +10,11 @@ forces in kJ/mol/nm. The model works in Å and eV. :class:`OpenMMForceModule` co
 the factors from :mod:`mlpot.units`, and is compiled to TorchScript so that the C++ TorchForce runs
 it with no Python in the MD loop. Forces come from the model's own ``compute`` (autograd inside the
 compiled graph), returned to OpenMM with ``setOutputsForces(True)``.
+
+Importing this module also (1) loads again openmm-torch's plugin libraries when ``import openmm``
+came before ``import torch`` (they fail then, for want of libnvrtc), so any import order works, and
+(2) makes copying or deserialising a System or Force holding a TorchForce raise ``RuntimeError``:
+openmm-torch 1.5 segfaults there. See :func:`reload_torch_plugins` and :func:`install_copy_guards`.
 """
 
 from __future__ import annotations
@@ -189,8 +194,11 @@ def create_force(
     Args:
         model: model file path (or a loaded :class:`DeployedModel`).
         topology: ``openmm.app.Topology`` giving every particle's element (and the box, if periodic).
-        atoms: particle indices the model acts on (ML/MM); ``None`` means all particles.
-        atomic_numbers: instead of ``topology``: the atomic number of every particle in the System.
+        atoms: distinct integer particle indices the model acts on (ML/MM); ``None`` means all particles.
+            Empty, duplicated, non-integer or out-of-range indices raise ``ValueError``.
+        atomic_numbers: instead of ``topology``: the atomic number of every particle in the System. With
+            a topology too, they must agree with its elements (``ValueError``); without one, a System
+            of another size fails at its first evaluation (an ``OpenMMException`` saying so).
         periodic: use periodic boundary conditions; default: whether ``topology`` has a box.
     """
     openmmtorch = _import_openmmtorch()
