@@ -2,8 +2,8 @@
 polyproline, chignolin: :mod:`mlpot.pips.peptides`).
 
 The loop, checkpoints and exact resume are :class:`mlpot.pips.trainer.PiceTrainer`'s; this module
-supplies the OpenMM rollouts (:mod:`mlpot.pips.openmm_rollout`: N replicas in one Context in
-vacuum, one Context per replica in implicit solvent), the
+supplies the OpenMM rollouts (:mod:`mlpot.pips.openmm_rollout`: N replicas in one Context, in implicit
+solvent under a non-periodic cutoff, or one Context per replica with ``replica_layout``), the
 terminal cost and the path metrics. Units are OpenMM's throughout (nm, ps, kJ/mol, kJ/mol/nm;
 see :mod:`mlpot.pips.openmm_rollout`); λ is in nm², the unit of the terminal cost.
 
@@ -92,6 +92,9 @@ class MolecularTrainConfig(PiceTrainConfig):
     iterations: int = 1000
     ema_decay: float = 0.9
     min_ess_fraction: float = 0.25
+    # implicit-solvent replicas: "one-context" (all copies in one Context, 4 nm non-periodic cutoff) or
+    # "context-per-replica" (no cutoff); see mlpot.pips.replicas
+    replica_layout: str = "one-context"
 
 
 def _heavy_atoms(topology) -> List[int]:
@@ -122,7 +125,7 @@ class MolecularTrainer(PiceTrainer):
         self.terminal_atoms = self.heavy_atoms if config.terminal_atoms == "heavy" else list(range(len(target_nm)))
         self.settings = langevin_settings(config.timestep_fs * PS_PER_FS, config.friction_per_ps,
                                           config.temperature_K, config.controlled_noise_fraction)
-        self.platform, self.threads = platform, threads
+        self.platform, self.threads, self.replica_layout = platform, threads, config.replica_layout
         self.potential = None if config.potential is None else Path(config.potential)
         self._runners: Dict[int, ReplicaRunner] = {}
         runner = self.runner(config.n_paths)
@@ -153,7 +156,7 @@ class MolecularTrainer(PiceTrainer):
         if n_paths not in self._runners:
             self._runners[n_paths] = replica_runner(self.topology, self.start_nm, n_paths, self.settings,
                                                     self.transition.forcefield_files, self.potential,
-                                                    self.platform, self.threads)
+                                                    self.platform, self.threads, layout=self.replica_layout)
         return self._runners[n_paths]
 
     # ---- what the loop needs
