@@ -115,18 +115,24 @@ def _atomic_numbers(topology) -> List[int]:
     return numbers
 
 
+def _integers(values, empty_message: str, not_integer_message: str) -> List[int]:
+    """``values`` as a non-empty list of ints (bools refused); ``ValueError`` with the given messages otherwise."""
+    given = list(values)
+    if not given:
+        raise ValueError(empty_message)
+    bad = [v for v in given if isinstance(v, bool) or not isinstance(v, _numbers.Integral)]
+    if bad:
+        raise ValueError(f"{not_integer_message}; got {bad[:5]}")
+    return [int(v) for v in given]
+
+
 def _checked_atomic_numbers(topology, atomic_numbers) -> List[int]:
     """The atomic number of every particle: from ``atomic_numbers`` (checked against ``topology``
     when both are given) or else from the topology's elements. Raises ``ValueError`` on a mismatch."""
     if atomic_numbers is None:
         return _atomic_numbers(topology)
-    given = list(atomic_numbers)
-    if not given:
-        raise ValueError("atomic_numbers is empty: give the atomic number of every particle in the System")
-    bad = [z for z in given if isinstance(z, bool) or not isinstance(z, _numbers.Integral)]
-    if bad:
-        raise ValueError(f"atomic_numbers must be integers; got {bad[:5]}")
-    given = [int(z) for z in given]
+    given = _integers(atomic_numbers, "atomic_numbers is empty: give the atomic number of every particle in the System",
+                      "atomic_numbers must be integers")
     if topology is None:
         return given
     if len(given) != topology.getNumAtoms():
@@ -146,13 +152,8 @@ def _checked_atomic_numbers(topology, atomic_numbers) -> List[int]:
 
 def _checked_atom_indices(atoms, num_particles: int) -> List[int]:
     """``atoms`` as a list of distinct particle indices in ``[0, num_particles)``; ``ValueError`` otherwise."""
-    given = list(atoms)
-    if not given:
-        raise ValueError("atoms is empty: give the indices of the particles the model acts on (or None for all)")
-    not_integers = [i for i in given if isinstance(i, bool) or not isinstance(i, _numbers.Integral)]
-    if not_integers:
-        raise ValueError(f"atoms must be integer particle indices; got {not_integers[:5]}")
-    indices = [int(i) for i in given]
+    indices = _integers(atoms, "atoms is empty: give the indices of the particles the model acts on (or None for all)",
+                        "atoms must be integer particle indices")
     out_of_range = [i for i in indices if not 0 <= i < num_particles]
     if out_of_range:
         raise ValueError(f"atom indices {out_of_range[:5]} out of range for a system of {num_particles} particles")
