@@ -47,7 +47,7 @@ from mlpot.cli import parse_hyperparameters
 from mlpot.deploy import load_model, save_model
 from mlpot.models import PRESETS, build_model, describe
 from mlpot.neighbors import neighbor_pairs
-from mlpot.plugins.simulate import ns_per_day
+from mlpot.simulate import ns_per_day
 from mlpot.systems import UnknownSystemError, get_system, load_atoms, load_openmm
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

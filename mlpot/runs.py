@@ -16,6 +16,8 @@ goes through these functions:
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import os
 import pickle
 import random
@@ -23,7 +25,7 @@ import re
 import signal
 import socket
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -317,3 +319,23 @@ def refuse_changed_settings(saved: Dict[str, Any], now: Dict[str, Any], what: st
     if differences:
         raise ValueError(f"--resume: {what} was made with other settings, so it cannot be continued: "
                          + "; ".join(differences))
+
+
+def file_digest(path: PathLike) -> str:
+    """The sha256 of a file's bytes, hex: how run records and provenance name the files they used."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_csv(rows: Sequence[Dict[str, float]], path: Path) -> None:
+    """One row per epoch; columns are the union of the rows' keys in first-seen order."""
+    columns: List[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

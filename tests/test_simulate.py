@@ -1,4 +1,4 @@
-"""``mlpot md`` (mlpot.plugins.simulate): blow-ups are caught from positions, runs are never replaced or resumed
+"""``mlpot md`` (mlpot.simulate): blow-ups are caught from positions, runs are never replaced or resumed
 with anything else than what they were, and bad input gets one line."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mlpot.cli import main
-from mlpot.plugins.simulate import (
+from mlpot.simulate import (
     BlowUpCheck, RunFiles, SimulationUnstableError, Snapshot, TimestepWarning, dcd_layout, max_sane_timestep_fs,
     run_md,
 )

@@ -718,7 +718,7 @@ def test_resume_refuses_a_changed_setting_or_parent(tmp_path):
 def test_exported_stable_model_loads_and_records_its_parent_and_settings(tmp_path):
     from mlpot.deploy import load_model
     from mlpot.stable.trainer import stable_train
-    from mlpot.train.trainer import file_digest
+    from mlpot.runs import file_digest
 
     _tiny_parent(tmp_path / "parent.pt")
     result = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 1), quiet=True)

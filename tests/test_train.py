@@ -436,7 +436,7 @@ def test_fine_tuning_starts_from_the_model_files_weights_and_records_it(tmp_path
     config2.model.init_from = str(source)
     result = train(config2, quiet=True)
     record = read_metadata(result.model_path)["provenance"]["training"]["init_from"]
-    from mlpot.train.trainer import file_digest
+    from mlpot.runs import file_digest
 
     assert record["sha256"] == file_digest(str(source)) and record["path"] == str(source)
 

@@ -46,7 +46,7 @@ def new_run(system: str, out: Optional[Path], potential: Optional[str] = None, *
 def parse_setting(assignment: str) -> tuple[str, object]:
     """``KEY=VALUE`` of ``mlpot pips train --set`` → (key, value parsed as YAML); unknown keys are
     refused by :func:`new_run`."""
-    from mlpot.train.config import parse_assignment
+    from mlpot.config import parse_assignment
 
     return parse_assignment(assignment, "KEY=VALUE, e.g. --set lam=1e-4")
 

@@ -29,7 +29,7 @@ from typing import Any, Dict
 import yaml
 
 from mlpot.md.stability import EVALUATION_BOND_THRESHOLD_A, MINIMUM_CONTACT_DISTANCE_A, TRAINING_BOND_THRESHOLD_A
-from mlpot.train.config import checked_setting, config_section, read_yaml_config
+from mlpot.config import checked_setting, config_section, read_yaml_config
 from mlpot.validation import optional_positive_number, positive_number
 
 OBSERVABLE_LOSSES = ("mse", "mae")

@@ -64,8 +64,8 @@ from mlpot.stable.estimator import ObservableLoss, backward_boltzmann_gradient, 
 from mlpot.stable.evaluation import training_split
 from mlpot.stable.parent import ParentModel, load_parent
 from mlpot.train.loss import LossWeights
-from mlpot.train.report import write_csv
-from mlpot.train.trainer import file_digest
+from mlpot.runs import write_csv
+from mlpot.runs import file_digest
 from mlpot.units import FS_PER_PS
 
 CHECKPOINT_NAME = "checkpoint.pt"

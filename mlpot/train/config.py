@@ -27,12 +27,15 @@ Every assignment to a key, from YAML, ``--set``, a flag or Python, is checked ag
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import yaml
+
+from mlpot.config import (  # noqa: F401  (re-exported: the train config's public names)
+    apply_override, checked_setting, config_section, parse_assignment, read_yaml_config,
+)
 
 # Allowed ranges of the numeric keys: ">= a", "> a" or an interval "[a, b)" (brackets as in maths).
 LIMITS: Dict[str, str] = {
@@ -45,48 +48,6 @@ LIMITS: Dict[str, str] = {
     "training.min_lr": ">= 0", "training.early_stopping_patience": ">= 1", "training.max_time_minutes": "> 0",
     "training.threads": ">= 1",
 }
-
-
-def _within(value: float, limit: str) -> bool:
-    """Whether ``value`` satisfies a :data:`LIMITS` entry."""
-    if limit.startswith(">="):
-        return value >= float(limit[2:])
-    if limit.startswith(">"):
-        return value > float(limit[1:])
-    low, high = (float(x) for x in limit[1:-1].split(","))
-    above = value >= low if limit[0] == "[" else value > low
-    below = value <= high if limit[-1] == "]" else value < high
-    return above and below
-
-
-def checked_setting(name: str, annotation: str, value: Any, limit: str | None = None) -> Any:
-    """``value`` if it fits the field type ``annotation`` (as written in the dataclass, e.g. ``"int | None"``)
-    and the range ``limit`` (written as in :data:`LIMITS`); else ``ValueError`` naming ``name``, the value and
-    what is expected. Integers given for a float key become floats."""
-    optional = annotation.endswith("| None")
-    kind = annotation.replace("| None", "").strip()
-    if value is None and optional:
-        return None
-    expected = {
-        "int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-        "List[str]": "a list of strings", "Dict[str, Any]": "a mapping",
-    }[kind]
-    if limit:
-        expected += f" {limit}" if limit[0] in "<>" else f" in {limit}"
-    if optional:
-        expected += " or null"
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    fits = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": is_number and math.isfinite(value),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-        "List[str]": isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
-        "Dict[str, Any]": isinstance(value, dict),
-    }[kind]
-    if not fits or (limit and not _within(value, limit)):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return float(value) if kind == "float" else list(value) if kind == "List[str]" else value
 
 
 class _CheckedSection:
@@ -202,63 +163,9 @@ class TrainConfig:
         return cls(out=out, **sections)
 
 
-def config_section(section_type, values: Dict[str, Any], name: str):
-    """The dataclass ``section_type`` built from a YAML mapping; unknown keys are refused by name."""
-    if not isinstance(values, dict):
-        raise ValueError(f"config section {name!r} must be a mapping")
-    known = {f.name for f in dataclasses.fields(section_type)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in config section {name!r}; known: {sorted(known)}")
-    return section_type(**values)
-
-
 def load_config(path: str | Path) -> TrainConfig:
     """Read a YAML training config; errors name the file."""
     return read_yaml_config(path, TrainConfig.from_dict)
-
-
-def read_yaml_config(path: str | Path, from_dict: Callable[[Dict[str, Any]], Any]) -> Any:
-    """Read a YAML file and build a config from it with ``from_dict``; errors name the file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})") from None
-    try:
-        return from_dict(raw)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: {error}") from None
-
-
-def parse_assignment(assignment: str, expected: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` → (NAME, VALUE parsed as YAML: numbers, lists, null, strings), the one parser of
-    every command's ``--set``; a ValueError says the assignment must look like ``expected``."""
-    name, separator, text = assignment.partition("=")
-    if not separator or not name.strip():
-        raise ValueError(f"override {assignment!r} must look like {expected}")
-    return name.strip(), yaml.safe_load(text)
-
-
-def apply_override(config: Any, assignment: str) -> None:
-    """Apply ``section.key=value`` (value parsed as YAML) to ``config`` in place.
-
-    ``config`` is any dataclass whose sections are dataclass fields (:class:`TrainConfig`,
-    :class:`mlpot.stable.config.StableConfig`)."""
-    expected = "section.key=value, e.g. training.lr=0.01"
-    dotted, value = parse_assignment(assignment, expected)
-    if "." not in dotted:
-        raise ValueError(f"override {assignment!r} must look like {expected}")
-    section_name, key = dotted.split(".", 1)
-    sections = [f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
-    if section_name not in sections:
-        raise ValueError(f"override {assignment!r}: unknown section {section_name!r}; known: {sections}")
-    section = getattr(config, section_name)
-    if key not in {f.name for f in dataclasses.fields(section)}:
-        raise ValueError(f"override {assignment!r}: unknown key {key!r} in section {section_name!r}")
-    setattr(section, key, value)
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

@@ -54,7 +54,7 @@ def load_initial_model(path: str | Path, arch: str | None, cutoff_A: float | Non
     from ase.data import chemical_symbols
 
     from mlpot.deploy import load_model, rebuild_model
-    from mlpot.train.trainer import file_digest
+    from mlpot.runs import file_digest
 
     deployed = load_model(path)
     stored = deployed.metadata

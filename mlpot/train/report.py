@@ -5,23 +5,11 @@ and no figure registry in the caller's process (the same style as :mod:`mlpot.pi
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-
-
-def write_csv(rows: Sequence[Dict[str, float]], path: Path) -> None:
-    """One row per epoch; columns are the union of the rows' keys in first-seen order."""
-    columns: List[str] = []
-    for row in rows:
-        columns.extend(key for key in row if key not in columns)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def plot_learning_curve(rows: Sequence[Dict[str, float]], path: Path) -> None:

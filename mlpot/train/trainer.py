@@ -26,7 +26,6 @@ checkpoint of the last finished epoch is kept. The checkpoint holds only tensors
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import sys
@@ -48,7 +47,8 @@ from mlpot.data.statistics import DatasetStatistics
 from mlpot import runtime
 from mlpot.models import DTYPES, atomic_numbers_of, build_model, describe
 from mlpot.runs import (
-    RunLock, StopRequests, atomic_save, read_checkpoint, refuse_changed_settings, restore_rng_state, rng_state,
+    RunLock, StopRequests, atomic_save, file_digest, read_checkpoint, refuse_changed_settings, restore_rng_state,
+    rng_state, write_csv,
 )
 from mlpot.train import distributed
 from mlpot.train import finetune
@@ -57,7 +57,7 @@ from mlpot.train.ema import ExponentialMovingAverage
 from mlpot.train.loss import LossWeights, combine, loss_terms
 from mlpot.train.metrics import ErrorAccumulator
 from mlpot.train.predict import predict_batch
-from mlpot.train.report import plot_learning_curve, plot_parity, write_csv
+from mlpot.train.report import plot_learning_curve, plot_parity
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -86,14 +86,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------------------- data
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def stress_weight_for(config: TrainConfig, frames: Sequence[Frame], quiet: bool = False) -> float:
     """The stress loss weight: ``training.stress_weight`` when set. When not set (None) and periodic frames carry
     stress labels, stress is weighted as the virial per atom (σ·V/N, eV/atom) would be next to the per-atom

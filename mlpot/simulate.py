@@ -525,7 +525,7 @@ def _platform_name(platform: Optional[str]) -> str:
 
 
 def _model_digest(model: Union[str, Path]) -> str:
-    from mlpot.train.trainer import file_digest
+    from mlpot.runs import file_digest
 
     path = Path(model)
     if not path.is_file():

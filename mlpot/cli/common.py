@@ -1,0 +1,60 @@
+"""What every ``mlpot`` command shares: value parsing, the data-label options, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Dict, List
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_hyperparameters(pairs: List[str]) -> Dict[str, Any]:
+    """``["key=value", ...]`` (the ``--hp`` options) → ``{key: value}``; a value is read as JSON (numbers, true,
+    lists), else kept as text."""
+    result = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"mlpot: --hp expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        result[key.strip()] = _parse_value(value)
+    return result
+
+
+def data_spec(args):
+    from mlpot.data import DataSpec
+
+    return DataSpec(energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key,
+                    energy_unit=args.energy_unit, length_unit=args.length_unit, index=args.index)
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--energy-key", default="energy", help="name of the energy label (default energy)")
+    p.add_argument("--forces-key", default="forces", help="name of the forces label (default forces)")
+    p.add_argument("--stress-key", default="stress", help="name of the stress or virial label (default stress)")
+    p.add_argument("--energy-unit", default="eV", help="eV, meV, kcal/mol, kJ/mol or Hartree (default eV)")
+    p.add_argument("--length-unit", default="Angstrom", help="Angstrom, nm or Bohr (default Angstrom)")
+    p.add_argument("--index", default=":", help="frames to use, ASE syntax (default ':' = all)")
+
+
+# Errors a user's input can cause (a bad file, value, folder, or a simulation that blew up): one line, exit 2.
+EXPECTED_ERRORS = (ValueError, OSError, KeyError, TypeError, NotImplementedError, FloatingPointError, RuntimeError)
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (KeyError's quotes dropped, torch's multi-line text folded)."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    text = " ".join(str(message).split())
+    return text or type(error).__name__
+
+
+def _is_internal(error: BaseException) -> bool:
+    """A programming error rather than bad input: Python's own complaints about calls and attributes."""
+    text = str(error)
+    return isinstance(error, TypeError) and ("positional argument" in text or "unexpected keyword" in text
+                                              or "object is not callable" in text)
