@@ -21,8 +21,8 @@ does not depend on the molecule lives here:
 Units: files and everything here are in Angstrom, eV and eV/Angstrom; PySCF's Hartree and Bohr
 are converted with the constants of :mod:`mlpot.units`.
 
-The scripts import this module after putting the ``systems/`` folder on ``sys.path``
-(``systems/`` is a data folder, not an importable package, in a checkout).
+The labelling and sampling parts need the ``data`` extra (``pip install mlpot[data]``: PySCF and
+tblite); they are imported where they are used, so the rest of this module imports without them.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import gzip
+import importlib
 import io
 import json
 import os
@@ -38,7 +39,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
@@ -59,9 +60,26 @@ SOURCE_KEY = "source"
 EV_PER_ANGSTROM_PER_HARTREE_PER_BOHR = EV_PER_HARTREE / ANGSTROM_PER_BOHR
 
 
+def _data_extra_missing(package: str) -> ImportError:
+    return ImportError(f"{package} is needed to sample or label reference data: pip install mlpot[data]")
+
+
+def import_data_extra(module: str):
+    """Import ``module`` (``"pyscf.dft"``, ``"tblite.ase"``, ...) of the ``data`` extra; if it is
+    missing, an ImportError that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise _data_extra_missing(module.split(".")[0]) from error
+
+
 def software_versions(*packages: str) -> str:
-    """``"pyscf 2.14.0, tblite 0.8.0"`` for ``software_versions("pyscf", "tblite")``."""
-    return ", ".join(f"{name} {version(name)}" for name in packages)
+    """``"pyscf 2.14.0, tblite 0.8.0"`` for ``software_versions("pyscf", "tblite")``; a package
+    that is not installed is an ImportError that names the ``data`` extra."""
+    try:
+        return ", ".join(f"{name} {version(name)}" for name in packages)
+    except PackageNotFoundError as error:
+        raise _data_extra_missing(error.name or str(error)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +392,7 @@ class PySCFLevel:
 
     def run_scf(self, symbols: list[str], positions_A: np.ndarray, dm0: Optional[np.ndarray] = None):
         """Converged (or not: check ``.converged``) density-fitted RKS object."""
-        from pyscf import dft, gto
+        dft, gto = import_data_extra("pyscf.dft"), import_data_extra("pyscf.gto")
 
         mol = gto.M(
             atom=list(zip(symbols, np.asarray(positions_A).tolist())),
@@ -452,9 +470,7 @@ class GFN2xTB:
 
     @staticmethod
     def calculator():
-        from tblite.ase import TBLite
-
-        return TBLite(method="GFN2-xTB", verbosity=0)
+        return import_data_extra("tblite.ase").TBLite(method="GFN2-xTB", verbosity=0)
 
     def energy_forces(self, symbols: list[str], positions_A: np.ndarray) -> tuple[float, np.ndarray]:
         """Energy (eV) and forces (n_atoms, 3) in eV/Angstrom."""
@@ -467,6 +483,8 @@ class GFN2xTB:
     def label(self, symbols: list[str], positions_A: np.ndarray) -> Optional[Label]:
         try:
             energy, forces = self.energy_forces(symbols, positions_A)
+        except ImportError:
+            raise
         except Exception as error:  # tblite raises on a failed SCC; the frame is skipped
             print(f"GFN2-xTB failed: {error}", flush=True)
             return None

@@ -53,7 +53,7 @@ by farthest-point sampling in (phi, psi) (periodic distance in degrees), separat
 frames to 1 xTB-MD frame). Every prefix of this order spreads over the visited Ramachandran
 plane, so the set is useful at any size; it is labelled in this order.
 
-How to run (from the repository root; needs ``pip install pyscf tblite`` besides mlpot)::
+How to run (from the repository root; needs ``pip install mlpot[data]``: PySCF and tblite)::
 
     python systems/alanine-dipeptide/generate_data.py sample       # ~14 min: 5480 candidates
     python systems/alanine-dipeptide/generate_data.py label-xtb    # ~2-3 min: xtb.extxyz.gz
@@ -94,7 +94,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/pyscf start their 
 
 import argparse
 import json
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,13 +101,11 @@ from typing import Iterator
 
 import numpy as np
 
+from mlpot import datagen
+from mlpot.datagen import INDEX_KEY, LEVEL_KEY, SEED_KEY, SOFTWARE_KEY, SOURCE_KEY, STEP_KEY, TEMPERATURE_KEY
+from mlpot.units import ANGSTROM_PER_NM
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # systems/, for datagen
-import datagen  # noqa: E402
-from datagen import INDEX_KEY, LEVEL_KEY, SEED_KEY, SOFTWARE_KEY, SOURCE_KEY, STEP_KEY, TEMPERATURE_KEY  # noqa: E402
-
-from mlpot.units import ANGSTROM_PER_NM  # noqa: E402
-
 CANDIDATES_PATH = HERE / "candidates.extxyz"
 PARTS_DIR = HERE / "parts"
 XTB_SET = datagen.LabelledSet(path=HERE / "xtb.extxyz.gz", parts_dir=PARTS_DIR, name="xtb")

@@ -36,7 +36,7 @@ at ``temperatures[i % n_T]`` with its own random stream ``numpy.random.default_r
 so temperatures are interleaved through the file. Default plan: 4 temperatures x 10 trajectories
 x 50 frames = 2000 candidates.
 
-How to run (from the repository root; needs ``pip install pyscf tblite`` besides mlpot)::
+How to run (from the repository root; needs ``pip install mlpot[data]``: PySCF and tblite)::
 
     python systems/ethanol/generate.py sample              # ~7 min: 2000 candidates
     python systems/ethanol/generate.py check               # ~1 min: writes fd_check.json
@@ -79,7 +79,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/pyscf start their thread pools
 
 import argparse
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +86,8 @@ from typing import Iterator
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # systems/, for datagen
-import datagen  # noqa: E402
-from datagen import INDEX_KEY, LEVEL_KEY, SEED_KEY, SOFTWARE_KEY, SOURCE_KEY, STEP_KEY, TEMPERATURE_KEY  # noqa: E402
+from mlpot import datagen
+from mlpot.datagen import INDEX_KEY, LEVEL_KEY, SEED_KEY, SOFTWARE_KEY, SOURCE_KEY, STEP_KEY, TEMPERATURE_KEY
 
 HERE = Path(__file__).resolve().parent
 CANDIDATES_PATH = HERE / "candidates.extxyz"
