@@ -23,7 +23,7 @@ import sys
 from typing import List, Optional
 
 from mlpot.cli import md, models, pips, stable, train
-from mlpot.cli.common import EXPECTED_ERRORS, _is_internal, _one_line, parse_hyperparameters  # noqa: F401
+from mlpot.cli.common import EXPECTED_ERRORS, CommandParser, _is_internal, _one_line, parse_hyperparameters  # noqa: F401
 from mlpot.cli.models import format_metadata, new_model  # noqa: F401
 from mlpot.cli.train import train_config_from_args  # noqa: F401
 
@@ -31,7 +31,7 @@ from mlpot.cli.train import train_config_from_args  # noqa: F401
 def build_parser() -> argparse.ArgumentParser:
     import mlpot
 
-    parser = argparse.ArgumentParser(prog="mlpot", description="Learned equivariant interatomic potentials for OpenMM and ASE.")
+    parser = CommandParser(prog="mlpot", description="Learned equivariant interatomic potentials for OpenMM and ASE.")
     parser.add_argument("--version", action="version", version=f"mlpot {mlpot.__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error instead of its one-line message (also MLPOT_DEBUG=1)")

@@ -7,6 +7,41 @@ import json
 from typing import Any, Dict, List
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every command's help: each option's default shown as "(default: X)"; descriptions are wrapped paragraph
+    by paragraph (a blank line separates paragraphs), and indented lines (examples) are printed as written.
+
+    Options without a useful default (None, False, an empty list, or SUPPRESS) get no default text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text + " (default: %(default)s)"
+        return text
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        blocks = []
+        for paragraph in text.strip("\n").split("\n\n"):
+            if paragraph.startswith((" ", "\t")):
+                blocks.append(textwrap.indent(paragraph, indent))
+            else:
+                blocks.append(textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent,
+                                            subsequent_indent=indent))
+        return "\n\n".join(blocks)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``mlpot`` and of each of its commands (and theirs): :class:`HelpFormatter` unless told."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
