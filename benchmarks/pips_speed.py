@@ -1,12 +1,12 @@
 """PIPS cost per training iteration, per molecular system, and where the time goes.
 
 One iteration is exactly ``MolecularTrainer.step`` with the system's default batch
-(``run_defaults`` in ``mlpot/pips/peptides.py``; alanine dipeptide 16 × 500 steps, polyproline
+(``run_defaults`` in ``mlpot/pips/molecular/peptides.py``; alanine dipeptide 16 × 500 steps, polyproline
 16 × 1000, chignolin 8 × 1000, all 1 fs, CPU platform): controlled rollouts in OpenMM, path costs,
 weights, the PICE surrogate loss over all recorded states (one batched forward + backward), Adam
 and EMA updates, checkpoint skipped. Every system runs its replicas in one Context by default
 (polyproline and chignolin, GBn2 implicit solvent, under a 4 nm CutoffNonPeriodic cutoff with the
-copies spaced beyond it: ``mlpot/pips/replicas.py``); ``--layouts one-context context-per-replica``
+copies spaced beyond it: ``mlpot/pips/molecular/replicas.py``); ``--layouts one-context context-per-replica``
 times both layouts, iterations interleaved (A, B, A, B, ...) so that a shared machine's load hits
 both alike. ``--n-paths`` overrides the system's batch size. Reported: seconds
 per iteration and per path, and the rollout's split into time inside OpenMM (step, getState,
@@ -42,11 +42,11 @@ def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float
     Context per replica (:class:`ContextPerReplicaRunner` on the vacuum System)."""
     import torch
 
-    from mlpot.pips.molecular_trainer import MolecularTrainConfig, PS_PER_FS
-    from mlpot.pips.openmm_integrator import langevin_settings
-    from mlpot.pips.openmm_rollout import ContextPerReplicaRunner
-    from mlpot.pips.peptides import peptide_transition
-    from mlpot.pips.replicas import build_replica_system, SeparateReplicas
+    from mlpot.pips.molecular.trainer import MolecularTrainConfig, PS_PER_FS
+    from mlpot.pips.molecular.integrator import langevin_settings
+    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner
+    from mlpot.pips.molecular.peptides import peptide_transition
+    from mlpot.pips.molecular.replicas import build_replica_system, SeparateReplicas
 
     config = MolecularTrainConfig(system="alanine-dipeptide")
     topology, start_nm, _ = peptide_transition(config.system).load()
@@ -63,9 +63,9 @@ def trainer_with_layout(system: str, policy: str, threads: int, layout: str, n_p
     """A :class:`MolecularTrainer` with the system's default batch (``n_paths`` if given) whose
     rollouts run in replica ``layout`` (the trainer builds the default layout; another one
     replaces it: the trainer has no setting for it yet)."""
-    from mlpot.pips.molecular_trainer import MolecularTrainConfig, MolecularTrainer
-    from mlpot.pips.openmm_rollout import replica_runner
-    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.molecular.trainer import MolecularTrainConfig, MolecularTrainer
+    from mlpot.pips.molecular.rollout import replica_runner
+    from mlpot.pips.molecular.peptides import peptide_transition
 
     defaults = dict(peptide_transition(system).run_defaults)
     if n_paths is not None:

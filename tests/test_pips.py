@@ -12,14 +12,15 @@ import pytest
 import torch
 
 from mlpot.pips.cost import aligned_squared_deviation, pairwise_distance_error, path_cost
-from mlpot.pips.dynamics import LangevinSettings, control_weight, controlled_langevin_rollout, maxwell_boltzmann_velocities
+from mlpot.pips.dynamics import LangevinSettings, control_weight
 from mlpot.pips.geometry import aligned_rmsd
 from mlpot.pips.gradients import negative_gradient
 from mlpot.pips.loss import pice_surrogate_loss, policy_controls
-from mlpot.pips.molecular_policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
-from mlpot.pips.policy import MirrorSymmetrizedPolicy, ToyEnergyPolicy, ToyForcePolicy
-from mlpot.pips.toy import TOY_SYSTEMS, double_well_channel, toy_system
-from mlpot.pips.trainer import ToyTrainConfig, ToyTrainer
+from mlpot.pips.molecular.policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
+from mlpot.pips.toy.dynamics import controlled_langevin_rollout, maxwell_boltzmann_velocities
+from mlpot.pips.toy.policy import MirrorSymmetrizedPolicy, ToyEnergyPolicy, ToyForcePolicy
+from mlpot.pips.toy.systems import TOY_SYSTEMS, double_well_channel, toy_system
+from mlpot.pips.toy.trainer import ToyTrainConfig, ToyTrainer
 from mlpot.pips.weights import effective_sample_size, importance_weights, tempered_weights
 
 
@@ -372,7 +373,7 @@ def test_short_double_well_training_starts_crossing_through_both_channels(one_th
     trainer.run()
     summary = trainer.evaluate(256, seed=1, averaged=False)
     assert summary.thp >= 0.4
-    assert min(summary.upper, summary.lower) >= 0.2
+    assert min(summary.metrics["upper"], summary.metrics["lower"]) >= 0.2
 
 
 @pytest.mark.slow
@@ -380,11 +381,12 @@ def test_trained_double_well_policy_reaches_thp_90_percent_through_both_channels
     trainer = ToyTrainer(ToyTrainConfig(iterations=250, seed=0))
     log = trainer.run()
     summary = trainer.evaluate(512, seed=1)
+    upper, lower = summary.metrics["upper"], summary.metrics["lower"]
     print(f"double well after {trainer.iteration} iterations ({sum(r['seconds'] for r in log):.0f} s): "
-          f"THP {summary.thp:.3f}, upper {summary.upper:.2f}, lower {summary.lower:.2f}, "
+          f"THP {summary.thp:.3f}, upper {upper:.2f}, lower {lower:.2f}, "
           f"ESS of the last 25 iterations {sum(r['ess'] for r in log[-25:]) / 25:.1f} / {trainer.config.n_paths}")
     assert summary.thp >= 0.9
-    assert min(summary.upper, summary.lower) >= 0.25
+    assert min(upper, lower) >= 0.25
 
 
 def test_cli_settings_override_the_configuration_and_unknown_ones_are_refused(tmp_path, capsys, one_thread):
@@ -400,11 +402,11 @@ def test_cli_settings_override_the_configuration_and_unknown_ones_are_refused(tm
     assert main(["pips", "train", "--out", str(tmp_path / "x"), "--set", "lambda=0.02"]) == 2
     assert "unknown PIPS setting(s) lambda" in capsys.readouterr().err
     assert main(["pips", "train", "--out", str(tmp_path / "x"), "--set", "lam"]) == 2
-    assert "must look like KEY=VALUE" in capsys.readouterr().err
+    assert "must look like training.key=value" in capsys.readouterr().err
     assert main(["pips", "train", "--out", str(out), "--resume", "--set", "lam=1"]) == 2
     assert "--set is not allowed" in capsys.readouterr().err
     assert main(["pips", "train", "--out", str(tmp_path / "x"), "--iterations", "2", "--set", "iterations=3"]) == 2
-    assert "--set iterations: give this with its own option" in capsys.readouterr().err
+    assert "training.iterations is given by --iterations too" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) == sigterm_handler  # the command leaves no handler behind
 
 
@@ -421,7 +423,7 @@ def test_cli_trains_a_toy_resumes_it_and_refuses_unknown_systems(tmp_path, capsy
 
 # ---------------------------------------------------------------------------------- OpenMM side
 def free_particles_context(masses_amu, settings, harmonic_k=None):
-    from mlpot.pips.openmm_integrator import controlled_langevin_integrator
+    from mlpot.pips.molecular.integrator import controlled_langevin_integrator
 
     system = openmm.System()
     for mass in masses_amu:
@@ -440,7 +442,7 @@ def free_particles_context(masses_amu, settings, harmonic_k=None):
 def test_openmm_control_force_pushes_along_its_sign_in_kj_per_mol_per_nm():
     """Two free particles, no friction to speak of: n steps of a constant control force F give
     x = F dt² n² / (2m) (the impulse lands mid-step), so both the sign and the unit (kJ/mol/nm, amu, ps) show."""
-    from mlpot.pips.openmm_integrator import langevin_settings, set_control_forces
+    from mlpot.pips.molecular.integrator import langevin_settings, set_control_forces
 
     settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1e-12, temperature_K=300.0)  # f = 1: no own noise
     context, integrator = free_particles_context([12.0, 1.008], settings)
@@ -456,7 +458,7 @@ def test_openmm_control_force_pushes_along_its_sign_in_kj_per_mol_per_nm():
 def test_openmm_controlled_integrator_keeps_the_temperature_with_recorded_noise(one_thread):
     """Harmonic wells, no control: the recorded kicks (fraction f of the noise, supplied every step
     through the control force) plus the integrator's own rest give ⟨m v²⟩ = kT."""
-    from mlpot.pips.openmm_integrator import langevin_settings, set_control_forces
+    from mlpot.pips.molecular.integrator import langevin_settings, set_control_forces
 
     settings = langevin_settings(timestep_ps=0.002, friction_per_ps=5.0, temperature_K=300.0,
                                  controlled_noise_fraction=0.6)
@@ -480,9 +482,9 @@ def test_openmm_controlled_integrator_keeps_the_temperature_with_recorded_noise(
 # ---------------------------------------------------------------------------------- OpenMM rollouts
 @pytest.fixture(scope="module")
 def alanine_replicas():
-    from mlpot.pips.openmm_integrator import langevin_settings
-    from mlpot.pips.peptides import peptide_transition
-    from mlpot.pips.replicas import build_replica_system
+    from mlpot.pips.molecular.integrator import langevin_settings
+    from mlpot.pips.molecular.peptides import peptide_transition
+    from mlpot.pips.molecular.replicas import build_replica_system
 
     topology, start_nm, target_nm = peptide_transition("alanine-dipeptide").load()
     settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
@@ -495,8 +497,8 @@ RUNNER_LAYOUTS = ("one-context", "context-per-replica")
 def replica_runner(alanine_replicas, layout="one-context"):
     """Alanine dipeptide's 4 replicas in one Context, or (the implicit-solvent layout, which works
     for a vacuum System too) in one Context each."""
-    from mlpot.pips.openmm_rollout import ContextPerReplicaRunner, OneContextRunner
-    from mlpot.pips.replicas import SeparateReplicas
+    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner, OneContextRunner
+    from mlpot.pips.molecular.replicas import SeparateReplicas
 
     replicas, settings, start_nm, _ = alanine_replicas
     if layout == "one-context":
@@ -511,7 +513,7 @@ def no_control(positions, velocities, time_fraction):
 
 
 def test_replica_copies_have_the_single_molecule_energy(alanine_replicas):
-    from mlpot.pips.replicas import potential_energies_kj_mol
+    from mlpot.pips.molecular.replicas import potential_energies_kj_mol
 
     replicas, _, start_nm, _ = alanine_replicas
     single = potential_energies_kj_mol(replicas.single_system, start_nm[None], platform="Reference")[0]
@@ -524,7 +526,7 @@ def test_replica_copies_have_the_single_molecule_energy(alanine_replicas):
 
 def test_replicas_of_an_mlpot_model_potential_do_not_feel_each_other(model_files, alanine_replicas):
     import openmmtorch  # noqa: F401  (after torch)
-    from mlpot.pips.replicas import build_replica_system, potential_energies_kj_mol
+    from mlpot.pips.molecular.replicas import build_replica_system, potential_energies_kj_mol
 
     replicas, _, start_nm, _ = alanine_replicas
     model = build_replica_system(replicas.topology, start_nm, 3, model=model_files[("egnn", "float64")])
@@ -596,7 +598,7 @@ def test_blown_up_replica_is_dropped_with_a_warning_and_counted(alanine_replicas
 
 
 def test_alanine_target_basin_holds_c7ax_not_c5(alanine_replicas):
-    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.molecular.peptides import peptide_transition
 
     _, _, start_nm, target_nm = alanine_replicas
     transition = peptide_transition("alanine-dipeptide")
@@ -624,10 +626,10 @@ def lone_context_energy_and_forces(system_name, positions_nm):
 
 @pytest.mark.parametrize("system", ["polyproline", "chignolin"])
 def test_context_per_replica_gives_every_replica_the_energy_and_forces_of_a_lone_molecule(system):
-    from mlpot.pips.openmm_integrator import langevin_settings
-    from mlpot.pips.openmm_rollout import ContextPerReplicaRunner, replica_runner
-    from mlpot.pips.peptides import peptide_transition
-    from mlpot.pips.replicas import potential_energies_kj_mol
+    from mlpot.pips.molecular.integrator import langevin_settings
+    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner, replica_runner
+    from mlpot.pips.molecular.peptides import peptide_transition
+    from mlpot.pips.molecular.replicas import potential_energies_kj_mol
 
     transition = peptide_transition(system)
     topology, start_nm, target_nm = transition.load()
@@ -650,8 +652,8 @@ def test_context_per_replica_gives_every_replica_the_energy_and_forces_of_a_lone
 
 
 def test_copies_in_one_system_refuse_implicit_solvent_by_name():
-    from mlpot.pips.peptides import peptide_transition
-    from mlpot.pips.replicas import build_replica_system
+    from mlpot.pips.molecular.peptides import peptide_transition
+    from mlpot.pips.molecular.replicas import build_replica_system
 
     transition = peptide_transition("polyproline")
     topology, start_nm, _ = transition.load()
@@ -661,7 +663,7 @@ def test_copies_in_one_system_refuse_implicit_solvent_by_name():
 
 @pytest.mark.parametrize("system", ["alanine-dipeptide", "alanine-dipeptide-c7eq", "polyproline", "chignolin"])
 def test_start_is_outside_and_target_inside_the_target_basin(system):
-    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.molecular.peptides import peptide_transition
 
     _, start_nm, target_nm = peptide_transition(system).load()
     hits = peptide_transition(system).in_target_basin(torch.from_numpy(np.stack([start_nm, target_nm])))
@@ -669,7 +671,7 @@ def test_start_is_outside_and_target_inside_the_target_basin(system):
 
 
 def test_basin_and_plot_atoms_are_the_named_backbone_atoms():
-    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.molecular.peptides import peptide_transition
 
     def names(system, indices):
         atoms = list(peptide_transition(system).load()[0].atoms())
@@ -689,7 +691,7 @@ def test_basin_and_plot_atoms_are_the_named_backbone_atoms():
 
 
 def test_polyproline_basin_needs_every_x_pro_bond_cis():
-    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.molecular.peptides import peptide_transition
 
     transition = peptide_transition("polyproline")
     _, _, target_nm = transition.load()
@@ -706,8 +708,8 @@ def test_polyproline_basin_needs_every_x_pro_bond_cis():
 
 
 def test_polyproline_two_step_rollout_runs_in_the_trainer(one_thread):
-    from mlpot.pips.molecular_trainer import MolecularTrainer
-    from mlpot.pips.openmm_rollout import OneContextRunner
+    from mlpot.pips.molecular.trainer import MolecularTrainer
+    from mlpot.pips.molecular.rollout import OneContextRunner
 
     trainer = MolecularTrainer(tiny_molecular_config(system="polyproline", n_paths=2, n_steps=2), platform="Reference")
     assert isinstance(trainer.runner(2), OneContextRunner)  # implicit solvent: all replicas in one Context
@@ -718,7 +720,7 @@ def test_polyproline_two_step_rollout_runs_in_the_trainer(one_thread):
 
 
 def tiny_molecular_config(**overrides):
-    from mlpot.pips.molecular_trainer import MolecularTrainConfig
+    from mlpot.pips.molecular.trainer import MolecularTrainConfig
 
     settings = dict(n_paths=2, n_steps=10, hidden=[8], iterations=5)
     settings.update(overrides)
@@ -727,7 +729,7 @@ def tiny_molecular_config(**overrides):
 
 @pytest.mark.parametrize("policy", ["distance-energy", "aligned-force"])
 def test_molecular_resume_takes_the_same_next_iteration(tmp_path, one_thread, policy):
-    from mlpot.pips.molecular_trainer import MolecularTrainer
+    from mlpot.pips.molecular.trainer import MolecularTrainer
 
     config = tiny_molecular_config(policy=policy, force_scale_kj_mol_nm=1e4)  # controls large enough to matter
     uninterrupted = MolecularTrainer(config, platform="Reference")
@@ -776,7 +778,7 @@ def test_aligned_squared_deviation_gradient_matches_autograd():
 
 # ---------------------------------------------------------------------------------- baselines and report
 def test_steered_pull_points_down_the_heavy_atom_rmsd_gradient_with_no_net_force():
-    from mlpot.pips.baselines import SteeredPull
+    from mlpot.pips.molecular.baselines import SteeredPull
 
     generator = torch.Generator().manual_seed(5)
     positions = torch.randn(3, 10, 3, dtype=torch.float64, generator=generator)
@@ -806,12 +808,13 @@ def test_control_work_of_a_constant_force_is_force_times_displacement():
 
 
 def test_baselines_share_the_policy_start_velocities_and_unbiased_md_applies_no_control(tmp_path, one_thread):
-    from mlpot.pips.baselines import steered_md, unbiased_md
-    from mlpot.pips.molecular_trainer import MolecularTrainer
+    from mlpot.pips.molecular.baselines import steered_md, unbiased_md
+    from mlpot.pips.molecular.trainer import MolecularTrainer
 
     trainer = MolecularTrainer(tiny_molecular_config(n_steps=20), platform="Reference")
     md, smd = unbiased_md(trainer, 2, seed=4), steered_md(trainer, 2, seed=4)
-    policy_metrics, policy_rollout = trainer.evaluate(2, seed=4)
+    evaluation = trainer.evaluate(2, seed=4)
+    policy_metrics, policy_rollout = evaluation.metrics, evaluation.rollout
     assert float(md.rollout.controls.abs().max()) == 0.0 and md.metrics["bias_work_kj_mol"] == 0.0
     assert float(smd.rollout.controls.abs().max()) > 0.0
     for other in (smd.rollout, policy_rollout):  # same seed: same start, same thermalised start velocities
@@ -828,7 +831,7 @@ def test_report_on_a_tiny_run_writes_consistent_table_json_plots_and_paths(tmp_p
     import mdtraj
 
     from mlpot.cli import main
-    from mlpot.pips.molecular_trainer import MolecularTrainer
+    from mlpot.pips.molecular.trainer import MolecularTrainer
 
     trainer = MolecularTrainer(tiny_molecular_config(n_steps=20, iterations=1), out=tmp_path)
     trainer.step()
@@ -853,7 +856,7 @@ def test_report_on_a_tiny_run_writes_consistent_table_json_plots_and_paths(tmp_p
 
 
 def test_dihedral_plot_draws_paths_with_or_without_a_target_box(tmp_path):
-    from mlpot.pips.report_plots import plot_dihedral_paths
+    from mlpot.pips.molecular.report_plots import plot_dihedral_paths
 
     angles = np.linspace(-170.0, 170.0, 12).reshape(2, 6)  # wraps nowhere; (2 paths, 6 frames)
     paths = {"A": (angles, angles[::-1]), "B": (angles[:0], angles[:0])}  # B: every path blew up
@@ -886,8 +889,7 @@ def test_molecular_training_runs_on_an_mlpot_model_potential(model_files, tmp_pa
     row = trainer.step()
     assert row["dropped_paths"] == 0 and math.isfinite(row["mean_cost"])
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["config"]["potential"] == str(model)
-    metrics, _ = trainer.evaluate(2, seed=1)
-    assert math.isfinite(metrics["mean_max_energy_kj_mol"])
+    assert math.isfinite(trainer.evaluate(2, seed=1).metrics["mean_max_energy_kj_mol"])
 
 
 def test_resuming_a_missing_corrupt_or_foreign_checkpoint_names_the_problem(tmp_path, capsys):

@@ -10,7 +10,7 @@ KJ_MOL_NM = openmm.unit.kilojoule_per_mole / openmm.unit.nanometer
 
 def transition_and_frames(system):
     """The transition and three different frames (start, target, jiggled start), (3, n_atoms, 3) nm."""
-    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.molecular.peptides import peptide_transition
 
     transition = peptide_transition(system)
     topology, start_nm, target_nm = transition.load()
@@ -28,7 +28,7 @@ def energy_and_forces(system, positions_nm, platform="Reference"):
 
 @pytest.mark.parametrize("system", ["polyproline", "chignolin"])
 def test_copies_in_one_context_have_the_energies_and_forces_of_single_copies_with_the_same_cutoff(system):
-    from mlpot.pips.replicas import ReplicaSystem, build_replicas
+    from mlpot.pips.molecular.replicas import ReplicaSystem, build_replicas
 
     transition, topology, start_nm, frames = transition_and_frames(system)
     replicas = build_replicas(topology, start_nm, 3, transition.forcefield_files)
@@ -43,7 +43,7 @@ def test_copies_in_one_context_have_the_energies_and_forces_of_single_copies_wit
 
 
 def test_moving_one_copy_changes_no_other_copys_forces_and_only_its_own_energy():
-    from mlpot.pips.replicas import build_replicas
+    from mlpot.pips.molecular.replicas import build_replicas
 
     transition, topology, start_nm, frames = transition_and_frames("polyproline")
     replicas = build_replicas(topology, start_nm, 3, transition.forcefield_files)
@@ -60,7 +60,7 @@ def test_moving_one_copy_changes_no_other_copys_forces_and_only_its_own_energy()
 
 @pytest.mark.parametrize("system", ["polyproline", "chignolin"])
 def test_the_cutoff_shifts_the_energy_by_a_constant_and_leaves_the_forces_unchanged(system):
-    from mlpot.pips.replicas import build_replicas
+    from mlpot.pips.molecular.replicas import build_replicas
 
     transition, topology, start_nm, frames = transition_and_frames(system)
     replicas = build_replicas(topology, start_nm, 1, transition.forcefield_files)
@@ -75,8 +75,8 @@ def test_the_cutoff_shifts_the_energy_by_a_constant_and_leaves_the_forces_unchan
 
 
 def test_one_context_dynamics_follows_the_context_per_replica_dynamics_without_cutoff():
-    from mlpot.pips.openmm_integrator import langevin_settings
-    from mlpot.pips.openmm_rollout import ContextPerReplicaRunner, OneContextRunner, replica_runner
+    from mlpot.pips.molecular.integrator import langevin_settings
+    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner, OneContextRunner, replica_runner
 
     transition, topology, start_nm, frames = transition_and_frames("polyproline")
     settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
@@ -97,8 +97,8 @@ def test_one_context_dynamics_follows_the_context_per_replica_dynamics_without_c
 
 
 def test_a_copy_out_of_its_slot_counts_as_blown_up():
-    from mlpot.pips.openmm_integrator import langevin_settings
-    from mlpot.pips.openmm_rollout import replica_runner
+    from mlpot.pips.molecular.integrator import langevin_settings
+    from mlpot.pips.molecular.rollout import replica_runner
 
     transition, topology, start_nm, _ = transition_and_frames("polyproline")
     settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
@@ -113,7 +113,7 @@ def test_a_copy_out_of_its_slot_counts_as_blown_up():
 
 
 def test_spacing_too_small_for_the_cutoff_is_refused_in_one_line():
-    from mlpot.pips.replicas import build_replicas
+    from mlpot.pips.molecular.replicas import build_replicas
 
     transition, topology, start_nm, _ = transition_and_frames("polyproline")
     with pytest.raises(ValueError, match=r"replica spacing 4.5 nm is too small for the 4 nm cutoff: the molecule spans "
@@ -123,7 +123,7 @@ def test_spacing_too_small_for_the_cutoff_is_refused_in_one_line():
 
 
 def test_a_cutoff_shorter_than_the_molecule_is_refused_in_one_line():
-    from mlpot.pips.replicas import build_replicas
+    from mlpot.pips.molecular.replicas import build_replicas
 
     transition, topology, start_nm, _ = transition_and_frames("chignolin")
     with pytest.raises(ValueError, match=r"a cutoff of 2 nm would cut pairs inside one molecule \(its farthest atoms "
@@ -132,7 +132,7 @@ def test_a_cutoff_shorter_than_the_molecule_is_refused_in_one_line():
 
 
 def test_unknown_replica_layout_is_refused_by_name():
-    from mlpot.pips.replicas import build_replicas
+    from mlpot.pips.molecular.replicas import build_replicas
 
     transition, topology, start_nm, _ = transition_and_frames("polyproline")
     with pytest.raises(ValueError, match="unknown replica layout 'one-box'; known: one-context, context-per-replica"):
@@ -140,7 +140,7 @@ def test_unknown_replica_layout_is_refused_by_name():
 
 
 def test_context_per_replica_layout_runs_without_any_cutoff():
-    from mlpot.pips.replicas import SeparateReplicas, build_replicas
+    from mlpot.pips.molecular.replicas import SeparateReplicas, build_replicas
 
     transition, topology, start_nm, _ = transition_and_frames("chignolin")
     replicas = build_replicas(topology, start_nm, 2, transition.forcefield_files, layout="context-per-replica")

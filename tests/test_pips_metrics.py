@@ -46,7 +46,7 @@ def test_wrapped_angle_difference_goes_the_short_way_round_the_circle():
     ((0.0, 0.0), False),        # the far side of the circle
 ])
 def test_literature_hit_is_a_075_rad_norm_of_wrapped_dihedral_differences(frame_deg, hit):
-    from mlpot.pips.peptides import DihedralDistance
+    from mlpot.pips.molecular.peptides import DihedralDistance
 
     target = two_dihedral_frame(179.0, 0.0)
     frames = two_dihedral_frame(*frame_deg)[None]
@@ -54,7 +54,7 @@ def test_literature_hit_is_a_075_rad_norm_of_wrapped_dihedral_differences(frame_
 
 
 def test_literature_hit_of_alanine_uses_phi_psi_and_ignores_rotation_and_translation():
-    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.molecular.peptides import peptide_transition
 
     transition = peptide_transition("alanine-dipeptide")
     _, start_nm, target_nm = transition.load()
@@ -69,7 +69,7 @@ def test_literature_hit_of_alanine_uses_phi_psi_and_ignores_rotation_and_transla
 
 @pytest.mark.parametrize("system", ["alanine-dipeptide", "alanine-dipeptide-c7eq", "polyproline", "chignolin"])
 def test_every_transition_names_its_literature_test_and_it_separates_start_from_target(system):
-    from mlpot.pips.peptides import peptide_transition
+    from mlpot.pips.molecular.peptides import peptide_transition
 
     transition = peptide_transition(system)
     _, start_nm, target_nm = transition.load()
@@ -81,7 +81,7 @@ def test_every_transition_names_its_literature_test_and_it_separates_start_from_
 
 
 def test_evaluated_paths_report_literature_thp_and_barriers_relative_to_the_minimised_start(one_thread):
-    from mlpot.pips.molecular_trainer import MolecularTrainConfig, MolecularTrainer
+    from mlpot.pips.molecular.trainer import MolecularTrainConfig, MolecularTrainer
 
     trainer = MolecularTrainer(MolecularTrainConfig(n_paths=2, n_steps=10, hidden=[8], iterations=1),
                                platform="Reference")
@@ -101,8 +101,8 @@ def test_evaluated_paths_report_literature_thp_and_barriers_relative_to_the_mini
 
 
 def test_report_table_and_plots_carry_the_literature_columns(tmp_path):
-    from mlpot.pips.report import PipsReport
-    from mlpot.pips.report_plots import plot_dihedral_paths, plot_energy_profiles, plot_training_curves
+    from mlpot.pips.molecular.report import PipsReport
+    from mlpot.pips.molecular.report_plots import plot_dihedral_paths, plot_energy_profiles, plot_training_curves
 
     metrics = {"thp": 0.5, "thp_literature": 0.25, "rmsd_A": 1.0, "epd": 2.0, "ets_kj_mol": 10.0,
                "ets_relative_kj_mol": 97.0, "ets_literature_relative_kj_mol": float("nan")}

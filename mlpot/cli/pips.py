@@ -6,70 +6,107 @@ import json
 import sys
 from pathlib import Path
 
-from mlpot.cli.common import add_data_arguments, data_spec, parse_hyperparameters  # noqa: F401
-
 
 def register(sub) -> None:
     """Add this group's commands to the ``mlpot`` subparsers ``sub``."""
     p = sub.add_parser("pips", help="transition path sampling by a learned control policy (PIPS)")
     pips_sub = p.add_subparsers(dest="pips_command", required=True)
-    q = pips_sub.add_parser("train", help="train a PIPS policy (2D toys in torch, molecules in OpenMM); "
-                            "checkpoints every iteration")
-    q.add_argument("--system", default="double-well",
+    q = pips_sub.add_parser(
+        "train", help="train a PIPS policy (2D toys in torch, molecules in OpenMM); checkpoints every iteration",
+        description="Train a PIPS policy from a YAML config (top-level keys system, out, potential and a training "
+                    "section with the fields of ToyTrainConfig / MolecularTrainConfig; example docs/pips_alanine.yaml)"
+                    " or from flags. Flags override the file, --set overrides both.")
+    q.add_argument("config", nargs="?", help="YAML config file (default: none, all from the flags and defaults)")
+    q.add_argument("--system", default=None,
                    help="double-well, mueller-brown (2D toys, torch), alanine-dipeptide, alanine-dipeptide-c7eq, "
-                        "polyproline, chignolin (OpenMM) (default double-well)")
-    q.add_argument("--out", required=True, help="run directory (checkpoint.pt)")
-    q.add_argument("--potential", default=None, help="mlpot model file as the physical potential (molecules; "
-                   "default: the system's force field, amber14)")
-    q.add_argument("--iterations", type=int, default=None, help="default 300")
-    q.add_argument("--paths", type=int, default=None, help="rollouts per iteration (default 64 toys, 16 molecules)")
-    q.add_argument("--eval-paths", type=int, default=512, help="fresh paths for the final THP of a toy (default 512)")
-    q.add_argument("--seed", type=int, default=None, help="default 0")
-    q.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings")
-    q.add_argument("--quiet", action="store_true", help="no line per iteration")
-    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting of the run's configuration, e.g. --set lam=1e-4 --set friction_per_ps=5 "
+                        "polyproline, chignolin (OpenMM) (default: the config's system, else double-well)")
+    q.add_argument("--out", default=None, help="run directory, checkpoint.pt (default: the config's out; required)")
+    q.add_argument("--potential", default=None, help="mlpot model file as the physical potential, molecules only "
+                   "(default: the config's potential, else the system's force field)")
+    q.add_argument("--iterations", type=int, default=None, help="training.iterations (default: 300 toys, "
+                   "the system's for molecules)")
+    q.add_argument("--paths", type=int, default=None, help="rollouts per iteration, training.n_paths "
+                   "(default: 64 toys, 16 molecules)")
+    q.add_argument("--eval-paths", type=int, default=512, help="fresh paths for the final THP of a toy "
+                   "(default: %(default)s)")
+    q.add_argument("--seed", type=int, default=None, help="training.seed (default: 0)")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out with its own settings "
+                   "(default: off)")
+    q.add_argument("--quiet", action="store_true", help="no line per iteration (default: off)")
+    q.add_argument("--set", action="append", default=[], metavar="training.KEY=VALUE",
+                   help="override one training setting, value read as YAML, e.g. --set training.lam=1e-4 "
                         "(repeatable; the keys are the fields of MolecularTrainConfig / ToyTrainConfig)")
+    q.add_argument("--print-config", action="store_true",
+                   help="print the full resolved config, defaults included, as YAML this command reads, and exit")
     q.add_argument("--max-minutes", type=float, default=None,
-                   help="stop (checkpointed, resumable) after this much wall time")
+                   help="stop (checkpointed, resumable) after this much wall time (default: no limit)")
     q.set_defaults(func=_cmd_pips_train)
     q = pips_sub.add_parser("sample", help="draw paths with a trained molecular policy: DCD + PDB, metrics")
     q.add_argument("run", help="run directory of `mlpot pips train`")
-    q.add_argument("--paths", type=int, default=64, help="number of paths (default 64)")
-    q.add_argument("--out", default=None, help="DCD file (default RUN/paths.dcd); the PDB topology goes beside it")
-    q.add_argument("--seed", type=int, default=1)
+    q.add_argument("--paths", type=int, default=64, help="number of paths (default: %(default)s)")
+    q.add_argument("--out", default=None, help="DCD file (default: RUN/paths.dcd); the PDB topology goes beside it")
+    q.add_argument("--seed", type=int, default=1, help="(default: %(default)s)")
     q.set_defaults(func=_cmd_pips_sample)
     q = pips_sub.add_parser("report", help="compare a trained molecular policy with unbiased and steered MD: "
                             "report.json, report.md, PNG plots, DCD of the policy's paths, written into RUN")
     q.add_argument("run", help="run directory of `mlpot pips train` (a molecular system)")
-    q.add_argument("--paths", type=int, default=16, help="paths per method (default 16)")
-    q.add_argument("--seed", type=int, default=1, help="the same for every method (default 1)")
+    q.add_argument("--paths", type=int, default=16, help="paths per method (default: %(default)s)")
+    q.add_argument("--seed", type=int, default=1, help="the same for every method (default: %(default)s)")
     q.add_argument("--smd-spring", type=float, default=1e4,
-                   help="steered-MD spring constant on the aligned heavy-atom RMSD², kJ/mol/nm² (default 1e4)")
-    q.add_argument("--smd-ramp", action="store_true", help="ramp the steered-MD spring linearly from 0 (default: constant)")
+                   help="steered-MD spring constant on the aligned heavy-atom RMSD², kJ/mol/nm² (default: %(default)g)")
+    q.add_argument("--smd-ramp", action="store_true",
+                   help="ramp the steered-MD spring linearly from 0 (default: off, constant)")
     q.set_defaults(func=_cmd_pips_report)
 
 
+# the flags that set a training key, and the key
+_TRAINING_FLAGS = {"iterations": "iterations", "paths": "n_paths", "seed": "seed"}
+
+
+def run_config_from_args(args):
+    """The :class:`~mlpot.pips.runs.PipsRunConfig` of ``mlpot pips train``: the YAML file (if any),
+    then the flags, then ``--set``."""
+    from mlpot.pips.runs import PipsRunConfig, load_run_config
+
+    config = load_run_config(args.config) if args.config else PipsRunConfig()
+    for key in ("system", "out", "potential"):
+        if getattr(args, key) is not None:
+            setattr(config, key, getattr(args, key))
+    flagged = {}
+    for flag, key in _TRAINING_FLAGS.items():
+        if getattr(args, flag) is not None:
+            config.training[key] = getattr(args, flag)
+            flagged[key] = flag
+    for assignment in args.set:
+        key = config.set(assignment)
+        if key in flagged:
+            raise ValueError(f"--set {assignment}: training.{key} is given by --{flagged[key]} too; give it once")
+    return config
+
+
 def _cmd_pips_train(args) -> int:
-    from mlpot.pips.runs import new_run, parse_setting, resume_run
+    from mlpot.config import config_yaml
+    from mlpot.pips.runs import resume_run, start_run, system_kind
     from mlpot.pips.trainer import PipsInterrupted
+    from mlpot.runs import refuse_changed_settings
 
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise ValueError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes}")
+    if args.resume and args.set:
+        raise ValueError("--resume continues a run with the settings it was started with; --set is not allowed")
+    config = run_config_from_args(args)
+    if args.print_config:
+        print(config_yaml(config.resolved()), end="")
+        return 0
+    if config.out is None:
+        raise ValueError("no run directory: give --out, or out: in the config file")
     if args.resume:
-        if args.set:
-            raise ValueError("--resume continues a run with the settings it was started with; --set is not allowed")
-        trainer = resume_run(Path(args.out), purpose="--resume")
+        trainer = resume_run(Path(config.out), purpose="--resume")
+        if args.config:  # the file must describe the run it continues
+            refuse_changed_settings(trainer.config.to_dict(), config.train_config().to_dict(),
+                                    f"the PIPS run in {config.out}")
     else:
-        overrides = dict(parse_setting(assignment) for assignment in args.set)
-        options = {"system": args.system, "potential": args.potential, "iterations": args.iterations,
-                   "n_paths": args.paths, "seed": args.seed}
-        repeated = sorted(key for key in overrides if key in options)
-        if repeated:
-            raise ValueError(f"--set {', '.join(repeated)}: give this with its own option "
-                             "(--system, --potential, --iterations, --paths, --seed)")
-        trainer = new_run(args.system, Path(args.out), potential=args.potential, iterations=args.iterations,
-                          n_paths=args.paths, seed=args.seed, **overrides)
+        trainer = start_run(config)
 
     def print_row(row) -> None:
         if not args.quiet:
@@ -80,31 +117,33 @@ def _cmd_pips_train(args) -> int:
     try:  # Ctrl-C or SIGTERM stop between iterations, each of which is checkpointed
         trainer.run(max_seconds=max_seconds, on_iteration=print_row)
     except PipsInterrupted as stop:
-        print(f"\n{stop}; `mlpot pips train --out {args.out} --resume` continues", file=sys.stderr)
+        print(f"\n{stop}; `mlpot pips train --out {config.out} --resume` continues", file=sys.stderr)
         return 130
     if trainer.iteration < trainer.config.iterations:
         print(f"time limit of {args.max_minutes} min reached after {trainer.iteration} iterations; "
-              f"`mlpot pips train --out {args.out} --resume` continues")
-    if hasattr(trainer, "transition"):  # molecular: the sample command evaluates (it costs rollouts)
-        print(f"{trainer.config.system}: {trainer.iteration} iterations; checkpoint in {args.out}; "
-              f"`mlpot pips sample {args.out}` draws paths with the averaged policy")
+              f"`mlpot pips train --out {config.out} --resume` continues")
+    if system_kind(trainer.config.system) == "molecular":  # the sample command evaluates (it costs rollouts)
+        print(f"{trainer.config.system}: {trainer.iteration} iterations; checkpoint in {config.out}; "
+              f"`mlpot pips sample {config.out}` draws paths with the averaged policy")
         return 0
-    summary = trainer.evaluate(args.eval_paths, seed=trainer.config.seed + 1)
-    print(f"{trainer.config.system}: THP {summary.thp:.3f} on {args.eval_paths} fresh paths of the averaged policy"
-          f" (channels: upper {summary.upper:.2f}, lower {summary.lower:.2f}); checkpoint in {args.out}")
+    evaluation = trainer.evaluate(args.eval_paths, seed=trainer.config.seed + 1)
+    print(f"{trainer.config.system}: THP {evaluation.thp:.3f} on {args.eval_paths} fresh paths of the averaged "
+          f"policy (channels: upper {evaluation.metrics['upper']:.2f}, lower {evaluation.metrics['lower']:.2f}); "
+          f"checkpoint in {config.out}")
     return 0
 
 
 def _cmd_pips_sample(args) -> int:
-    from mlpot.pips.runs import resume_run
-    from mlpot.pips.trajectories import write_paths
+    from mlpot.pips.molecular.trajectories import write_paths
+    from mlpot.pips.runs import resume_run, system_kind
 
     trainer = resume_run(Path(args.run), purpose="pips sample")
-    if not hasattr(trainer, "transition"):
+    if system_kind(trainer.config.system) != "molecular":
         print("mlpot pips sample: error: sampling to DCD is for molecular runs; toy runs report THP at the end "
               "of `mlpot pips train`", file=sys.stderr)
         return 2
-    metrics, rollout = trainer.evaluate(args.paths, seed=args.seed)
+    evaluation = trainer.evaluate(args.paths, seed=args.seed)
+    rollout, metrics = evaluation.rollout, evaluation.metrics
     out = Path(args.out) if args.out else Path(args.run) / "paths.dcd"
     pdb = write_paths(rollout.positions[rollout.finite_paths()], trainer.topology, out)
     print(json.dumps(metrics, indent=1))
@@ -113,7 +152,7 @@ def _cmd_pips_sample(args) -> int:
 
 
 def _cmd_pips_report(args) -> int:
-    from mlpot.pips.report import write_report
+    from mlpot.pips.molecular.report import write_report
 
     report = write_report(Path(args.run), n_paths=args.paths, seed=args.seed, spring_kj_mol_nm2=args.smd_spring,
                           ramp=args.smd_ramp)

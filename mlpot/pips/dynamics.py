@@ -1,4 +1,5 @@
-"""Controlled second-order (underdamped) Langevin dynamics, batched in torch, with recorded noise.
+"""Controlled second-order (underdamped) Langevin dynamics with recorded noise: the scheme, its
+settings, the control-cost weight and the :class:`Rollout` every system records.
 
 The equations of motion of every path (mass m, friction γ, temperature kT, potential V):
 
@@ -33,8 +34,9 @@ require. Per step, the controlled kick is u dt + dW_c with dW_c ~ N(0, ν dt) an
 
 so the PICE control-cost weight that makes λ = R ν is R = λ / ν (:func:`control_weight`).
 
-Units are those of the caller: reduced units for the toy systems (:mod:`mlpot.pips.toy`); the
-OpenMM-driven rollouts (next step) convert at the engine boundary.
+The scheme is integrated in torch for the toy systems (:mod:`mlpot.pips.toy.dynamics`, reduced
+units) and by an OpenMM integrator for molecules (:mod:`mlpot.pips.molecular.integrator`, nm, ps,
+kJ/mol); units are those of the caller.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ from typing import Callable
 
 import torch
 
-ForceFunction = Callable[[torch.Tensor], torch.Tensor]
 ControlFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -143,67 +144,3 @@ class Rollout:
                        control_velocities=self.control_velocities[keep], control_times=self.control_times,
                        controls=self.controls[keep], noises=self.noises[keep],
                        final_velocities=self.final_velocities[keep], timestep=self.timestep)
-
-
-def maxwell_boltzmann_velocities(n_paths: int, shape: torch.Size, mass: torch.Tensor, kT: float,
-                                 generator: torch.Generator, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Velocities (n_paths, *shape) drawn from the Maxwell–Boltzmann distribution at kT."""
-    standard = torch.randn((n_paths, *shape), generator=generator, dtype=dtype)
-    return standard * torch.sqrt(kT / torch.as_tensor(mass, dtype=dtype))
-
-
-def controlled_langevin_rollout(
-    forces: ForceFunction,
-    control: ControlFunction,
-    start_positions: torch.Tensor,
-    start_velocities: torch.Tensor,
-    settings: LangevinSettings,
-    n_steps: int,
-    generator: torch.Generator,
-    mass: torch.Tensor | float = 1.0,
-) -> Rollout:
-    """Integrate n paths for ``n_steps`` BAOAB steps under ``control`` and record the noise.
-
-    ``forces(x)`` → −∇V(x), x (n, *dof). ``control(x, v, t_fraction)`` → u (n, *dof) with
-    t_fraction (n,) = t / (n_steps · dt) ∈ (0, 1); it is called without gradients.
-    ``start_positions``/``start_velocities`` (n, *dof). All random numbers come from ``generator``.
-    """
-    dt = settings.timestep
-    dtype = start_positions.dtype
-    mass = torch.as_tensor(mass, dtype=dtype)
-    controlled_var, thermal_var = settings.kick_variances(mass)
-    controlled_std, thermal_std = torch.sqrt(controlled_var), torch.sqrt(thermal_var)
-    damping = settings.velocity_damping
-    n_paths, dof = start_positions.shape[0], start_positions.shape[1:]
-
-    positions = torch.empty((n_paths, n_steps + 1, *dof), dtype=dtype)
-    control_positions = torch.empty((n_paths, n_steps, *dof), dtype=dtype)
-    control_velocities = torch.empty_like(control_positions)
-    controls = torch.empty_like(control_positions)
-    noises = torch.empty_like(control_positions)
-    control_times = (torch.arange(n_steps, dtype=dtype) + 0.5) * dt
-
-    x = start_positions.clone()
-    p = start_velocities * mass
-    positions[:, 0] = x
-    with torch.no_grad():
-        force = forces(x)
-        for step in range(n_steps):
-            p = p + 0.5 * dt * force
-            x = x + 0.5 * dt * p / mass
-            velocity = p / mass
-            time_fraction = torch.full((n_paths,), float(control_times[step]) / (n_steps * dt), dtype=dtype)
-            u = control(x, velocity, time_fraction)
-            kick = controlled_std * torch.randn(x.shape, generator=generator, dtype=dtype)
-            p = damping * p + u * dt + kick
-            if settings.controlled_noise_fraction < 1.0:
-                p = p + thermal_std * torch.randn(x.shape, generator=generator, dtype=dtype)
-            control_positions[:, step], control_velocities[:, step] = x, velocity
-            controls[:, step], noises[:, step] = u, kick
-            x = x + 0.5 * dt * p / mass
-            force = forces(x)
-            p = p + 0.5 * dt * force
-            positions[:, step + 1] = x
-    return Rollout(positions=positions, control_positions=control_positions, control_velocities=control_velocities,
-                   control_times=control_times, controls=controls, noises=noises, final_velocities=p / mass,
-                   timestep=dt)

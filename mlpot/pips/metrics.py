@@ -1,31 +1,10 @@
-"""How good a set of sampled paths is: transition hit fraction (THP), channel usage, pairwise-distance
-error (EPD), transition-state energy (ETS) and the work done by the control."""
+"""How good a set of sampled paths is: pairwise-distance error (EPD), transition-state energy (ETS)
+and the work done by the control. The toys' hit test and channel usage are in
+:mod:`mlpot.pips.toy.metrics`, the molecular paths' metrics in :mod:`mlpot.pips.molecular.path_metrics`."""
 
 from __future__ import annotations
 
-from typing import Dict
-
 import torch
-
-
-def hits_target(final_positions: torch.Tensor, target: torch.Tensor, radius: float) -> torch.Tensor:
-    """(n_paths,) bool: the path ended within ``radius`` of ``target`` (toys: a disc around the minimum).
-
-    ``final_positions`` (n_paths, *dof), ``target`` (*dof); Euclidean distance over all coordinates."""
-    distance = torch.linalg.vector_norm((final_positions - target).flatten(start_dim=1), dim=1)
-    return distance < radius
-
-
-def channel_fractions(channels: torch.Tensor, hits: torch.Tensor) -> Dict[str, float]:
-    """Fraction of the successful paths that used the upper (+1) and lower (−1) channel.
-
-    ``channels`` (n_paths,) as from :func:`mlpot.pips.toy.double_well_channel`, ``hits`` (n_paths,)
-    bool. Both fractions are NaN when no path hit the target."""
-    n_hits = int(hits.sum())
-    if n_hits == 0:
-        return {"upper": float("nan"), "lower": float("nan")}
-    return {"upper": int(((channels == 1) & hits).sum()) / n_hits,
-            "lower": int(((channels == -1) & hits).sum()) / n_hits}
 
 
 def pairwise_distance_error_x1000(final_positions_nm: torch.Tensor, target_nm: torch.Tensor) -> torch.Tensor:

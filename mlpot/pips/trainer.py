@@ -1,9 +1,10 @@
-"""PICE training of a control policy, with a checkpoint every iteration; the toy-system trainer.
+"""PICE training of a control policy, with a checkpoint every iteration: the loop every system shares.
 
 :class:`PiceTrainer` is the loop every system shares; one iteration:
 
 1. ``n_paths`` controlled rollouts with recorded noise (the subclass's :meth:`~PiceTrainer.rollout`:
-   torch dynamics for the toys, OpenMM for molecules, :mod:`mlpot.pips.molecular_trainer`);
+   torch dynamics for the toys, :mod:`mlpot.pips.toy.trainer`; OpenMM for molecules,
+   :mod:`mlpot.pips.molecular.trainer`);
 2. path costs S with the subclass's terminal cost φ (:mod:`mlpot.pips.cost`);
 3. importance weights and the effective sample size (:mod:`mlpot.pips.weights`); blown-up paths
    (non-finite) get weight 0 and are counted; the weights used for the gradient are tempered
@@ -34,17 +35,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from mlpot.pips.cost import path_cost, squared_distance_to_target
-from mlpot.pips.dynamics import (
-    LangevinSettings, Rollout, control_weight, controlled_langevin_rollout, maxwell_boltzmann_velocities,
-)
+from mlpot.pips.cost import path_cost
+from mlpot.pips.dynamics import Rollout
 from mlpot.pips.loss import pice_surrogate_loss, policy_controls
-from mlpot.pips.metrics import channel_fractions, hits_target
-from mlpot.pips.policy import toy_policy
-from mlpot.pips.toy import ToySystem, toy_system
 from mlpot.pips.weights import effective_sample_size, importance_weights, tempered_weights
 from mlpot.runs import RunLock, StopRequests, atomic_save, read_checkpoint, refuse_changed_settings
-from mlpot.train.ema import ExponentialMovingAverage
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -91,6 +86,18 @@ class PiceTrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+@dataclass
+class PathEvaluation:
+    """What :meth:`PiceTrainer.evaluate` returns for every system: the transition hit probability
+    ``thp`` of fresh paths, all their metrics (``metrics``, a flat name → number mapping that
+    includes ``thp``; a toy's channel usage, a molecule's RMSD, EPD, ETS, energies in kJ/mol, ...)
+    and the paths themselves (``rollout``)."""
+
+    thp: float
+    metrics: Dict[str, float]
+    rollout: Optional[Rollout] = None
+
+
 class PipsInterrupted(Exception):
     """A PIPS run stopped by Ctrl-C / SIGTERM between iterations; its checkpoint holds every finished one."""
 
@@ -115,6 +122,8 @@ class PiceTrainer:
         if not resume and self.out is not None and (self.out / CHECKPOINT_NAME).exists():
             raise FileExistsError(f"{self.out} already holds a PIPS run ({CHECKPOINT_NAME}); continue it with "
                                   "--resume or choose another --out")
+        from mlpot.train.ema import ExponentialMovingAverage  # here: importing mlpot.train loads the models (e3nn)
+
         self.optimizer = torch.optim.Adam(parameter_groups(self.policy), lr=config.lr)
         self.average = ExponentialMovingAverage(copy.deepcopy(self.policy), config.ema_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -152,6 +161,11 @@ class PiceTrainer:
 
     def summarise(self, rollout: Rollout) -> Dict[str, float]:
         """How good the paths are (THP and the like), for the log."""
+        raise NotImplementedError
+
+    def evaluate(self, n_paths: int, seed: int, averaged: bool = True) -> PathEvaluation:
+        """THP and metrics of ``n_paths`` fresh paths of the averaged (or current) policy, drawn with
+        their own generator from ``seed`` (training's random numbers are untouched)."""
         raise NotImplementedError
 
     # ---- checkpoints
@@ -281,84 +295,3 @@ class PiceTrainer:
                 where = f"; {self._checkpoint_path()} holds every finished iteration" if self.out is not None else ""
                 raise PipsInterrupted(f"PIPS training stopped{where}") from None
         return self.log
-
-
-@dataclass
-class ToyTrainConfig(PiceTrainConfig):
-    """Settings of a toy PICE run; the defaults train the double well to THP ≥ 0.9 in ~200 iterations.
-
-    ``lam`` λ is in the unit of φ (squared length): 0.01 asks for paths that end within ~0.1 of the
-    target (softer targets let paths arrive late and stop short). ``n_steps`` and ``friction``
-    default to the system's. ``symmetric`` is explained in :class:`mlpot.pips.policy.MirrorSymmetrizedPolicy`.
-    """
-
-    system: str = "double-well"
-    n_steps: Optional[int] = None
-    friction: Optional[float] = None
-    policy: str = "force"
-    use_velocities: bool = True
-    symmetric: bool = False          # symmetrise the policy under the system's mirror (double well: y -> -y)
-
-
-@dataclass
-class SampleSummary:
-    """THP and channel usage of a batch of paths."""
-
-    thp: float
-    upper: float
-    lower: float
-
-
-def summarise_paths(system: ToySystem, rollout: Rollout) -> SampleSummary:
-    """Fraction of paths ending in the target basin and, among those, the channel fractions."""
-    hits = hits_target(rollout.final_positions, system.target_tensor(rollout.positions.dtype), system.target_radius)
-    fractions = {"upper": float("nan"), "lower": float("nan")}
-    if system.channel is not None:
-        fractions = channel_fractions(system.channel(rollout.positions), hits)
-    return SampleSummary(thp=float(hits.double().mean()), **fractions)
-
-
-class ToyTrainer(PiceTrainer):
-    """Trains a toy policy; ``out`` (optional) receives ``checkpoint.pt`` after every iteration."""
-
-    config_type = ToyTrainConfig
-
-    def __init__(self, config: ToyTrainConfig, out: Path | None = None, resume: bool = False):
-        config.validate()
-        self.system = toy_system(config.system)
-        self.n_steps = config.n_steps or self.system.n_steps
-        self.settings = LangevinSettings(self.system.timestep, config.friction or self.system.friction,
-                                         self.system.kT, config.controlled_noise_fraction)
-        self.mass = torch.tensor(self.system.mass, dtype=torch.float64)
-        self.control_weight = control_weight(self.settings, self.mass, config.lam)
-        with torch.random.fork_rng():
-            torch.manual_seed(config.seed)
-            mirror = self.system.mirror if config.symmetric else None
-            if config.symmetric and mirror is None:
-                raise ValueError(f"toy system {config.system!r} has no mirror symmetry to build into the policy")
-            self.policy = toy_policy(config.policy, 2, config.hidden, config.use_velocities, mirror).double()
-        self._start_training(config, out, resume)
-
-    def rollout(self, n_paths: int | None = None, generator: torch.Generator | None = None,
-                averaged: bool = False) -> Tuple[Rollout, Dict[str, float]]:
-        """Controlled paths with the current policy, or its moving average if ``averaged``
-        (``n_paths`` defaults to the training batch, ``generator`` to the training one)."""
-        n_paths = n_paths or self.config.n_paths
-        generator = generator or self.generator
-        policy = self.average.module if averaged else self.policy
-        start = self.system.start_tensor().expand(n_paths, 2).clone()
-        velocities = maxwell_boltzmann_velocities(n_paths, torch.Size([2]), self.mass, self.system.kT, generator)
-        return controlled_langevin_rollout(self.system.forces, policy, start, velocities, self.settings,
-                                           self.n_steps, generator, self.mass), {}
-
-    def terminal_cost(self, rollout: Rollout) -> torch.Tensor:
-        return squared_distance_to_target(rollout.final_positions, self.system.target_tensor())
-
-    def summarise(self, rollout: Rollout) -> Dict[str, float]:
-        return dataclasses.asdict(summarise_paths(self.system, rollout))
-
-    def evaluate(self, n_paths: int, seed: int, averaged: bool = True) -> SampleSummary:
-        """THP and channel usage of ``n_paths`` fresh controlled paths of the averaged (or current)
-        policy; they use their own generator, so training's random numbers are untouched."""
-        rollout, _ = self.rollout(n_paths, torch.Generator().manual_seed(seed), averaged)
-        return summarise_paths(self.system, rollout)

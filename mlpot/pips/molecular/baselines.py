@@ -1,10 +1,10 @@
 """Baselines for molecular PIPS: unbiased MD and steered MD, run exactly as the policy's paths are.
 
 Both are *controls* u(x, v, t/T) in kJ/mol/nm handed to the same
-:class:`~mlpot.pips.openmm_rollout.ReplicaRunner` as the policy (same integrator, start structure,
+:class:`~mlpot.pips.molecular.rollout.ReplicaRunner` as the policy (same integrator, start structure,
 number of steps, thermalised start velocities and random-number stream for a given seed), through
-:meth:`~mlpot.pips.molecular_trainer.MolecularTrainer.evaluate_control`, so their metrics
-(:mod:`mlpot.pips.path_metrics`) compare one to one with the policy's:
+:meth:`~mlpot.pips.molecular.trainer.MolecularTrainer.evaluate_control`, so their metrics
+(:mod:`mlpot.pips.molecular.path_metrics`) compare one to one with the policy's:
 
 - **unbiased MD**: u ≡ 0;
 - **steered MD**: a pull toward the target, u = −k(t) ∂RMSD²/∂x, RMSD over the heavy atoms after
@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from mlpot.pips.geometry import atom_subset_squared_deviation_gradient
-from mlpot.pips.path_metrics import EvaluatedPaths
+from mlpot.pips.molecular.path_metrics import EvaluatedPaths
 
 DEFAULT_SPRING_KJ_MOL_NM2 = 1e4
 

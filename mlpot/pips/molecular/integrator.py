@@ -16,8 +16,8 @@ the controlled kick has Var(dW_c) = f (1 − a²) m kT (:meth:`LangevinSettings.
 the uncontrolled dynamics is Langevin dynamics at kT whatever f is.
 
 Everything here is in OpenMM's units: ps, nm, amu, kJ/mol, control forces in kJ/mol/nm (one
-value per atom and axis); the policy's core units (Å, eV) are converted by the caller with
-:mod:`mlpot.units`. Setting the forces costs one ``setPerDofVariableByName`` call per step
+value per atom and axis); the policies work in the same units (:mod:`mlpot.pips.molecular.rollout`),
+so nothing is converted between them. Setting the forces costs one ``setPerDofVariableByName`` call per step
 (~0.04 ms for 352 atoms on the CPU platform), not one parameter update per atom.
 """
 

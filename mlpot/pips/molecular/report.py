@@ -1,22 +1,22 @@
 """``mlpot pips report RUN``: the trained policy against unbiased and steered MD, as files in RUN.
 
-For a molecular run directory (``checkpoint.pt`` of :class:`~mlpot.pips.molecular_trainer.MolecularTrainer`)
+For a molecular run directory (``checkpoint.pt`` of :class:`~mlpot.pips.molecular.trainer.MolecularTrainer`)
 it draws ``n_paths`` paths with the averaged policy, with unbiased MD and with steered MD
-(:mod:`mlpot.pips.baselines`), all with the run's integrator, start, number of steps and the same
+(:mod:`mlpot.pips.molecular.baselines`), all with the run's integrator, start, number of steps and the same
 seed (so every method starts from the same velocities), and writes:
 
-- ``report.json``: the metrics of each method (:mod:`mlpot.pips.path_metrics`), the training
+- ``report.json``: the metrics of each method (:mod:`mlpot.pips.molecular.path_metrics`), the training
   summary (iterations, training wall seconds summed over the log, final ESS and training THP) and
   the report's settings; NaN (e.g. ETS when no path hit) is written as null;
 - ``report.md``: the table method | THP | RMSD Å | THP lit. | EPD | ETS kJ/mol | ETS − E₀ | ETS lit. − E₀ |
   max E kJ/mol | bias work kJ/mol | wall s (max E: the mean over paths of the highest unbiased energy
-  along the path; "lit.": by the published codes' hit test, :mod:`mlpot.pips.peptides`; E₀: the
+  along the path; "lit.": by the published codes' hit test, :mod:`mlpot.pips.molecular.peptides`; E₀: the
   energy of the minimised start), and which literature test the system uses;
 - ``ramachandran.png`` (the paths over the plane of the transition's two dihedrals, start, target and,
   where the basin is a box in that plane, the target basin; where the literature test is a distance
   in that plane, its 0.75-rad circle), ``energy_profile.png`` (unbiased energy along the 3 lowest-barrier successful
   paths of each method, the minimised start's energy dashed), ``training.png`` (ESS, mean path cost, loss, THP against the iteration);
-- ``report_paths.dcd`` + ``report_paths.pdb``: the policy's paths (:func:`mlpot.pips.trajectories.write_paths`).
+- ``report_paths.dcd`` + ``report_paths.pdb``: the policy's paths (:func:`mlpot.pips.molecular.trajectories.write_paths`).
 
 Toy runs are refused (ValueError): their paths are 2D and `mlpot pips train` already reports
 their THP and channel usage.
@@ -32,11 +32,11 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from mlpot.pips.baselines import DEFAULT_SPRING_KJ_MOL_NM2, steered_md, unbiased_md
-from mlpot.pips.path_metrics import EvaluatedPaths
-from mlpot.pips.report_plots import plot_dihedral_paths, plot_energy_profiles, plot_training_curves
+from mlpot.pips.molecular.baselines import DEFAULT_SPRING_KJ_MOL_NM2, steered_md, unbiased_md
+from mlpot.pips.molecular.path_metrics import EvaluatedPaths
+from mlpot.pips.molecular.report_plots import plot_dihedral_paths, plot_energy_profiles, plot_training_curves
 from mlpot.pips.trainer import CHECKPOINT_NAME
-from mlpot.pips.trajectories import write_paths
+from mlpot.pips.molecular.trajectories import write_paths
 
 METHODS = {"pips": "PIPS", "md": "unbiased MD", "smd": "steered MD"}
 TABLE_COLUMNS = (  # metric key, column heading, format
@@ -97,7 +97,7 @@ def training_summary(log: Sequence[Dict[str, float]], paths_per_iteration: int) 
 
 
 def _load_molecular_run(run_dir: Path):
-    from mlpot.pips.molecular_trainer import MolecularTrainer
+    from mlpot.pips.molecular.trainer import MolecularTrainer
     from mlpot.pips.runs import resume_run
 
     if not (run_dir / CHECKPOINT_NAME).is_file():

@@ -125,7 +125,7 @@ class PeptideTransition:
 
     ``basin`` decides whether a configuration reached the target; ``phi``/``psi`` are the 0-based
     atom quadruples of one residue's backbone dihedrals (what :meth:`dihedrals_deg` reports, e.g.
-    for plots); ``run_defaults`` are per-system :class:`~mlpot.pips.molecular_trainer.MolecularTrainConfig`
+    for plots); ``run_defaults`` are per-system :class:`~mlpot.pips.molecular.trainer.MolecularTrainConfig`
     settings. ``literature_basin`` is the published codes' hit test (or its stand-in, module
     docstring) and ``literature_criterion`` says in words which one it is."""
 

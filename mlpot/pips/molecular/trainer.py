@@ -1,11 +1,11 @@
 """PICE training of a molecular control policy with rollouts in OpenMM (alanine dipeptide,
-polyproline, chignolin: :mod:`mlpot.pips.peptides`).
+polyproline, chignolin: :mod:`mlpot.pips.molecular.peptides`).
 
 The loop, checkpoints and exact resume are :class:`mlpot.pips.trainer.PiceTrainer`'s; this module
-supplies the OpenMM rollouts (:mod:`mlpot.pips.openmm_rollout`: N replicas in one Context, in implicit
+supplies the OpenMM rollouts (:mod:`mlpot.pips.molecular.rollout`: N replicas in one Context, in implicit
 solvent under a non-periodic cutoff, or one Context per replica with ``replica_layout``), the
 terminal cost and the path metrics. Units are OpenMM's throughout (nm, ps, kJ/mol, kJ/mol/nm;
-see :mod:`mlpot.pips.openmm_rollout`); λ is in nm², the unit of the terminal cost.
+see :mod:`mlpot.pips.molecular.rollout`); λ is in nm², the unit of the terminal cost.
 
 Terminal cost φ (``terminal_cost``), over the **heavy atoms** (``terminal_atoms="heavy"``, 10 of
 22 for alanine dipeptide; ``"all"`` uses every atom, as the reference code does), both invariant
@@ -20,11 +20,11 @@ under rotation and translation:
   it 10× from its unbiased value but puts 0 of 16 paths into C7ax (they stop near C7eq), while the
   same pull on the aligned RMSD (k = 10⁴ kJ/mol/nm²) puts 15 of 16 there.
 
-Metrics (:mod:`mlpot.pips.path_metrics`) per iteration (training paths: THP, final heavy-atom
+Metrics (:mod:`mlpot.pips.molecular.path_metrics`) per iteration (training paths: THP, final heavy-atom
 RMSD to the target after Kabsch alignment (Å), EPD) and in :meth:`MolecularTrainer.evaluate`
 (also ETS and the maximum *unbiased* energy along the paths, kJ/mol, which need one energy
 evaluation per frame, and the work done by the control). :meth:`~MolecularTrainer.evaluate_control`
-runs any control, e.g. the baselines of :mod:`mlpot.pips.baselines`, the same way.
+runs any control, e.g. the baselines of :mod:`mlpot.pips.molecular.baselines`, the same way.
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from mlpot import units
 from mlpot.pips.cost import TERMINAL_COSTS
 from mlpot.pips.dynamics import Rollout, control_weight
-from mlpot.pips.molecular_policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
-from mlpot.pips.openmm_integrator import langevin_settings
-from mlpot.pips.openmm_rollout import ControlFunction, ReplicaRunner, replica_runner
-from mlpot.pips.path_metrics import EvaluatedPaths, MolecularPathMetrics
-from mlpot.pips.peptides import peptide_transition
-from mlpot.pips.trainer import PiceTrainConfig, PiceTrainer
+from mlpot.pips.molecular.policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
+from mlpot.pips.molecular.integrator import langevin_settings
+from mlpot.pips.molecular.rollout import ControlFunction, ReplicaRunner, replica_runner
+from mlpot.pips.molecular.path_metrics import EvaluatedPaths, MolecularPathMetrics
+from mlpot.pips.molecular.peptides import peptide_transition
+from mlpot.pips.trainer import PathEvaluation, PiceTrainConfig, PiceTrainer
 
 MOLECULAR_POLICIES = ("distance-energy", "aligned-force")
 PS_PER_FS = 1e-3
@@ -56,9 +57,9 @@ class MolecularTrainConfig(PiceTrainConfig):
 
     ``potential``: an mlpot model file as the physical potential (None: the system's force field).
     ``lam`` in nm². ``policy``: ``distance-energy`` or ``aligned-force``
-    (:mod:`mlpot.pips.molecular_policy`); ``length_scale_nm`` and ``force_scale_kj_mol_nm`` set
+    (:mod:`mlpot.pips.molecular.policy`); ``length_scale_nm`` and ``force_scale_kj_mol_nm`` set
     what one unit of the network's input and output means. ``guide_strength_kj_mol_nm2``: wrap the
-    policy in :class:`~mlpot.pips.molecular_policy.TargetGuidedPolicy` with this initial pull
+    policy in :class:`~mlpot.pips.molecular.policy.TargetGuidedPolicy` with this initial pull
     strength (None: no pull, the policy starts at zero control).
 
     Why these defaults (alanine dipeptide, measured on 2 CPU cores): with R = λ/ν the control
@@ -81,7 +82,7 @@ class MolecularTrainConfig(PiceTrainConfig):
     lam: float = 2e-5
     policy: str = "aligned-force"
     hidden: List[int] = field(default_factory=lambda: [128, 128])
-    length_scale_nm: float = 0.1
+    length_scale_nm: float = units.NM_PER_ANGSTROM  # 1 Å: one unit of the network's position input
     force_scale_kj_mol_nm: float = 100.0
     guide_strength_kj_mol_nm2: Optional[float] = 1e4
     guide_knots: int = 11
@@ -93,7 +94,7 @@ class MolecularTrainConfig(PiceTrainConfig):
     ema_decay: float = 0.9
     min_ess_fraction: float = 0.25
     # implicit-solvent replicas: "one-context" (all copies in one Context, 4 nm non-periodic cutoff) or
-    # "context-per-replica" (no cutoff); see mlpot.pips.replicas
+    # "context-per-replica" (no cutoff); see mlpot.pips.molecular.replicas
     replica_layout: str = "one-context"
 
 
@@ -175,16 +176,16 @@ class MolecularTrainer(PiceTrainer):
     def summarise(self, rollout: Rollout) -> Dict[str, float]:
         return self.path_metrics.final_frames(rollout)
 
-    def evaluate(self, n_paths: int, seed: int, averaged: bool = True) -> Tuple[Dict[str, float], Rollout]:
-        """Metrics (:mod:`mlpot.pips.path_metrics`: THP, RMSD, EPD, ETS, energies in kJ/mol, bias work,
-        wall time) of ``n_paths`` fresh paths of the averaged (or current) policy; their own
-        generator, so training's random numbers are untouched. Returns (metrics, rollout)."""
+    def evaluate(self, n_paths: int, seed: int, averaged: bool = True) -> PathEvaluation:
+        """Metrics (:mod:`mlpot.pips.molecular.path_metrics`: THP, RMSD, EPD, ETS, energies in kJ/mol, bias work,
+        wall time) of ``n_paths`` fresh paths of the averaged (or current) policy, with the paths; their
+        own generator, so training's random numbers are untouched."""
         evaluated = self.evaluate_control(self.average.module if averaged else self.policy, n_paths, seed)
-        return evaluated.metrics, evaluated.rollout
+        return PathEvaluation(thp=evaluated.metrics["thp"], metrics=evaluated.metrics, rollout=evaluated.rollout)
 
     def evaluate_control(self, control: ControlFunction, n_paths: int, seed: int) -> EvaluatedPaths:
         """``n_paths`` paths of any control u(x, v, t/T) (kJ/mol/nm; a policy or a baseline of
-        :mod:`mlpot.pips.baselines`) from the training start with the training integrator and
+        :mod:`mlpot.pips.molecular.baselines`) from the training start with the training integrator and
         ``n_steps``, random numbers from ``seed`` (the same seed gives every control the same start
         velocities and kicks), with their metrics."""
         generator = torch.Generator().manual_seed(seed)

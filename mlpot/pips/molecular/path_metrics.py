@@ -1,13 +1,13 @@
 """Metrics of a set of molecular paths: the one place they are computed, for the training log, the
-evaluation of a policy and the baselines (:mod:`mlpot.pips.baselines`), so that all are comparable.
+evaluation of a policy and the baselines (:mod:`mlpot.pips.molecular.baselines`), so that all are comparable.
 
 Inputs are in OpenMM's units (positions nm, control forces kJ/mol/nm, time ps). The metrics:
 
 - ``thp``: fraction of *all* paths (blown-up ones count as misses) whose final frame lies in the
-  target basin of the transition (:mod:`mlpot.pips.peptides`);
+  target basin of the transition (:mod:`mlpot.pips.molecular.peptides`);
 - ``thp_literature``: the same fraction by the published codes' hit test (alanine dipeptide:
   final (φ, ψ) within 0.75 rad of the target's, √(Δφ² + Δψ²), angles wrapped; polyproline and
-  chignolin: the TICA-free stand-ins of :mod:`mlpot.pips.peptides`);
+  chignolin: the TICA-free stand-ins of :mod:`mlpot.pips.molecular.peptides`);
 - ``rmsd_A`` (``rmsd_std_A``): mean (standard deviation) over finite paths of the final
   heavy-atom RMSD to the target after Kabsch superposition, Å (as TPS-DPS reports it);
 - ``epd``: mean over finite paths of 1000 × the mean squared pairwise-distance error at the final
@@ -37,9 +37,9 @@ from mlpot import units
 from mlpot.pips.dynamics import Rollout
 from mlpot.pips.geometry import aligned_rmsd
 from mlpot.pips.metrics import control_work, pairwise_distance_error_x1000, transition_state_energy
-from mlpot.pips.openmm_rollout import OpenMMRollout
-from mlpot.pips.peptides import PeptideTransition
-from mlpot.pips.replicas import potential_energies_kj_mol
+from mlpot.pips.molecular.rollout import OpenMMRollout
+from mlpot.pips.molecular.peptides import PeptideTransition
+from mlpot.pips.molecular.replicas import potential_energies_kj_mol
 
 
 @dataclass

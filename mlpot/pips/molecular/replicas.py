@@ -34,7 +34,7 @@ cutoff, but no longer the NoCutoff molecule. :attr:`Replicas.single_system` is a
 their metrics do not depend on the layout.
 
 **One System per copy** (:class:`SeparateReplicas`, layout ``"context-per-replica"``): N Contexts
-over the NoCutoff single-copy System (:mod:`mlpot.pips.openmm_rollout`), for whoever needs
+over the NoCutoff single-copy System (:mod:`mlpot.pips.molecular.rollout`), for whoever needs
 implicit solvent without any cutoff; N times the per-step Python and OpenMM call overhead.
 :func:`build_replicas` builds the layout asked for.
 

@@ -1,11 +1,11 @@
 """Batched controlled rollouts of a molecule in OpenMM, recorded as a :class:`~mlpot.pips.dynamics.Rollout`.
 
 The N replicas are integrated by the controlled LangevinMiddle integrator of
-:mod:`mlpot.pips.openmm_integrator`, in one of two layouts (:func:`replica_runner` picks the one
-:func:`~mlpot.pips.replicas.build_replicas` chose):
+:mod:`mlpot.pips.molecular.integrator`, in one of two layouts (:func:`replica_runner` picks the one
+:func:`~mlpot.pips.molecular.replicas.build_replicas` chose):
 
 - :class:`OneContextRunner` (layout ``"one-context"``, the default): the N copies of a
-  :class:`~mlpot.pips.replicas.ReplicaSystem` in one Context (one ``step`` call advances all of
+  :class:`~mlpot.pips.molecular.replicas.ReplicaSystem` in one Context (one ``step`` call advances all of
   them); vacuum force fields, mlpot models, and implicit solvent under a non-periodic cutoff.
 - :class:`ContextPerReplicaRunner` (layout ``"context-per-replica"``): N Contexts over the
   single-copy System without cutoff, each with its own integrator. Each replica is exactly the
@@ -32,7 +32,7 @@ rollout is reproducible from the generator's state.
 
 A replica blows up when its positions or velocities stop being finite, its kinetic energy
 exceeds ``blowup_kinetic_factor`` × its equipartition value, or (one Context under a cutoff) it
-leaves its slot among the copies (:meth:`~mlpot.pips.replicas.ReplicaSystem.left_slot`): it is reset to its start (so that
+leaves its slot among the copies (:meth:`~mlpot.pips.molecular.replicas.ReplicaSystem.left_slot`): it is reset to its start (so that
 it cannot disturb the others), receives no control any more, its recorded entries from then on
 are NaN (so :meth:`Rollout.finite_paths` drops it) and a warning names it; the count is
 :attr:`OpenMMRollout.dropped`.
@@ -52,10 +52,10 @@ import torch
 from openmm import app
 
 from mlpot.pips.dynamics import LangevinSettings, Rollout
-from mlpot.pips.openmm_integrator import (
+from mlpot.pips.molecular.integrator import (
     MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K, controlled_langevin_integrator, set_control_forces,
 )
-from mlpot.pips.replicas import (
+from mlpot.pips.molecular.replicas import (
     DEFAULT_IMPLICIT_CUTOFF_NM, ReplicaSystem, Replicas, build_replicas, openmm_platform,
 )
 
@@ -271,7 +271,7 @@ def replica_runner(topology: app.Topology, start_positions_nm: np.ndarray, n_cop
     """The runner for ``n_copies`` replicas of ``topology`` in the force field ``forcefield_files``
     (or the mlpot ``model`` file) in ``layout``: ``"one-context"`` (implicit solvent under
     ``CutoffNonPeriodic`` at ``cutoff_nm``) or ``"context-per-replica"`` (no cutoff); see
-    :func:`~mlpot.pips.replicas.build_replicas`. ``start_positions_nm`` (n_atoms, 3) sizes the molecule."""
+    :func:`~mlpot.pips.molecular.replicas.build_replicas`. ``start_positions_nm`` (n_atoms, 3) sizes the molecule."""
     replicas = build_replicas(topology, start_positions_nm, n_copies, forcefield_files, model, layout=layout,
                               cutoff_nm=cutoff_nm)
     if isinstance(replicas, ReplicaSystem):
