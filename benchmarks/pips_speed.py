@@ -42,11 +42,11 @@ def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float
     Context per replica (:class:`ContextPerReplicaRunner` on the vacuum System)."""
     import torch
 
-    from mlpot.pips.molecular.trainer import MolecularTrainConfig, PS_PER_FS
     from mlpot.pips.molecular.integrator import langevin_settings
-    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner
     from mlpot.pips.molecular.peptides import peptide_transition
-    from mlpot.pips.molecular.replicas import build_replica_system, SeparateReplicas
+    from mlpot.pips.molecular.replicas import SeparateReplicas, build_replica_system
+    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner
+    from mlpot.pips.molecular.trainer import PS_PER_FS, MolecularTrainConfig
 
     config = MolecularTrainConfig(system="alanine-dipeptide")
     topology, start_nm, _ = peptide_transition(config.system).load()
@@ -63,9 +63,9 @@ def trainer_with_layout(system: str, policy: str, threads: int, layout: str, n_p
     """A :class:`MolecularTrainer` with the system's default batch (``n_paths`` if given) whose
     rollouts run in replica ``layout`` (the trainer builds the default layout; another one
     replaces it: the trainer has no setting for it yet)."""
-    from mlpot.pips.molecular.trainer import MolecularTrainConfig, MolecularTrainer
-    from mlpot.pips.molecular.rollout import replica_runner
     from mlpot.pips.molecular.peptides import peptide_transition
+    from mlpot.pips.molecular.rollout import replica_runner
+    from mlpot.pips.molecular.trainer import MolecularTrainConfig, MolecularTrainer
 
     defaults = dict(peptide_transition(system).run_defaults)
     if n_paths is not None:

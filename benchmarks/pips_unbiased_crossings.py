@@ -93,9 +93,9 @@ def shoot(context: openmm.Context, integrator: openmm.Integrator, positions: np.
 
 def run(system_name: str, friction_per_ps: float, shots: int, half_steps: int, spacing_ps: float, seed: int,
         threads: int) -> dict:
-    from mlpot.pips.molecular.trainer import MolecularTrainConfig
     from mlpot.pips.molecular.peptides import peptide_transition
     from mlpot.pips.molecular.replicas import build_replicas, potential_energies_kj_mol
+    from mlpot.pips.molecular.trainer import MolecularTrainConfig
 
     config = MolecularTrainConfig(system=system_name, friction_per_ps=friction_per_ps)
     transition = peptide_transition(system_name)

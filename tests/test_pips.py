@@ -497,8 +497,8 @@ RUNNER_LAYOUTS = ("one-context", "context-per-replica")
 def replica_runner(alanine_replicas, layout="one-context"):
     """Alanine dipeptide's 4 replicas in one Context, or (the implicit-solvent layout, which works
     for a vacuum System too) in one Context each."""
-    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner, OneContextRunner
     from mlpot.pips.molecular.replicas import SeparateReplicas
+    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner, OneContextRunner
 
     replicas, settings, start_nm, _ = alanine_replicas
     if layout == "one-context":
@@ -526,6 +526,7 @@ def test_replica_copies_have_the_single_molecule_energy(alanine_replicas):
 
 def test_replicas_of_an_mlpot_model_potential_do_not_feel_each_other(model_files, alanine_replicas):
     import openmmtorch  # noqa: F401  (after torch)
+
     from mlpot.pips.molecular.replicas import build_replica_system, potential_energies_kj_mol
 
     replicas, _, start_nm, _ = alanine_replicas
@@ -627,9 +628,9 @@ def lone_context_energy_and_forces(system_name, positions_nm):
 @pytest.mark.parametrize("system", ["polyproline", "chignolin"])
 def test_context_per_replica_gives_every_replica_the_energy_and_forces_of_a_lone_molecule(system):
     from mlpot.pips.molecular.integrator import langevin_settings
-    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner, replica_runner
     from mlpot.pips.molecular.peptides import peptide_transition
     from mlpot.pips.molecular.replicas import potential_energies_kj_mol
+    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner, replica_runner
 
     transition = peptide_transition(system)
     topology, start_nm, target_nm = transition.load()
@@ -708,8 +709,8 @@ def test_polyproline_basin_needs_every_x_pro_bond_cis():
 
 
 def test_polyproline_two_step_rollout_runs_in_the_trainer(one_thread):
-    from mlpot.pips.molecular.trainer import MolecularTrainer
     from mlpot.pips.molecular.rollout import OneContextRunner
+    from mlpot.pips.molecular.trainer import MolecularTrainer
 
     trainer = MolecularTrainer(tiny_molecular_config(system="polyproline", n_paths=2, n_steps=2), platform="Reference")
     assert isinstance(trainer.runner(2), OneContextRunner)  # implicit solvent: all replicas in one Context
@@ -882,6 +883,7 @@ def test_cli_report_refuses_missing_runs_toy_runs_and_bad_path_counts_in_one_lin
 
 def test_molecular_training_runs_on_an_mlpot_model_potential(model_files, tmp_path, one_thread):
     import openmmtorch  # noqa: F401  (after torch)
+
     from mlpot.pips.runs import new_run
 
     model = model_files[("egnn", "float64")]

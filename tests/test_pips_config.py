@@ -23,8 +23,8 @@ def printed_config(capsys, *arguments) -> str:
 
 
 def test_importing_mlpot_pips_loads_neither_e3nn_nor_openmm_nor_the_models():
-    code = ("import sys, mlpot.pips; "
-            "print('e3nn' in sys.modules, 'openmm' in sys.modules, any(m.startswith('mlpot.models') for m in sys.modules))")
+    code = ("import sys, mlpot.pips; print('e3nn' in sys.modules, 'openmm' in sys.modules, "
+            "any(m.startswith('mlpot.models') for m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                             env={"OMP_NUM_THREADS": "1", "PATH": ""}, check=True)
     assert result.stdout.split() == ["False", "False", "False"]

@@ -138,7 +138,7 @@ class Rollout:
         return torch.stack([tensor.flatten(start_dim=1).isfinite().all(dim=1) for tensor in
                             (self.positions, self.controls, self.noises, self.final_velocities)]).all(dim=0)
 
-    def subset(self, keep: torch.Tensor) -> "Rollout":
+    def subset(self, keep: torch.Tensor) -> Rollout:
         """The paths selected by ``keep`` (bool mask or indices over paths)."""
         return Rollout(positions=self.positions[keep], control_positions=self.control_positions[keep],
                        control_velocities=self.control_velocities[keep], control_times=self.control_times,

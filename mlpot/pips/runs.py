@@ -62,7 +62,7 @@ class PipsRunConfig:
     training: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, raw: Any) -> "PipsRunConfig":
+    def from_dict(cls, raw: Any) -> PipsRunConfig:
         """From the YAML mapping; unknown keys, at the top or in ``training``, are refused by name."""
         config = config_section(cls, {} if raw is None else raw, "top level")
         if config.training is None:  # an empty ``training:``
@@ -113,7 +113,7 @@ class PipsRunConfig:
         return config_section(MolecularTrainConfig, {**values, "system": self.system, "potential": self.potential},
                               TRAINING_SECTION)
 
-    def resolved(self) -> "PipsRunConfig":
+    def resolved(self) -> PipsRunConfig:
         """The same run with every training setting written out, defaults included (``--print-config``)."""
         settings = self.train_config().to_dict()
         return PipsRunConfig(self.system, self.out, self.potential,

@@ -24,8 +24,8 @@ and lets Ctrl-C / SIGTERM stop it only between iterations (:class:`mlpot.runs.St
 
 from __future__ import annotations
 
-import copy
 import contextlib
+import copy
 import dataclasses
 import time
 import warnings

@@ -37,9 +37,9 @@ from mlpot import units
 from mlpot.pips.dynamics import Rollout
 from mlpot.pips.geometry import aligned_rmsd
 from mlpot.pips.metrics import control_work, pairwise_distance_error_x1000, transition_state_energy
-from mlpot.pips.molecular.rollout import OpenMMRollout
 from mlpot.pips.molecular.peptides import PeptideTransition
 from mlpot.pips.molecular.replicas import potential_energies_kj_mol
+from mlpot.pips.molecular.rollout import OpenMMRollout
 
 
 @dataclass

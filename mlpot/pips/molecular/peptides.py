@@ -37,7 +37,7 @@ The force field of a transition is its start structure's, as registered in :mod:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Dict, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
@@ -110,7 +110,7 @@ class DihedralDistance:
         return dihedral_distance_rad(positions, target, self.dihedrals) < self.radius_rad
 
 
-@lru_cache(maxsize=None)
+@cache
 def _positions_nm(system: str) -> np.ndarray:
     from mlpot.systems import load_openmm
 

@@ -5,8 +5,9 @@ Positions and velocities are (n, n_atoms, 3) in the rollout's units, OpenMM's: n
 force (n, n_atoms, 3) in kJ/mol/nm. ``length_scale`` (nm) and ``force_scale`` (kJ/mol/nm) set
 what one unit of the network's input and output means (the trainer's defaults: 1 Å and
 100 kJ/mol/nm). A policy must not care where the molecule is or how it is oriented, otherwise
-it pushes the molecule as a whole and learns the same thing once per orientation (the reference code feeds raw Cartesian coordinates and its released policy
-exerts a net force of ~170 kJ/mol/nm). Two ways, as in the PIPS paper's two policy kinds:
+it pushes the molecule as a whole and learns the same thing once per orientation (the reference
+code feeds raw Cartesian coordinates and its released policy exerts a net force of
+~170 kJ/mol/nm). Two ways, as in the PIPS paper's two policy kinds:
 
 - :class:`DistanceEnergyPolicy`: a scalar E_θ of the inverse pairwise distances
   and t/T, u = −∂E_θ/∂x. E_θ is exactly invariant under rotation, translation and reflection,

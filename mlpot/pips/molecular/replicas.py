@@ -186,6 +186,7 @@ def _masses_amu(system: openmm.System) -> np.ndarray:
 
 def _model_system(model: Path, topology: app.Topology) -> openmm.System:
     import torch  # noqa: F401  (openmmtorch needs torch imported first)
+
     from mlpot.deploy import load_model
     from mlpot.plugins.openmm import create_system
 

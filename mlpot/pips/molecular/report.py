@@ -35,8 +35,8 @@ import torch
 from mlpot.pips.molecular.baselines import DEFAULT_SPRING_KJ_MOL_NM2, steered_md, unbiased_md
 from mlpot.pips.molecular.path_metrics import EvaluatedPaths
 from mlpot.pips.molecular.report_plots import plot_dihedral_paths, plot_energy_profiles, plot_training_curves
-from mlpot.pips.trainer import CHECKPOINT_NAME
 from mlpot.pips.molecular.trajectories import write_paths
+from mlpot.pips.trainer import CHECKPOINT_NAME
 
 METHODS = {"pips": "PIPS", "md": "unbiased MD", "smd": "steered MD"}
 TABLE_COLUMNS = (  # metric key, column heading, format

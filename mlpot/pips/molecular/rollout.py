@@ -32,10 +32,10 @@ rollout is reproducible from the generator's state.
 
 A replica blows up when its positions or velocities stop being finite, its kinetic energy
 exceeds ``blowup_kinetic_factor`` × its equipartition value, or (one Context under a cutoff) it
-leaves its slot among the copies (:meth:`~mlpot.pips.molecular.replicas.ReplicaSystem.left_slot`): it is reset to its start (so that
-it cannot disturb the others), receives no control any more, its recorded entries from then on
-are NaN (so :meth:`Rollout.finite_paths` drops it) and a warning names it; the count is
-:attr:`OpenMMRollout.dropped`.
+leaves its slot among the copies (:meth:`~mlpot.pips.molecular.replicas.ReplicaSystem.left_slot`): it
+is reset to its start (so that it cannot disturb the others), receives no control any more, its
+recorded entries from then on are NaN (so :meth:`Rollout.finite_paths` drops it) and a warning
+names it; the count is :attr:`OpenMMRollout.dropped`.
 """
 
 from __future__ import annotations
@@ -53,10 +53,16 @@ from openmm import app
 
 from mlpot.pips.dynamics import LangevinSettings, Rollout
 from mlpot.pips.molecular.integrator import (
-    MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K, controlled_langevin_integrator, set_control_forces,
+    MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K,
+    controlled_langevin_integrator,
+    set_control_forces,
 )
 from mlpot.pips.molecular.replicas import (
-    DEFAULT_IMPLICIT_CUTOFF_NM, ReplicaSystem, Replicas, build_replicas, openmm_platform,
+    DEFAULT_IMPLICIT_CUTOFF_NM,
+    Replicas,
+    ReplicaSystem,
+    build_replicas,
+    openmm_platform,
 )
 
 ControlFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

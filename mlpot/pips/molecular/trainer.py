@@ -39,11 +39,11 @@ import torch
 from mlpot import units
 from mlpot.pips.cost import TERMINAL_COSTS
 from mlpot.pips.dynamics import Rollout, control_weight
-from mlpot.pips.molecular.policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
 from mlpot.pips.molecular.integrator import langevin_settings
-from mlpot.pips.molecular.rollout import ControlFunction, ReplicaRunner, replica_runner
 from mlpot.pips.molecular.path_metrics import EvaluatedPaths, MolecularPathMetrics
 from mlpot.pips.molecular.peptides import peptide_transition
+from mlpot.pips.molecular.policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
+from mlpot.pips.molecular.rollout import ControlFunction, ReplicaRunner, replica_runner
 from mlpot.pips.trainer import PathEvaluation, PiceTrainConfig, PiceTrainer
 
 MOLECULAR_POLICIES = ("distance-energy", "aligned-force")
