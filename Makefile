@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/mlpot demo
 
-# CI and `make test` skip tests marked slow; `make test-all` runs them too.
+# CI and `make test` lint with ruff (settings in pyproject.toml), then skip tests marked slow;
+# `make test-all` runs them too.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider
 
 test-all: $(STAMP)

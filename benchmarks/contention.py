@@ -26,6 +26,8 @@ Writes ``benchmarks/results/contention.json`` (``contention_quick.json`` with ``
 
 import mlpot  # noqa: F401  first: sets OMP_WAIT_POLICY before torch loads libgomp (child processes)
 
+# isort: split
+
 import argparse
 import datetime
 import json
@@ -126,7 +128,8 @@ def run_condition(workload: str, arch: str, model_path: Path, policy: str, load:
     try:
         if running:
             time.sleep(HOG_HEAD_START_S)
-        done = subprocess.run(command, env=policy_environment(policy, passive), capture_output=True, text=True, timeout=timeout_s)
+        environment = policy_environment(policy, passive)
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout_s)
     finally:
         stop_hogs(running)
     if done.returncode != 0:
@@ -212,7 +215,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(format_table(rows, args.arch, args.hogs))
     report = {
-        "benchmark": "contention", "quick": args.quick, "passive_wait": args.passive, "arch": args.arch, "repeats": repeats, "hogs": args.hogs,
+        "benchmark": "contention", "quick": args.quick, "passive_wait": args.passive, "arch": args.arch,
+        "repeats": repeats, "hogs": args.hogs,
         "steps": {w: {"timed": steps[w][0], "warmup": steps[w][1]} for w in args.workloads},
         "machine": machine_info(os.cpu_count() or 1),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -24,6 +24,8 @@ device other than cuda). Exit status 1 if any check failed.
 
 import mlpot  # noqa: F401  first: mlpot sets OMP_WAIT_POLICY before torch is imported
 
+# isort: split
+
 import argparse
 import datetime
 import importlib.metadata
@@ -101,7 +103,8 @@ def make_model_file(arch: str, dtype: str, folder: Path) -> Path:
 
     description = describe(arch, SPECIES, CUTOFF_A, dtype=dtype, size="default", energy_scale=ENERGY_SCALE_EV)
     path = folder / f"{arch}-{dtype}.pt"
-    save_model(build_model(description, seed=0), description, path, provenance={"created_by": "benchmarks/gpu_check.py"})
+    provenance = {"created_by": "benchmarks/gpu_check.py"}
+    save_model(build_model(description, seed=0), description, path, provenance=provenance)
     return path
 
 
@@ -131,7 +134,8 @@ def check_model(path: Path, arch: str, dtype: str, system: str, device: torch.de
     ms = median_ms(lambda: on_device.compute(*inputs, True, stress), device, 3, 5 if quick else 20)
     worst = max(differences.values())
     return {"check": f"model {arch} {dtype} {system}", "status": "PASS" if worst <= TOLERANCE[dtype] else "FAIL",
-            "detail": ", ".join(f"{k} {v:.1e}" for k, v in differences.items()) + f" (tolerance {TOLERANCE[dtype]:.0e})",
+            "detail": ", ".join(f"{k} {v:.1e}" for k, v in differences.items())
+            + f" (tolerance {TOLERANCE[dtype]:.0e})",
             "differences": differences, "ms_per_call": ms}
 
 
@@ -150,7 +154,8 @@ def check_ase(path: Path, device: torch.device) -> Dict:
         "stress_xx": relative_difference(torch.tensor(stress[0], dtype=torch.float64), reference["stress"][0, 0]),
     }
     worst = max(differences.values())
-    return {"check": "ase calculator (nequip float64, water-192)", "status": "PASS" if worst <= TOLERANCE["float64"] else "FAIL",
+    return {"check": "ase calculator (nequip float64, water-192)",
+            "status": "PASS" if worst <= TOLERANCE["float64"] else "FAIL",
             "detail": ", ".join(f"{k} {v:.1e}" for k, v in differences.items()), "differences": differences}
 
 
@@ -262,7 +267,8 @@ def guarded(name: str, check: Callable[[], Dict]) -> Dict:
     try:
         row = check()
     except Exception as error:
-        row = {"check": name, "status": "FAIL", "detail": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300],
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        row = {"check": name, "status": "FAIL", "detail": f"{type(error).__name__}: {first_line}"[:300],
                "traceback": traceback.format_exc()[-3000:]}
     row["seconds"] = round(time.perf_counter() - started, 1)
     print(f"{row['status']:<8} {row['check']}: {row['detail']}", flush=True)

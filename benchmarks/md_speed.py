@@ -364,7 +364,8 @@ def run(archs: Sequence[str], sizes: Sequence[str], systems: Sequence[str], budg
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"smoke test: 5 warm-up and 5 timed calls, size default, systems {', '.join(QUICK_SYSTEMS)}")
+                        help="smoke test: 5 warm-up and 5 timed calls, size default, "
+                        f"systems {', '.join(QUICK_SYSTEMS)}")
     parser.add_argument("--arch", nargs="+", choices=sorted(PRESETS), default=sorted(PRESETS))
     parser.add_argument("--size", nargs="+", choices=SIZES, default=None,
                         help=f"model sizes (default: {' '.join(SIZES)}; with --quick: default)")
@@ -373,12 +374,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None,
                         help=f"timed calls per engine (default 20, --quick 5); systems of {LARGE_SYSTEM_ATOMS}+ atoms "
                              "get a quarter (at least 3)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls per engine (default 10, --quick 5)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed warm-up calls per engine (default 10, --quick 5)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads and OpenMM CPU threads")
     parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                         help="override one hyperparameter of every model, e.g. --hp edge_chunk_size=4096 (repeatable)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file (default benchmarks/results/md_speed.json, or md_speed_quick.json with --quick)")
+                        help="JSON file (default benchmarks/results/md_speed.json, "
+                        "or md_speed_quick.json with --quick)")
     args = parser.parse_args(argv)
     if args.size is None:
         args.size = ["default"] if args.quick else SIZES

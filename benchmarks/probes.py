@@ -139,12 +139,13 @@ def _edit_model(kind: str) -> Callable[[Path], List[str]]:
                     data = old.read(item.filename)
                     if "{kind}" == "code" and "/code/" in item.filename and item.filename.endswith(".py"):
                         text = data.decode()
-                        data = text.replace("return energy", "return 3.0 * energy", 1).encode() if "return energy" in text else (text + "\\n").encode()
+                        edited_text = text.replace("return energy", "return 3.0 * energy", 1)
+                        data = (edited_text if "return energy" in text else text + "\\n").encode()
                     if item.filename.endswith("extra/mlpot_metadata.json") and "{kind}" != "code":
                         meta = json.loads(data)
                         if "{kind}" == "cutoff": meta["cutoff"] = 9.0
                         if "{kind}" == "shift": meta["energy_shift"][0] += 1.0
-                        if "{kind}" == "species": meta["species"][0], meta["species"][1] = meta["species"][1], meta["species"][0]
+                        if "{kind}" == "species": meta["species"][:2] = meta["species"][1::-1]
                         data = json.dumps(meta).encode()
                     new.writestr(item, data)
             import subprocess, sys
@@ -369,8 +370,8 @@ PROBES: List[Probe] = [
     Probe("cli/zero-cell-with-pbc", "12", _numerics("""
         result = model.compute(positions, numbers, torch.zeros(3, 3), torch.ones(3, dtype=torch.bool))
         print(result["energy"])""")),
-    Probe("cli/empty-chk", "12", lambda w: (Path(w / "empty.dcd.chk").write_bytes(b""), _md(w, "--out", str(w / "empty.dcd"),
-          "--resume"))[1]),
+    Probe("cli/empty-chk", "12", lambda w: (Path(w / "empty.dcd.chk").write_bytes(b""),
+                                           _md(w, "--out", str(w / "empty.dcd"), "--resume"))[1]),
 ]
 
 

@@ -51,7 +51,8 @@ def low_temperature_split(out: Path, seed: int = 0) -> dict:
     trajectory = np.array([int(f.info["trajectory"]) for f in frames])
     cold = temperature == 300.0
     held_out = max(trajectory[cold])
-    indices = {"train": np.flatnonzero(cold & (trajectory != held_out)), "val": np.flatnonzero(cold & (trajectory == held_out)),
+    indices = {"train": np.flatnonzero(cold & (trajectory != held_out)),
+               "val": np.flatnonzero(cold & (trajectory == held_out)),
                "test": np.random.default_rng(seed).permutation(np.flatnonzero(~cold))}
     out.mkdir(parents=True, exist_ok=True)
     keys = {}
@@ -176,13 +177,14 @@ def unit_costs(log_csv: Path) -> dict:
 
 
 def table(rows: dict) -> str:
-    lines = ["| model | time to instability (ps), mean ± std | median | stable replicas | h(r) MAE | test force MAE (meV/Å) "
-             "| test energy MAE (meV/atom) |",
+    lines = ["| model | time to instability (ps), mean ± std | median | stable replicas | h(r) MAE "
+             "| test force MAE (meV/Å) | test energy MAE (meV/atom) |",
              "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         t = row["time_to_instability_ps"]
         mae = "n/a" if row["distance_histogram_mae"] is None else f"{row['distance_histogram_mae']:.3f}"
-        lines.append(f"| {name} | {t['mean']:.2f} ± {t['std']:.2f} | {t['median']:.2f} | {row['stable_fraction']:.0%} | "
+        lines.append(f"| {name} | {t['mean']:.2f} ± {t['std']:.2f} | {t['median']:.2f} | "
+                     f"{row['stable_fraction']:.0%} | "
                      f"{mae} | {row['test_forces_mae_meV_A']:.1f} | {row['test_energy_per_atom_mae_meV']:.1f} |")
     return "\n".join(lines)
 
@@ -235,14 +237,16 @@ def main() -> None:
     before, after = rows["parent"], rows["after StABlE"]
     acceptance = {
         "stability_ratio": after["time_to_instability_ps"]["mean"] / before["time_to_instability_ps"]["mean"],
-        "distance_histogram_mae_lower": (after["distance_histogram_mae"] is not None and before["distance_histogram_mae"]
-                                         is not None and after["distance_histogram_mae"] < before["distance_histogram_mae"]),
+        "distance_histogram_mae_lower": (after["distance_histogram_mae"] is not None
+                                         and before["distance_histogram_mae"] is not None
+                                         and after["distance_histogram_mae"] < before["distance_histogram_mae"]),
         "force_mae_change": after["test_forces_mae_meV_A"] / before["test_forces_mae_meV_A"] - 1.0,
     }
     acceptance["passed"] = (acceptance["stability_ratio"] >= 5.0 and acceptance["distance_histogram_mae_lower"]
                             and abs(acceptance["force_mae_change"]) <= 0.2)
     result = {
-        "benchmark": "stable_ethanol", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "stable_ethanol",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform()},
         "parent": {"data": args.parent_data, "epochs": args.parent_epochs,
                    "test_fraction": args.parent_test_fraction if args.parent_data == "random" else None},
@@ -259,7 +263,8 @@ def main() -> None:
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(result, indent=1))
     print(table(rows))
-    print(f"stability x{acceptance['stability_ratio']:.1f}, h(r) MAE lower: {acceptance['distance_histogram_mae_lower']}, "
+    print(f"stability x{acceptance['stability_ratio']:.1f}, "
+          f"h(r) MAE lower: {acceptance['distance_histogram_mae_lower']}, "
           f"force MAE change {acceptance['force_mae_change']:+.0%}; StABlE {stable.cycles_done} cycles, "
           f"{stable.learning_steps} learning steps, {stable.metrics['wall_s'] / 60:.1f} min; wrote {args.results}")
 

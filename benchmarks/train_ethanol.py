@@ -35,7 +35,8 @@ TARGETS = {"forces_mae": 40.0, "energy_per_atom_mae": 1.0}  # meV/Å, meV/atom (
 
 
 def train_command(arch: str, minutes: float, out: Path, threads: int | None) -> list[str]:
-    command = [sys.executable, "-m", "mlpot.cli", "train", str(ROOT / "benchmarks" / "configs" / f"ethanol_{arch}.yaml"),
+    config = ROOT / "benchmarks" / "configs" / f"ethanol_{arch}.yaml"
+    command = [sys.executable, "-m", "mlpot.cli", "train", str(config),
                "--out", str(out), "--max-time", str(minutes), "--quiet", "--set", "training.device=cpu"]
     if threads:
         command += ["--set", f"training.threads={threads}"]

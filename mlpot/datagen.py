@@ -188,7 +188,7 @@ class AppendOnlyExtxyz:
     def __init__(self, path: Path):
         self.path = path
 
-    def __enter__(self) -> "AppendOnlyExtxyz":
+    def __enter__(self) -> AppendOnlyExtxyz:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab")
         try:
@@ -672,7 +672,7 @@ class FDCheckOptions:
     seed: int = 0
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "FDCheckOptions":
+    def from_args(cls, args: argparse.Namespace) -> FDCheckOptions:
         """From the options added by :func:`add_fd_check_arguments`."""
         return cls(args.components, args.step, args.seed)
 

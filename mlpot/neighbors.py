@@ -172,7 +172,8 @@ def concatenate_edges(
     owner = [torch.full((edges.shape[1],), k, dtype=torch.long, device=edges.device) for k, edges in enumerate(shifted)]
     if len(shifted) > 1 and all(edges.shape[1] == 0 or mirrored_halves(edges) for edges in edge_indices):
         halves = [edges.shape[1] // 2 for edges in shifted]
-        order = [edges[:, :h] for edges, h in zip(shifted, halves)] + [edges[:, h:] for edges, h in zip(shifted, halves)]
+        first = [edges[:, :h] for edges, h in zip(shifted, halves)]
+        order = first + [edges[:, h:] for edges, h in zip(shifted, halves)]
         shift_order = [s[:h] for s, h in zip(cell_shifts, halves)] + [s[h:] for s, h in zip(cell_shifts, halves)]
         owner_order = [o[:h] for o, h in zip(owner, halves)] + [o[h:] for o, h in zip(owner, halves)]
         return torch.cat(order, dim=1), torch.cat(shift_order), torch.cat(owner_order)

@@ -103,7 +103,8 @@ def safe_torch_load(path: PathLike) -> Any:
                 f"{path} holds Python objects besides tensors and plain data ({culprit[:160]}); mlpot does not "
                 "unpickle such files, since unpickling can run code. It was not loaded"
             ) from None
-        reason = next((line.strip() for line in text.splitlines() if "Unsupported operand" in line), text.splitlines()[0])
+        lines = text.splitlines()
+        reason = next((line.strip() for line in lines if "Unsupported operand" in line), lines[0])
         raise ValueError(f"{path} is not a readable checkpoint (UnpicklingError: {reason[:200]})") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError) as error:
         first = str(error).splitlines()[0][:200] if str(error) else ""
@@ -221,7 +222,7 @@ class StopRequests:
         """Ask for a stop from code (tests use this to stop at an exact point)."""
         self.requested = reason
 
-    def __enter__(self) -> "StopRequests":
+    def __enter__(self) -> StopRequests:
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous[signum] = signal.signal(signum, self._handler)
@@ -254,7 +255,7 @@ class RunLock:
         self.name = name
         self._handle = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         import fcntl
 
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -285,7 +286,7 @@ class RunLock:
             self._handle.close()  # closing drops the flock
             self._handle = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc_info) -> None:

@@ -120,7 +120,8 @@ def decide_threads(
     if free >= usable:
         return ThreadDecision(usable)
     return ThreadDecision(free, (
-        f"mlpot: other processes keep {min(busy_cores, available_cores):.1f} of the {available_cores} cores available to this one busy; "
+        f"mlpot: other processes keep {min(busy_cores, available_cores):.1f} of the {available_cores} cores "
+        "available to this one busy; "
         f"using {free} torch thread{'s' if free > 1 else ''} instead of {usable} "
         "(set MLPOT_NUM_THREADS, OMP_NUM_THREADS or mlpot --threads to choose)"
     ))

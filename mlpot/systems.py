@@ -124,7 +124,8 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...], st
         "polyproline",
         "polyproline/ppii.pdb",
         False,
-        "ACE-(PRO)3-NME, 54 atoms, implicit solvent; polyproline II helix (all X-Pro bonds trans), amber14 + GBn2 minimum",
+        "ACE-(PRO)3-NME, 54 atoms, implicit solvent; polyproline II helix (all X-Pro bonds trans), "
+        "amber14 + GBn2 minimum",
         ("polyproline-ppii", "pro3"),
         _AMBER14_GBN2,
         None,
@@ -151,7 +152,8 @@ _REGISTRY: tuple[tuple[str, str, bool, str, tuple[str, ...], tuple[str, ...], st
         "chignolin-folded",
         "chignolin/folded.pdb",
         False,
-        "GYDPETGTWG, 138 atoms, zwitterion, implicit solvent; beta-hairpin from 1UAO backbone angles, amber14 + GBn2 minimum",
+        "GYDPETGTWG, 138 atoms, zwitterion, implicit solvent; beta-hairpin from 1UAO backbone angles, "
+        "amber14 + GBn2 minimum",
         (),
         _AMBER14_GBN2,
         None,

@@ -21,7 +21,7 @@ class MLPotImplFactory:
 
     known_arguments = ("modelPath",)
 
-    def createImpl(self, name: str, modelPath: Optional[str] = None, **args) -> "MLPotImpl":
+    def createImpl(self, name: str, modelPath: Optional[str] = None, **args) -> MLPotImpl:
         """Raises ``TypeError`` for an argument other than ``modelPath`` (a typo would otherwise be
         ignored silently) and ``ValueError`` without ``modelPath``."""
         if args:

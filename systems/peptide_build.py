@@ -65,7 +65,7 @@ class BackboneAngles:
                 raise ValueError(f"{name} has {len(getattr(self, name))} angles for {n} residues ({self.sequence})")
 
     @classmethod
-    def uniform(cls, sequence: str, phi_deg: float, psi_deg: float, omega_deg: float) -> "BackboneAngles":
+    def uniform(cls, sequence: str, phi_deg: float, psi_deg: float, omega_deg: float) -> BackboneAngles:
         """Every residue at the same (φ, ψ, ω), the NME bond trans."""
         n = len(sequence)
         return cls(sequence, [phi_deg] * n, [psi_deg] * n, [omega_deg] * n)
@@ -204,7 +204,9 @@ def backbone_dihedrals_deg(path: Path) -> dict[str, list[float]]:
 def ca_rmsd_A(first_nm: np.ndarray, second_nm: np.ndarray, ca_atoms: Sequence[int]) -> float:
     """CA RMSD in Å after optimal superposition (Kabsch, proper rotations) of two conformations."""
     atoms = list(ca_atoms)
-    rmsd_nm = aligned_rmsd(torch.from_numpy(np.asarray(first_nm)[atoms]), torch.from_numpy(np.asarray(second_nm)[atoms]))
+    rmsd_nm = aligned_rmsd(
+        torch.from_numpy(np.asarray(first_nm)[atoms]), torch.from_numpy(np.asarray(second_nm)[atoms])
+    )
     return float(rmsd_nm) * ANGSTROM_PER_NM
 
 

@@ -17,7 +17,9 @@ from mlpot.plugins.ase import MLPotCalculator
 
 
 @pytest.mark.parametrize("arch", ["egnn", "nequip"])
-def test_calculator_returns_the_model_energy_forces_and_per_atom_energies(arch, model_files, eager_models, alanine_dipeptide):
+def test_calculator_returns_the_model_energy_forces_and_per_atom_energies(
+    arch, model_files, eager_models, alanine_dipeptide
+):
     atoms = alanine_dipeptide.copy()
     atoms.calc = MLPotCalculator(model_files[(arch, "float64")])
     expected = eager_models[(arch, "float64")].compute(*as_tensors(atoms), True, False, False)

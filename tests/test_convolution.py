@@ -12,17 +12,16 @@ import numpy as np
 import pytest
 import torch
 from e3nn import o3
+from e3nn.nn import FullyConnectedNet, Gate
 from scipy.spatial.transform import Rotation
 
 from conftest import SPECIES, as_tensors
+from mlpot.deploy import compile_model
 from mlpot.models import build_model, describe
-from e3nn.nn import FullyConnectedNet, Gate
-
+from mlpot.models import linear as linear_module
 from mlpot.models.convolution import L1Convolution, supports
 from mlpot.models.gating import ScalarGate
 from mlpot.models.gating import supports as gating_supports
-from mlpot.deploy import compile_model
-from mlpot.models import linear as linear_module
 from mlpot.models.linear import MAX_MATRIX_ENTRIES, DenseLinear
 from mlpot.models.linear import supports as supports_linear
 from mlpot.models.mlp import FoldedMLP
@@ -304,8 +303,9 @@ def test_neighbor_list_comes_in_mirrored_halves_and_a_batch_does_not(alanine_dip
     assert not mirrored_halves(torch.zeros(2, 0, dtype=torch.long))
     # an isolated atom (no edges) in a batch does not cost the others the per-pair saving
     no_edges = (torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 3, dtype=torch.float64))
-    joined, joined_shifts, owner = concatenate_edges([edge_index, no_edges[0], edge_index], [shifts, no_edges[1], shifts],
-                                         [0, len(positions), len(positions) + 1])
+    joined, joined_shifts, owner = concatenate_edges(
+        [edge_index, no_edges[0], edge_index], [shifts, no_edges[1], shifts], [0, len(positions), len(positions) + 1]
+    )
     assert mirrored_halves(joined) and owner.bincount().tolist() == [edge_index.shape[1], 0, edge_index.shape[1]]
     assert joined_shifts.shape == (2 * edge_index.shape[1], 3)
 

@@ -13,8 +13,17 @@ import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlpot.data import (
-    DataError, DataSpec, Frame, check_split, collate, compute_statistics, frames_to_graphs, random_split, read_frames,
-    read_index_file, validate_frames,
+    DataError,
+    DataSpec,
+    Frame,
+    check_split,
+    collate,
+    compute_statistics,
+    frames_to_graphs,
+    random_split,
+    read_frames,
+    read_index_file,
+    validate_frames,
 )
 from mlpot.data.inspect import inspect_frames
 from mlpot.data.statistics import fit_energy_references
@@ -148,7 +157,8 @@ def test_wrong_force_shape_in_npz_is_named(tmp_path, ethanol_frames):
 
 
 def test_unknown_element_names_element_and_model_species(ethanol_frames):
-    with pytest.raises(DataError, match=r"frame 0: element\(s\) \['O'\] not known to the model \(species \['H', 'C'\]\)"):
+    message = r"frame 0: element\(s\) \['O'\] not known to the model \(species \['H', 'C'\]\)"
+    with pytest.raises(DataError, match=message):
         validate_frames(ethanol_frames, atomic_numbers=[1, 6])
 
 

@@ -10,7 +10,13 @@ import torch
 
 from conftest import SPECIES, as_tensors, small_description
 from mlpot.deploy import (
-    FORMAT_VERSION, METADATA_ENTRY, SEAL_ENTRY, ModelFileError, compile_model, load_model, read_metadata,
+    FORMAT_VERSION,
+    METADATA_ENTRY,
+    SEAL_ENTRY,
+    ModelFileError,
+    compile_model,
+    load_model,
+    read_metadata,
 )
 from mlpot.models import build_model, describe, for_inference
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOP_LEVEL_FOLDERS = ("mlpot", "plugins", "systems", "benchmarks", "tests", "docs")
 PLACEHOLDER_CHARACTERS = set("<>*{}")
 # a candidate: a top-level folder name not preceded by a path character, then path characters
-CANDIDATE = re.compile(r"(?<![\w./~-])(?:%s)/[\w./<>*{}+-]*" % "|".join(TOP_LEVEL_FOLDERS))
+CANDIDATE = re.compile(r"(?<![\w./~-])(?:" + "|".join(TOP_LEVEL_FOLDERS) + r")/[\w./<>*{}+-]*")
 FILE_EXTENSION = re.compile(r"\.[A-Za-z0-9]+$")
 # written in two pieces so that this file does not name them itself
 OUTSIDE_CITATIONS = ("shared" + "/reference", "../" + "shared")

@@ -8,7 +8,6 @@ import torch
 from mlpot.models import build_model
 from mlpot.train.ema import ExponentialMovingAverage, warmed_up_decay
 from mlpot.train.trainer import Trainer
-
 from test_train import tiny_config
 
 

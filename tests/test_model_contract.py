@@ -65,7 +65,9 @@ def _interaction_energy(model, positions, numbers, cell, pbc) -> float:
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("system", ["molecule", "periodic"])
-def test_forces_equal_minus_gradient_by_central_differences(arch, system, eager_models, alanine_dipeptide, dilute_water_box):
+def test_forces_equal_minus_gradient_by_central_differences(
+    arch, system, eager_models, alanine_dipeptide, dilute_water_box
+):
     model = eager_models[(arch, "float64")]
     atoms = alanine_dipeptide if system == "molecule" else dilute_water_box
     positions, numbers, cell, pbc = as_tensors(atoms)

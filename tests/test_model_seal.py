@@ -9,12 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import as_tensors
 from mlpot.cli import main
 from mlpot.deploy import (
-    FORMAT_VERSION, METADATA_ENTRY, SEAL_ENTRY, ModelFileError, UnsealedModelWarning, load_model, read_metadata,
+    FORMAT_VERSION,
+    METADATA_ENTRY,
+    SEAL_ENTRY,
+    ModelFileError,
+    UnsealedModelWarning,
+    load_model,
+    read_metadata,
 )
-
-from conftest import as_tensors
 
 
 def _rewrite(source: Path, target: Path, edit) -> Path:

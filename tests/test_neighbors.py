@@ -46,5 +46,6 @@ def test_nan_position_is_refused_naming_the_atom(alanine_dipeptide):
 
 def test_atoms_beyond_the_cutoff_have_no_edges():
     positions = torch.tensor([[0.0, 0.0, 0.0], [6.0, 0.0, 0.0]], dtype=torch.float64)
-    edge_index, _ = neighbor_pairs(positions, torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3, dtype=torch.bool), 5.0)
+    no_cell, no_pbc = torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3, dtype=torch.bool)
+    edge_index, _ = neighbor_pairs(positions, no_cell, no_pbc, 5.0)
     assert edge_index.shape == (2, 0)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch  # noqa: F401  (before openmm-torch)
 import openmm
+import pytest
 from openmm import app, unit
 
 from conftest import as_tensors
@@ -29,7 +28,9 @@ def _energy_forces(system, positions, platform="Reference", groups=-1):
 @pytest.mark.parametrize("arch", ["egnn", "nequip"])
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
 @pytest.mark.parametrize("system_name", ["alanine-dipeptide", "water-192"])
-def test_openmm_energy_and_forces_equal_the_model_after_unit_conversion(arch, platform, system_name, model_files, eager_models):
+def test_openmm_energy_and_forces_equal_the_model_after_unit_conversion(
+    arch, platform, system_name, model_files, eager_models
+):
     from mlpot.systems import load_atoms
 
     topology, positions = load_openmm(system_name)
@@ -58,7 +59,8 @@ def test_energy_in_openmm_units_is_kj_per_mol(model_files, eager_models, alanine
                              openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(positions)
     energy_kj = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    energy_eV = float(eager_models[("egnn", "float64")].compute(*as_tensors(alanine_dipeptide), True, False, False)["energy"])
+    model = eager_models[("egnn", "float64")]
+    energy_eV = float(model.compute(*as_tensors(alanine_dipeptide), True, False, False)["energy"])
     assert energy_kj == pytest.approx(energy_eV * 96.485332, rel=1e-6)
 
 
@@ -83,10 +85,13 @@ def test_openmm_ml_mixed_system_applies_the_model_to_the_ml_atoms_only(model_fil
     forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
     modeller = app.Modeller(topology, positions)
     modeller.addSolvent(forcefield, boxSize=openmm.Vec3(2.2, 2.2, 2.2) * unit.nanometer)
-    mm_system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer)
+    mm_system = forcefield.createSystem(
+        modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer
+    )
     ml_atoms = list(range(topology.getNumAtoms()))
     path = model_files[("nequip", "float64")]
-    mixed = MLPotential("mlpot", modelPath=str(path)).createMixedSystem(modeller.topology, mm_system, ml_atoms, forceGroup=1)
+    potential = MLPotential("mlpot", modelPath=str(path))
+    mixed = potential.createMixedSystem(modeller.topology, mm_system, ml_atoms, forceGroup=1)
     assert mixed.getNumParticles() == mm_system.getNumParticles()
     energy, ml_forces = _energy_forces(mixed, modeller.positions, groups={1})
     peptide = alanine_dipeptide.copy()
@@ -107,7 +112,8 @@ def test_unknown_element_in_topology_is_refused_by_name(model_files):
 
 def test_box_too_small_for_the_cutoff_is_refused_when_the_force_is_made(model_files):
     topology, _ = load_openmm("water-192")
-    topology.setPeriodicBoxVectors([openmm.Vec3(0.9, 0, 0), openmm.Vec3(0, 0.9, 0), openmm.Vec3(0, 0, 0.9)] * unit.nanometer)
+    box = [openmm.Vec3(0.9, 0, 0), openmm.Vec3(0, 0.9, 0), openmm.Vec3(0, 0, 0.9)]
+    topology.setPeriodicBoxVectors(box * unit.nanometer)
     with pytest.raises(ValueError, match=r"periodic box too small for the cutoff: .* 9.000 Å .* 10.000 Å"):
         create_force(model_files[("egnn", "float32")], topology)
 
@@ -116,7 +122,8 @@ def test_box_too_small_for_the_cutoff_is_refused_when_the_force_is_made(model_fi
                                             ([-1, 0], r"atom indices \[-1\] out of range"),
                                             ([0, 1, 1], r"more than once: \[1\]"),
                                             ([], "atoms is empty"),
-                                            ([0.0, 1.7, 2.2], r"atoms must be integer particle indices; got \[0.0, 1.7, 2.2\]")])
+                                            ([0.0, 1.7, 2.2],
+                                             r"atoms must be integer particle indices; got \[0.0, 1.7, 2.2\]")])
 def test_bad_ml_subset_indices_are_refused(atoms, message, model_files):
     topology, _ = load_openmm("alanine-dipeptide")
     with pytest.raises(ValueError, match=message):

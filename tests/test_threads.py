@@ -1,4 +1,5 @@
-"""The thread policy: as many torch threads as free cores, a warning when others keep cores busy, and the user's choice kept."""
+"""The thread policy: as many torch threads as free cores, a warning when others keep cores busy, and the user's
+choice kept."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def test_a_busy_core_on_a_two_core_machine_leaves_one_thread_and_says_how_to_ove
     assert decision.threads == 1
     assert "other processes keep 1.0 of the 2 cores" in decision.warning
     assert "using 1 torch thread instead of 2" in decision.warning
-    assert "MLPOT_NUM_THREADS" in decision.warning and "OMP_NUM_THREADS" in decision.warning and "--threads" in decision.warning
+    assert all(name in decision.warning for name in ("MLPOT_NUM_THREADS", "OMP_NUM_THREADS", "--threads"))
 
 
 def test_a_partly_loaded_large_machine_uses_the_free_cores():
@@ -57,7 +58,8 @@ def test_mlpot_num_threads_wins_even_on_a_busy_machine():
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_a_bad_mlpot_num_threads_is_named(value):
-    with pytest.raises(ValueError, match=rf"MLPOT_NUM_THREADS \(mlpot --threads\) must be a positive integer, got '{value}'"):
+    message = rf"MLPOT_NUM_THREADS \(mlpot --threads\) must be a positive integer, got '{value}'"
+    with pytest.raises(ValueError, match=message):
         decide_threads(2, 0.0, {"MLPOT_NUM_THREADS": value}, torch_threads=2, torch_default_threads=2)
 
 
@@ -86,14 +88,16 @@ def test_cli_threads_zero_is_a_one_line_error(capsys, monkeypatch):
         assert main(["--threads", "0", "eval", "missing.pt", "--data", "missing.extxyz"]) == 2
     finally:
         os.environ.pop("MLPOT_NUM_THREADS", None)
-    assert "mlpot eval: error: MLPOT_NUM_THREADS (mlpot --threads) must be a positive integer, got '0'" in capsys.readouterr().err
+    message = "mlpot eval: error: MLPOT_NUM_THREADS (mlpot --threads) must be a positive integer, got '0'"
+    assert message in capsys.readouterr().err
 
 
 def _wait_policy_after_importing_mlpot(**env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "MLPOT_PASSIVE_WAIT")}
     clean.update(env)
     code = "import os, mlpot; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
-    return subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True).stdout.strip()
+    done = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
 
 
 def test_openmp_threads_wait_passively_only_when_asked():

@@ -45,7 +45,8 @@ def build(hyper: Dict[str, Any], e0_eV=None, scale_eV: float = ENERGY_SCALE_EV) 
         max_ell=hyper["max_ell"], interaction_cls=interaction, interaction_cls_first=interaction,
         num_interactions=hyper["num_interactions"], num_elements=len(ATOMIC_NUMBERS),
         hidden_irreps=o3.Irreps(hyper["hidden_irreps"]), MLP_irreps=o3.Irreps(hyper["MLP_irreps"]),
-        atomic_energies=np.zeros(len(ATOMIC_NUMBERS)) if e0_eV is None else np.asarray(e0_eV), avg_num_neighbors=hyper["avg_num_neighbors"],
+        atomic_energies=np.zeros(len(ATOMIC_NUMBERS)) if e0_eV is None else np.asarray(e0_eV),
+        avg_num_neighbors=hyper["avg_num_neighbors"],
         atomic_numbers=ATOMIC_NUMBERS, correlation=hyper["correlation"], gate=torch.nn.functional.silu,
         radial_MLP=hyper["radial_MLP"], atomic_inter_scale=scale_eV, atomic_inter_shift=0.0,
     ).to(torch.float32)

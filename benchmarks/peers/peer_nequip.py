@@ -68,7 +68,8 @@ class Peer:
             "cutoff_A": CUTOFF_A, "dtype": "float32", "hyperparameters": self.hyper,
             "routes": {"raw": "GraphModel(data) eager, graph built once (neighbour list not timed)",
                        "ase": "nequip.integrations.ase.NequIPCalculator (eager model + NequIP transforms)",
-                       "openmm": "openmmml MLPotential('nequip') -> openmm.PythonForce (NequIP neighbour list + eager model)"},
+                       "openmm": "openmmml MLPotential('nequip') -> openmm.PythonForce "
+                                 "(NequIP neighbour list + eager model)"},
         }
 
     def calculator(self):
@@ -95,7 +96,8 @@ class Peer:
         original = load_utils.load_saved_model
         load_utils.load_saved_model = lambda *args, **kwargs: self.model
         try:
-            return MLPotential("nequip", modelPath="in-memory", lengthScale=0.1, energyScale=96.4853).createSystem(topology)
+            potential = MLPotential("nequip", modelPath="in-memory", lengthScale=0.1, energyScale=96.4853)
+            return potential.createSystem(topology)
         finally:
             load_utils.load_saved_model = original
 
@@ -140,7 +142,8 @@ class Peer:
             optimizer.zero_grad(set_to_none=True)
             output = model(batch)
             energy_error = (output[AtomicDataDict.TOTAL_ENERGY_KEY].reshape(-1) - reference_energy) / atoms_per_frame
-            loss = energy_error.square().mean() + 10.0 * (output[AtomicDataDict.FORCE_KEY] - reference_forces).square().mean()
+            force_error = output[AtomicDataDict.FORCE_KEY] - reference_forces
+            loss = energy_error.square().mean() + 10.0 * force_error.square().mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             optimizer.step()

@@ -182,8 +182,9 @@ def measure_case(workers: Dict[str, WorkerProcess], engine: str, system: str, in
             if not answer["ok"]:
                 records[package]["error"] = answer["error"]
                 continue
-            records[package]["rounds"].append({"samples_ms": answer["samples_ms"], "cpu_per_wall": answer["cpu_per_wall"],
-                                               "load1_before": load})
+            records[package]["rounds"].append(
+                {"samples_ms": answer["samples_ms"], "cpu_per_wall": answer["cpu_per_wall"], "load1_before": load}
+            )
         print(f"  round {r + 1}/{rounds}: " + ", ".join(
             f"{p} {statistics.median(records[p]['rounds'][-1]['samples_ms']):.1f} ms"
             for p in live if records[p]["rounds"]), file=sys.stderr, flush=True)
@@ -239,12 +240,13 @@ def measure_accuracy(args: argparse.Namespace, log_dir: Path, models: List[Dict[
     try:
         for package, worker in workers.items():
             model = worker.ask(cmd="build", size=size_of[package], threads=args.accuracy_threads, workdir=str(log_dir))
-            answer = worker.ask(cmd="prepare", engine="fit", system="ethanol", xyz=str(paths["train"]), pdb="", warmup=0)
+            answer = worker.ask(cmd="prepare", engine="fit", system="ethanol", xyz=str(paths["train"]), pdb="",
+                                warmup=0)
             if not (model["ok"] and answer["ok"]):
                 results[package] = {"error": model.get("error") or answer.get("error")}
                 continue
-            results[package] = {"size": size_of[package], "parameters": model["parameters"], "setup_s": answer["setup_s"], "train_s": 0.0,
-                                "steps": 0, "loads": []}
+            results[package] = {"size": size_of[package], "parameters": model["parameters"],
+                                "setup_s": answer["setup_s"], "train_s": 0.0, "steps": 0, "loads": []}
             if not any(m["package"] == package and m["size"] == size_of[package] for m in models):
                 models.append({"package": package, "size": size_of[package],
                                **{k: v for k, v in model.items() if k != "ok"}})
@@ -267,7 +269,8 @@ def measure_accuracy(args: argparse.Namespace, log_dir: Path, models: List[Dict[
         for package in live:
             answer = workers[package].ask(cmd="evaluate", engine="fit", system="ethanol", xyz=str(paths["test"]))
             record = results[package]
-            record.update({k: v for k, v in answer.items() if k != "ok"} if answer["ok"] else {"error": answer["error"]})
+            outcome = {k: v for k, v in answer.items() if k != "ok"} if answer["ok"] else {"error": answer["error"]}
+            record.update(outcome)
             record["epochs"] = record["steps"] * TRAIN_BATCH / len(split["train"])
             record["frames_per_s"] = record["steps"] * TRAIN_BATCH / record["train_s"]
     finally:
@@ -304,7 +307,8 @@ def format_markdown(report: Dict[str, Any]) -> str:
     lines = [
         f"Peer benchmark, {report['machine']['date']}, {load['cpu_model']} ({load['cpu_count']} cores). "
         f"Load average (1 min) at start {load['load_average_at_start'][0]:.1f}, at end "
-        f"{load['load_average_at_end'][0]:.1f}, median before the timed blocks {report['load_during_blocks']['median']:.1f} "
+        f"{load['load_average_at_end'][0]:.1f}, "
+        f"median before the timed blocks {report['load_during_blocks']['median']:.1f} "
         f"(max {report['load_during_blocks']['max']:.1f}). Random-init models, float32, cutoff 5 Å. "
         "Medians of single calls; ratio = mlpot's calls/s ÷ the peer's, median over rounds of paired blocks "
         "(> 1: mlpot faster); in brackets the ratio of the fastest single calls, closer to what an idle machine "
@@ -326,8 +330,8 @@ def format_markdown(report: Dict[str, Any]) -> str:
                 cells.append("failed" if "error" in record else "–")
         ratios = [f"{case['ratios'][p]['median']:.2f} ({case['ratios'][p]['of_fastest_calls']:.2f})"
                   if p in case["ratios"] else "–" for p in peers]
-        lines.append(f"| {case['threads']} | {case['size']} | {case['engine']} | {case['system']} | {case['n_atoms']} | "
-                     + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        lines.append(f"| {case['threads']} | {case['size']} | {case['engine']} | {case['system']} | "
+                     f"{case['n_atoms']} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     lines += ["", "OpenMM ns/day (1 fs):", "",
               "| threads | size | system | " + " | ".join(LABELS[p] for p in packages) + " |",
               "|---:|---|---|" + "---:|" * len(packages)]
@@ -346,14 +350,18 @@ def format_markdown(report: Dict[str, Any]) -> str:
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for package, r in accuracy["packages"].items():
             if "error" in r:
-                lines.append(f"| {LABELS[package]} | {r.get('size', '')} | failed: {' '.join(r['error'].split())[:100]} | | | | | |")
+                error = " ".join(r["error"].split())[:100]
+                lines.append(f"| {LABELS[package]} | {r.get('size', '')} | failed: {error} | | | | | |")
             else:
-                lines.append(f"| {LABELS[package]} | {r.get('size', accuracy.get('size', ''))} | {r['parameters']:,} | {r['steps']} | {r['epochs']:.2f} | "
-                             f"{r['frames_per_s']:.1f} | {r['energy_mae_meV_per_atom']:.2f} | {r['forces_mae_meV_per_A']:.1f} |")
+                size = r.get("size", accuracy.get("size", ""))
+                lines.append(f"| {LABELS[package]} | {size} | {r['parameters']:,} | {r['steps']} | {r['epochs']:.2f} | "
+                             f"{r['frames_per_s']:.1f} | {r['energy_mae_meV_per_atom']:.2f} | "
+                             f"{r['forces_mae_meV_per_A']:.1f} |")
     lines += ["", "Models:", "", "| package | size | model | parameters | hyperparameters |", "|---|---|---|---:|---|"]
     for model in report["models"]:
         hyper = ", ".join(f"{k}={v}" for k, v in model["hyperparameters"].items())
-        lines.append(f"| {LABELS[model['package']]} | {model['size']} | {model['model']} | {model['parameters']:,} | {hyper} |")
+        lines.append(f"| {LABELS[model['package']]} | {model['size']} | {model['model']} | "
+                     f"{model['parameters']:,} | {hyper} |")
     return "\n".join(lines)
 
 
@@ -375,7 +383,8 @@ def plot(report: Dict[str, Any], path: Path) -> bool:
         for size in report["settings"]["sizes"]:
             for threads in report["settings"]["threads"]:
                 points = sorted((c["n_atoms"], c["packages"][package]["per_s"]) for c in cases
-                                if c["size"] == size and c["threads"] == threads and "per_s" in c["packages"].get(package, {}))
+                                if c["size"] == size and c["threads"] == threads
+                                and "per_s" in c["packages"].get(package, {}))
                 if points:
                     ax.plot(*zip(*points), styles.get(threads, "--"), marker=markers.get(size, "^"),
                             color=colours.get(package), label=f"{LABELS[package]} {size}, {threads} thr.")
@@ -401,7 +410,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="speed engines; none (`--engines` alone) with --accuracy for accuracy only")
     parser.add_argument("--threads", nargs="+", type=int, default=[2, 1])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case (default 5)")
-    parser.add_argument("--rounds-large", type=int, default=3, help=f"rounds for systems of {LARGE_SYSTEM_ATOMS}+ atoms")
+    parser.add_argument("--rounds-large", type=int, default=3,
+                        help=f"rounds for systems of {LARGE_SYSTEM_ATOMS}+ atoms")
     parser.add_argument("--warmup", type=int, default=10,
                         help="untimed calls after preparing (default 10: TorchScript optimises over the first calls)")
     parser.add_argument("--warmup-large", type=int, default=4, help=f"warm-up calls for {LARGE_SYSTEM_ATOMS}+ atoms")

@@ -5,8 +5,9 @@
 It runs in the package's own virtualenv (``.venvs/<package>``, or our ``.venv`` for mlpot), so it must
 not import mlpot unless the package *is* mlpot. The package-specific part lives in ``peer_<package>.py``
 beside this file: a class with ``build(size)``, ``raw_step(atoms)``, ``calculator()``,
-``openmm_system(topology)`` and ``train_step(xyz)`` (whose ``calculator()`` gives the trained model); everything timed the same way for every package
-(the perturbed positions, the ASE calls, the OpenMM integrator and context) is here.
+``openmm_system(topology)`` and ``train_step(xyz)`` (whose ``calculator()`` gives the trained model);
+everything timed the same way for every package (the perturbed positions, the ASE calls, the OpenMM
+integrator and context) is here.
 
 Protocol: one JSON object per line on stdin, one JSON answer per line on the process's original stdout
 (anything the libraries print goes to stderr):

@@ -141,7 +141,8 @@ class L1Convolution(torch.nn.Module):
         blocks: List[torch.Tensor] = []
         for block, shape in zip(features.split(self.input_sizes, dim=1), self.input_shapes):
             # channels last, gathered onto the edges: (e, 2l+1, mul)
-            blocks.append(block.reshape(num_atoms, shape[0], shape[1]).transpose(1, 2).contiguous().index_select(0, neighbour))
+            per_atom = block.reshape(num_atoms, shape[0], shape[1]).transpose(1, 2).contiguous()
+            blocks.append(per_atom.index_select(0, neighbour))
         summed: List[torch.Tensor] = []
         for k, weights in enumerate(edge_weights.split(self.weight_sizes, dim=1)):
             x = blocks[self.inputs[k]]

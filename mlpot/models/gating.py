@@ -38,7 +38,8 @@ def _normalisation(activation: torch.nn.Module) -> float:
 def supports(gate: Gate) -> bool:
     """Whether :class:`ScalarGate` can replace ``gate``: known activations (silu, tanh, sigmoid) and a
     gated product that is a plain channel-wise multiplication."""
-    if len(gate.act_scalars.acts) != len(gate.sc.irreps_outs[0]) or len(gate.irreps_gated) != len(gate.sc.irreps_outs[2]):
+    if (len(gate.act_scalars.acts) != len(gate.sc.irreps_outs[0])
+            or len(gate.irreps_gated) != len(gate.sc.irreps_outs[2])):
         return False
     activations = list(gate.act_scalars.acts) + list(gate.act_gates.acts)
     if any(activation is None or _activation_name(activation) == "" for activation in activations):

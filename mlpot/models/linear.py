@@ -21,7 +21,6 @@ import torch
 from e3nn import o3
 from e3nn.util.jit import compile_mode
 
-
 # the largest matrix DenseLinear builds (entries): its index table then takes 1 MiB; every lmax 1 layer of the
 # presets fits (at most 184k), larger irreps keep e3nn's per-path evaluation, where a dense matrix stops paying
 MAX_MATRIX_ENTRIES = 1 << 18

@@ -34,7 +34,7 @@ from mlpot.neighbors import mirrored_halves
 def hidden_irreps(num_features: int, lmax: int, parity: bool) -> o3.Irreps:
     """``num_features`` channels of every l <= lmax; both parities when ``parity`` else (-1)^l only."""
     irreps = []
-    for l in range(lmax + 1):
+    for l in range(lmax + 1):  # noqa: E741  (l: the angular momentum, as in e3nn)
         natural = (-1) ** l
         irreps.append((num_features, (l, natural)))
         if parity:
@@ -89,7 +89,9 @@ class InteractionBlock(nn.Module):
                         mid.append((mul, ir_out))
         irreps_mid = o3.Irreps(mid)
         irreps_mid_sorted, permutation, _ = irreps_mid.sort()
-        instructions = [(i_in, i_sh, permutation[i_out], mode, train) for i_in, i_sh, i_out, mode, train in instructions]
+        instructions = [
+            (i_in, i_sh, permutation[i_out], mode, train) for i_in, i_sh, i_out, mode, train in instructions
+        ]
         self.tensor_product = o3.TensorProduct(
             irreps_in, irreps_sh, irreps_mid_sorted, instructions, shared_weights=False, internal_weights=False
         )
@@ -252,10 +254,16 @@ class NequIP(nn.Module):
         self.readout_matrix = linear.DenseLinear(self.readout)
 
     def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        # the radial weights depend only on |r_ij|: once per pair when the edges come in mirrored halves
+        return self.atom_scalars(species, edge_index, edge_vectors, mirrored_halves(edge_index))
+
+    def atom_scalars(
+        self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor, mirrored: bool
+    ) -> torch.Tensor:
+        """:meth:`forward` told whether the edges come in mirrored halves (edge k + h = edge k reversed), as a
+        compiled graph with its own neighbour list is, which cannot test it (``mlpot.compiled``)."""
         one_hot = torch.nn.functional.one_hot(species, self.num_species).to(edge_vectors.dtype)
         edge_sh = self.spherical_harmonics(edge_vectors)
-        # the radial weights depend only on |r_ij|: once per pair when the edges come in mirrored halves
-        mirrored = mirrored_halves(edge_index)
         pair_vectors = edge_vectors[: edge_index.shape[1] // 2] if mirrored else edge_vectors
         distances = torch.linalg.norm(pair_vectors, dim=1)
         edge_basis = self.basis(distances) * self.cutoff_fn(distances).unsqueeze(-1)

@@ -99,7 +99,9 @@ class Potential(nn.Module):
         self.check_pair_distances(edge_index, vectors)
         return self.atom_energies(species, edge_index, vectors)
 
-    def check_pair_distances(self, edge_index: torch.Tensor, vectors: torch.Tensor, min_distance_A: float = 0.01) -> None:
+    def check_pair_distances(
+        self, edge_index: torch.Tensor, vectors: torch.Tensor, min_distance_A: float = 0.01
+    ) -> None:
         """Raise ``ValueError`` naming the closest pair when it is nearer than ``min_distance_A``: two atoms
         that close are a broken structure (e.g. an atom listed twice), not chemistry."""
         if vectors.shape[0] == 0:

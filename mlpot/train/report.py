@@ -6,7 +6,7 @@ and no figure registry in the caller's process (the same style as :mod:`mlpot.pi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure

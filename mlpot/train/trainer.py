@@ -37,21 +37,35 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from mlpot import runtime
 from mlpot.data import (
-    Frame, check_split, collate, compute_statistics, frames_to_graphs, load_split, random_split,
-    read_index_file, read_many, save_split, validate_frames,
+    Frame,
+    check_split,
+    collate,
+    compute_statistics,
+    frames_to_graphs,
+    random_split,
+    read_index_file,
+    read_many,
+    save_split,
+    validate_frames,
 )
-from mlpot.data.validate import require_species_in_training
 from mlpot.data.graphs import Graph
 from mlpot.data.statistics import DatasetStatistics
-from mlpot import runtime
+from mlpot.data.validate import require_species_in_training
 from mlpot.models import DTYPES, atomic_numbers_of, build_model, describe
 from mlpot.runs import (
-    RunLock, StopRequests, atomic_save, file_digest, read_checkpoint, refuse_changed_settings, restore_rng_state,
-    rng_state, write_csv,
+    RunLock,
+    StopRequests,
+    atomic_save,
+    file_digest,
+    read_checkpoint,
+    refuse_changed_settings,
+    restore_rng_state,
+    rng_state,
+    write_csv,
 )
-from mlpot.train import distributed
-from mlpot.train import finetune
+from mlpot.train import distributed, finetune
 from mlpot.train.config import ModelConfig, TrainConfig, save_config
 from mlpot.train.ema import ExponentialMovingAverage
 from mlpot.train.loss import LossWeights, combine, loss_terms
@@ -64,7 +78,7 @@ MODEL_NAME = "model.pt"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_KIND = "training"
 # settings that may change when a run is resumed (in any section); any other change would not continue the same run
-RESUMABLE_CHANGES = ("epochs", "max_time_minutes", "early_stopping_patience", "device", "threads")
+RESUMABLE_CHANGES = ("epochs", "max_minutes", "max_time_minutes", "early_stopping_patience", "device", "threads")
 COMPARED_SECTIONS = ("data", "model", "training")
 
 
@@ -152,7 +166,7 @@ class Trainer:
         if config.training.threads:
             torch.set_num_threads(config.training.threads)
         self.stops = StopRequests()  # Ctrl-C / SIGTERM (or code: ``trainer.stops.request()``) ask for a stop
-        self.time_is_up = False  # set within one optimiser step of max_time_minutes (final evaluation included)
+        self.time_is_up = False  # set within one optimiser step of max_minutes (final evaluation included)
         self._evaluation_s_per_frame: float | None = None
         self.graphs: Dict[str, List[Graph]] = {}
 
@@ -173,7 +187,7 @@ class Trainer:
             )
         return None
 
-    def _initial_model(self, numbers: Sequence[int]) -> "finetune.InitialModel":
+    def _initial_model(self, numbers: Sequence[int]) -> finetune.InitialModel:
         """The model file ``model.init_from`` names, checked against this run (arch and cutoff count only where
         the config sets them to other than their defaults)."""
         defaults = ModelConfig()
@@ -433,7 +447,7 @@ class Trainer:
     def _out_of_time(self, running_s: float = 0.0) -> bool:
         """Whether the time limit leaves no room for more training: the time trained so far (plus
         ``running_s`` of the epoch in progress) and the final evaluation's estimate reach it."""
-        limit = self.config.training.max_time_minutes
+        limit = self.config.training.max_minutes
         if limit is None:
             return False
         used_s = self.progress["elapsed_s"] + running_s
@@ -458,7 +472,8 @@ class Trainer:
         progress = self.progress
         epoch = progress["epoch"]
         batches = self._epoch_batches(epoch)
-        accumulator = ErrorAccumulator(progress["train_sums"]) if progress["train_sums"] is not None else ErrorAccumulator()
+        sums = progress["train_sums"]
+        accumulator = ErrorAccumulator(sums) if sums is not None else ErrorAccumulator()
         bar = None
         if self.group.is_main and not self.quiet:
             from tqdm import tqdm
@@ -534,7 +549,8 @@ class Trainer:
             write_csv(progress["rows"], self.out / "log.csv")
             if not self.quiet:
                 print(
-                    f"epoch {row['epoch']:4d}  lr {lr:.2e}  train F {row.get('train_forces_mae', math.nan):7.1f} meV/Å  "
+                    f"epoch {row['epoch']:4d}  lr {lr:.2e}  "
+                    f"train F {row.get('train_forces_mae', math.nan):7.1f} meV/Å  "
                     f"val F {row.get('val_forces_mae', math.nan):7.1f} meV/Å  "
                     f"val E {row.get('val_energy_per_atom_mae', math.nan):6.2f} meV/atom  "
                     f"({row['time_s']:.0f} s)",

@@ -184,10 +184,11 @@ def phi_psi_deg(pdb_path: Path) -> tuple[float, float]:
 
 def software_versions() -> dict[str, str]:
     """Versions of the packages that determine the output."""
+    from importlib.metadata import version
+
     import Bio
     import mdtraj
     import openmm
-    from importlib.metadata import version
 
     return {
         "python": platform.python_version(),

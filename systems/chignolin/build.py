@@ -46,7 +46,7 @@ UNFOLDED_PHI_PSI_DEG = (-75.0, 145.0)
 CROSS_STRAND_PAIRS = ((2, 9), (3, 8), (1, 10))
 
 
-def conformers() -> dict[str, tuple[str, "peptide_build.BackboneAngles"]]:
+def conformers() -> dict[str, tuple[str, peptide_build.BackboneAngles]]:
     """name -> (file, backbone angles)."""
     n = len(SEQUENCE)
     return {

@@ -177,7 +177,8 @@ def build_water_box(
     state = context.getState(getEnergy=True, getPositions=True, enforcePeriodicBox=True)
     n_dof = 3 * system.getNumParticles() - 3  # flexible water, no constraints; COM motion removed
     kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-    temperature_end = 2 * kinetic / (n_dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin))
+    gas_constant = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+    temperature_end = 2 * kinetic / (n_dof * gas_constant)
     positions_nm = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
 
     mass_g = n_molecules * water_molar_mass_g_per_mol() / AVOGADRO_PER_MOL
@@ -224,7 +225,9 @@ def software_versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-side", type=int, help="molecules per box edge (box holds n^3); default: the shipped boxes")
+    parser.add_argument(
+        "--per-side", type=int, help="molecules per box edge (box holds n^3); default: the shipped boxes"
+    )
     parser.add_argument("-o", "--output", type=Path, help="PDB to write (with --per-side)")
     parser.add_argument("--seed", type=int, default=0, help="orientations and Langevin noise (default 0)")
     parser.add_argument("--density", type=float, default=1.0, help="g/cm^3 (default 1.0)")
@@ -258,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{path}: {info['n_atoms']} atoms, L = {info['box_edge_A']:.3f} A, "
             f"rho = {info['density_g_per_cm3']:.4f} g/cm3, E_min = {info['energy_minimised_kj_per_mol']:.1f}, "
-            f"E_final = {info['energy_final_kj_per_mol']:.1f} kJ/mol, T_final = {info['instantaneous_temperature_final_K']} K"
+            f"E_final = {info['energy_final_kj_per_mol']:.1f} kJ/mol, "
+            f"T_final = {info['instantaneous_temperature_final_K']} K"
         )
 
     if args.per_side is None:
