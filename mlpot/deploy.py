@@ -48,6 +48,8 @@ FORMAT_NAME = "mlpot-model"
 FORMAT_VERSION = 2
 METADATA_ENTRY = "mlpot_metadata.json"
 SEAL_ENTRY = "mlpot_seal.json"
+# the metadata section of a compiled (.pt2) file, which mlpot.compiled writes and loads
+COMPILED_KEY = "compiled"
 # entries the seal leaves out: itself, and the random id torch writes anew at every save
 _UNSEALED_SUFFIXES = ("/extra/" + SEAL_ENTRY, "/.data/serialization_id")
 MODEL_UNITS = {"length": "Angstrom", "energy": "eV"}
@@ -328,6 +330,12 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
 
     path = Path(path)
     metadata = read_metadata(path)
+    if COMPILED_KEY in metadata:
+        raise ModelFileError(
+            f"{path} is a compiled model file (.pt2), which only mlpot.compiled.load_compiled and MLPotCalculator "
+            f"load; OpenMM and training need the TorchScript file it was compiled from "
+            f"({metadata[COMPILED_KEY]['source']['file']})"
+        )
     runtime.configure()
     try:
         module = torch.jit.load(str(path), map_location=torch.device(device))

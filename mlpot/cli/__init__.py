@@ -22,7 +22,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from mlpot.cli import md, models, pips, stable, train
+from mlpot.cli import compiled, md, models, pips, stable, train
 from mlpot.cli.common import EXPECTED_ERRORS, CommandParser, _is_internal, _one_line, parse_hyperparameters  # noqa: F401
 from mlpot.cli.models import format_metadata, new_model  # noqa: F401
 from mlpot.cli.train import train_config_from_args  # noqa: F401
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the free cores; also MLPOT_NUM_THREADS)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (models, md, train, pips, stable):
+    for group in (models, compiled, md, train, pips, stable):
         group.register(sub)
     return parser
 

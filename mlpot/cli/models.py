@@ -71,6 +71,10 @@ def format_metadata(metadata: Dict[str, Any], path: Path) -> str:
     lines.append("versions       " + ", ".join(f"{k} {v}" for k, v in metadata["versions"].items()))
     lines.append(f"created        {metadata['created']}")
     lines.append(f"content hash   {metadata['content_hash']}")
+    if metadata.get("compiled"):
+        compiled = metadata["compiled"]
+        lines.append(f"compiled       {compiled['backend']} for {compiled['device']}, torch {compiled['torch']}, from "
+                     f"{compiled['source']['file']} in {compiled['compile_time_s']} s (mlpot compile)")
     if metadata.get("seal"):
         lines.append(f"seal           intact (sha256 {metadata['seal']} over code, weights and metadata)")
     else:
