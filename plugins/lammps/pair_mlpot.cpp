@@ -1,0 +1,295 @@
+/* pair_style mlpot: see pair_mlpot.h and docs/lammps.md.
+
+   Where the physics happens: compute() gathers every pair of atoms (local or ghost) closer than the
+   model's cutoff, runs the model's atom_energies(species, edges, edge vectors) on them, sums the energies
+   of the local atoms, and differentiates that sum by the pair vectors. A pair vector r_ij = x_j - x_i
+   with gradient g = dE/dr_ij puts +g on atom i and -g on atom j (ghosts included: LAMMPS adds a ghost's
+   force to its owner by reverse communication) and -r_ij (x) g into the virial. */
+
+#include "pair_mlpot.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "utils.h"
+
+#include "json.h"
+
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/jit/passes/tensorexpr_fuser.h>
+#include <torch/cuda.h>
+
+#include <malloc.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+using namespace LAMMPS_NS;
+
+static const char *const METADATA_ENTRY = "mlpot_metadata.json";
+static const double MIN_PAIR_DISTANCE_A = 0.01;    // closer than this is a broken structure (as in mlpot)
+
+PairMLPot::PairMLPot(LAMMPS *lmp) :
+    Pair(lmp), device(torch::kCPU), dtype(torch::kFloat64), cutoff_A(0.0), num_layers(0)
+{
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  single_enable = 0;
+  ghostneigh = 1;                  // message passing: ghost atoms need their own neighbours
+  no_virial_fdotr_compute = 1;     // the virial is summed from the pair vectors in compute()
+  centroidstressflag = CENTROID_NOTAVAIL;
+  // the same runtime settings as mlpot.runtime for Python: no TensorExpr fuser (it recompiles for every new
+  // number of pairs), and freed per-call buffers kept in the heap instead of unmapped and faulted in again
+  torch::jit::setTensorExprFuserEnabled(false);
+  const char *tune = std::getenv("MLPOT_TUNE_MALLOC");
+  if (!tune || std::strcmp(tune, "0") != 0) {
+    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+    mallopt(M_TOP_PAD, 512 * 1024 * 1024);
+  }
+}
+
+PairMLPot::~PairMLPot()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(cutghost);
+  }
+}
+
+void PairMLPot::allocate()
+{
+  allocated = 1;
+  int n = atom->ntypes;
+  memory->create(setflag, n + 1, n + 1, "pair:setflag");
+  memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
+  memory->create(cutghost, n + 1, n + 1, "pair:cutghost");
+  for (int i = 1; i <= n; i++)
+    for (int j = i; j <= n; j++) setflag[i][j] = 0;
+}
+
+/* pair_style mlpot MODEL_FILE [device cpu|cuda] */
+
+void PairMLPot::settings(int narg, char **arg)
+{
+  if (narg != 1 && narg != 3)
+    error->all(FLERR, "Illegal pair_style mlpot command: expected pair_style mlpot MODEL_FILE [device cpu|cuda]");
+  model_path = arg[0];
+  if (narg == 3) {
+    if (strcmp(arg[1], "device") != 0)
+      error->all(FLERR, "Illegal pair_style mlpot keyword {}: the only keyword is device", arg[1]);
+    if (strcmp(arg[2], "cpu") == 0) {
+      device = torch::Device(torch::kCPU);
+    } else if (strcmp(arg[2], "cuda") == 0) {
+      if (!torch::cuda::is_available())
+        error->all(FLERR, "pair_style mlpot: device cuda was asked for but torch sees no CUDA device");
+      int per_node = torch::cuda::device_count();
+      device = torch::Device(torch::kCUDA, comm->me % per_node);
+    } else {
+      error->all(FLERR, "pair_style mlpot: device must be cpu or cuda, got {}", arg[2]);
+    }
+  }
+  load_model();
+}
+
+void PairMLPot::load_model()
+{
+  torch::jit::ExtraFilesMap extra{{METADATA_ENTRY, ""}};
+  try {
+    model = torch::jit::load(model_path, device, extra);
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_style mlpot: cannot load model file {}: {}", model_path,
+               std::string(e.what()).substr(0, 400));
+  }
+  const std::string &text = extra[METADATA_ENTRY];
+  if (text.empty())
+    error->all(FLERR,
+               "pair_style mlpot: {} is not an mlpot model file (it has no {} entry); "
+               "make one with `mlpot new-model` or mlpot.deploy.save_model",
+               model_path, METADATA_ENTRY);
+  try {
+    auto metadata = json::parse(text);
+    if (metadata.at("format").get<std::string>() != "mlpot-model")
+      error->all(FLERR, "pair_style mlpot: {} is not an mlpot model file", model_path);
+    const auto &units = metadata.at("units");
+    if (units.at("length").get<std::string>() != "Angstrom" || units.at("energy").get<std::string>() != "eV")
+      error->all(FLERR, "pair_style mlpot: {} has units {}, expected Angstrom and eV", model_path, units.dump());
+    cutoff_A = metadata.at("cutoff").get<double>();
+    num_layers = metadata.at("hyperparameters").at("num_layers").get<int>();
+    species = metadata.at("species").get<std::vector<std::string>>();
+    dtype = metadata.at("dtype").get<std::string>() == "float32" ? torch::kFloat32 : torch::kFloat64;
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_style mlpot: the metadata of {} is unreadable: {}", model_path, e.what());
+  }
+  model.eval();
+  if (comm->me == 0)
+    utils::logmesg(lmp,
+                   "mlpot: model {} ({} species, cutoff {} Å, {} message-passing layers, {}) on {}\n",
+                   model_path, species.size(), cutoff_A, num_layers,
+                   dtype == torch::kFloat32 ? "float32" : "float64", device.str());
+}
+
+/* pair_coeff * * ELEMENT_OF_TYPE_1 ELEMENT_OF_TYPE_2 ... */
+
+void PairMLPot::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  const int ntypes = atom->ntypes;
+  if (narg != 2 + ntypes)
+    error->all(FLERR,
+               "pair_coeff for mlpot needs * * and one element per atom type ({} types): "
+               "pair_coeff * * H O",
+               ntypes);
+  if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "pair_coeff for mlpot must begin with * *");
+  if (model_path.empty()) error->all(FLERR, "pair_coeff mlpot: give the model file in pair_style first");
+  species_of_type.assign(ntypes + 1, -1);
+  for (int type = 1; type <= ntypes; type++) {
+    const std::string element = arg[1 + type];
+    for (size_t k = 0; k < species.size(); k++)
+      if (species[k] == element) species_of_type[type] = (long) k;
+    if (species_of_type[type] < 0) {
+      std::string known;
+      for (const auto &s : species) known += (known.empty() ? "" : ", ") + s;
+      error->all(FLERR, "pair_coeff mlpot: element {} (atom type {}) is not in model {}, which knows only {}",
+                 element, type, model_path, known);
+    }
+  }
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
+}
+
+void PairMLPot::init_style()
+{
+  if (force->newton_pair == 0)
+    error->all(FLERR,
+               "pair_style mlpot requires newton pair on: the forces on ghost atoms are returned to their "
+               "owners by reverse communication");
+  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+
+  // Ghost atoms out to num_layers * cutoff: a local atom's energy after N layers depends on atoms up to N
+  // cutoffs away (each layer passes messages one cutoff further), and atoms move by up to the skin
+  // between neighbour-list builds.
+  const double needed = num_layers * cutoff_A + neighbor->skin;
+  if (comm->mode != 0)
+    error->all(FLERR, "pair_style mlpot supports comm_modify mode single only");
+  if (comm->cutghostuser < needed) {
+    if (comm->me == 0)
+      utils::logmesg(lmp,
+                     "mlpot: communication cutoff raised to {:.3f} Å = {} layers x {} Å cutoff + {} Å skin\n",
+                     needed, num_layers, cutoff_A, neighbor->skin);
+    comm->cutghostuser = needed;
+  }
+}
+
+double PairMLPot::init_one(int i, int j)
+{
+  if (setflag[i][j] == 0) error->all(FLERR, "All pair coeffs are not set (pair_coeff * * ELEMENTS...)");
+  cutghost[i][j] = cutghost[j][i] = cutoff_A;
+  return cutoff_A;
+}
+
+void PairMLPot::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+
+  double **x = atom->x;
+  double **f = atom->f;
+  const int *type = atom->type;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int nlisted = list->inum + list->gnum;
+  const int *ilist = list->ilist;
+  const int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+  const double cutoff_sq = cutoff_A * cutoff_A;
+
+  // every pair (i < j) closer than the cutoff, once; the model gets both directions (mirrored halves)
+  std::vector<int64_t> first, second;
+  std::vector<double> pair_vectors;
+  for (int ii = 0; ii < nlisted; ii++) {
+    const int i = ilist[ii];
+    const int *jlist = firstneigh[i];
+    for (int jj = 0; jj < numneigh[i]; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      if (j <= i) continue;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      const double rsq = dx * dx + dy * dy + dz * dz;
+      if (rsq >= cutoff_sq) continue;
+      if (rsq < MIN_PAIR_DISTANCE_A * MIN_PAIR_DISTANCE_A)
+        error->one(FLERR,
+                   "mlpot: atoms {} and {} are {:.4g} Å apart (closer than {} Å): the structure is broken, "
+                   "e.g. an atom listed twice or a collapsed simulation",
+                   atom->tag[i], atom->tag[j], std::sqrt(rsq), MIN_PAIR_DISTANCE_A);
+      first.push_back(i);
+      second.push_back(j);
+      pair_vectors.push_back(dx);
+      pair_vectors.push_back(dy);
+      pair_vectors.push_back(dz);
+    }
+  }
+  const int64_t n_pairs = (int64_t) first.size();
+
+  std::vector<int64_t> species_of_atom(nall);
+  for (int i = 0; i < nall; i++) species_of_atom[i] = species_of_type[type[i]];
+
+  const auto longs = torch::TensorOptions().dtype(torch::kLong);
+  const auto doubles = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::Tensor species_t = torch::from_blob(species_of_atom.data(), {nall}, longs).to(device);
+  torch::Tensor first_t = torch::from_blob(first.data(), {n_pairs}, longs);
+  torch::Tensor second_t = torch::from_blob(second.data(), {n_pairs}, longs);
+  torch::Tensor edge_index =
+      torch::stack({torch::cat({first_t, second_t}), torch::cat({second_t, first_t})}).to(device);
+  torch::Tensor vectors = torch::from_blob(pair_vectors.data(), {n_pairs, 3}, doubles)
+                              .to(device, dtype)
+                              .detach()
+                              .requires_grad_(true);
+  torch::Tensor edge_vectors = torch::cat({vectors, -vectors});
+
+  torch::Tensor energies, gradient;
+  try {
+    energies = model.get_method("atom_energies")({species_t, edge_index, edge_vectors}).toTensor();
+    torch::Tensor local_energy = energies.narrow(0, 0, nlocal).sum();
+    auto gradients = torch::autograd::grad({local_energy}, {vectors}, {}, false, false, true);
+    gradient = gradients[0].defined() ? gradients[0] : torch::zeros_like(vectors);
+  } catch (const std::exception &e) {
+    error->one(FLERR, "mlpot: the model failed: {}", std::string(e.what()).substr(0, 600));
+  }
+  torch::Tensor energies_cpu = energies.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  torch::Tensor gradient_cpu = gradient.to(torch::kCPU, torch::kFloat64).contiguous();
+  const double *energy_of = energies_cpu.data_ptr<double>();
+  const double *g = gradient_cpu.data_ptr<double>();
+
+  for (int64_t p = 0; p < n_pairs; p++) {
+    const int64_t i = first[p], j = second[p];
+    const double *gp = g + 3 * p;
+    for (int k = 0; k < 3; k++) {
+      f[i][k] += gp[k];
+      f[j][k] -= gp[k];
+    }
+    if (vflag_either) {
+      const double *r = pair_vectors.data() + 3 * p;
+      const double w[6] = {-r[0] * gp[0], -r[1] * gp[1], -r[2] * gp[2],
+                           -r[0] * gp[1], -r[0] * gp[2], -r[1] * gp[2]};
+      if (vflag_global)
+        for (int k = 0; k < 6; k++) virial[k] += w[k];
+      if (vflag_atom)
+        for (int k = 0; k < 6; k++) {
+          vatom[i][k] += 0.5 * w[k];
+          vatom[j][k] += 0.5 * w[k];
+        }
+    }
+  }
+  if (eflag_either)
+    for (int i = 0; i < nlocal; i++) {
+      if (eflag_global) eng_vdwl += energy_of[i];
+      if (eflag_atom) eatom[i] += energy_of[i];
+    }
+}
