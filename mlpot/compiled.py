@@ -25,6 +25,9 @@ depends only on the distance once per pair (NequIP-style models), as the TorchSc
 The input checks of the TorchScript file (no atoms, NaN or huge coordinates, a box too small for the cutoff,
 unknown elements, two atoms closer than 0.01 Å) run in :meth:`CompiledModel.compute` with the same messages.
 
+The numbers equal the TorchScript file's to float rounding, not bit for bit; and with more than one thread the
+compiled sums onto atoms run in parallel, so two calls on the same input may differ in the last digits.
+
 The file is a PT2 archive (what ``torch._inductor.aoti_compile_and_package`` writes) with the model file's
 metadata (``mlpot_metadata.json``) plus a ``compiled`` section (torch version, device, source file) and the
 same seal as a model file (:mod:`mlpot.deploy`) in ``extra/``: ``mlpot info model.pt2`` shows it, and an edited
@@ -235,14 +238,7 @@ def _graph_inputs(
     atomic numbers ``(n,)``, pbc ``(3,)`` bool."""
     positions = centred_positions(positions).to(device=device, dtype=dtype)
     cell = cell.to(device=device, dtype=dtype)
-    numbers = atomic_numbers.to(species_table.device)
-    if bool(((numbers < 0) | (numbers >= species_table.shape[0])).any()):
-        raise ValueError("mlpot: atomic numbers must lie in 0..118")
-    species = species_table[numbers]
-    if bool((species < 0).any()):
-        unknown = torch.unique(numbers[species < 0]).tolist()
-        known = torch.nonzero(species_table >= 0).flatten().tolist()
-        raise ValueError(f"mlpot: atomic number(s) {unknown} not in this model's species {known}")
+    species = _species_indices(atomic_numbers, species_table)
     edge_index, cell_shifts = neighbor_pairs(positions, cell, pbc.to(device), cutoff)
     half = edge_index.shape[1] // 2
     pairs = edge_index[:, :half]
@@ -257,6 +253,20 @@ def _graph_inputs(
                 "an atom listed twice or a collapsed simulation"
             )
     return positions, species.to(device), pairs.contiguous(), offsets.contiguous()
+
+
+def _species_indices(atomic_numbers: torch.Tensor, species_table: torch.Tensor) -> torch.Tensor:
+    """Species indices ``(n,)`` of atomic numbers ``(n,)`` (``species_table`` on the CPU: atomic number -> index or
+    -1); ``ValueError`` ("mlpot: ...", as the TorchScript file) for numbers outside 0..118 or unknown to the model."""
+    numbers = atomic_numbers.to(species_table.device)
+    if bool(((numbers < 0) | (numbers >= species_table.shape[0])).any()):
+        raise ValueError("mlpot: atomic numbers must lie in 0..118")
+    species = species_table[numbers]
+    if bool((species < 0).any()):
+        unknown = torch.unique(numbers[species < 0]).tolist()
+        known = torch.nonzero(species_table >= 0).flatten().tolist()
+        raise ValueError(f"mlpot: atomic number(s) {unknown} not in this model's species {known}")
+    return species
 
 
 def _padded(positions: torch.Tensor, species: torch.Tensor, pairs: torch.Tensor, offsets: torch.Tensor,
@@ -311,15 +321,31 @@ class CompiledModel(DeployedModel):
         except ValueError as error:
             message = _user_message(error)
             raise ValueError(message if message is not None else str(error)) from None
-        num_atoms = inputs[0].shape[0]
-        energies, atom_forces, virial = self.module.loader.boxed_run(list(_padded(*inputs, self.cutoff)))
-        energies, atom_forces = energies[:num_atoms], atom_forces[:num_atoms]
+        energies, atom_forces, virial = self.run_graph(*inputs)
         results = {"energy": energies.sum(), "energies": energies, "forces": atom_forces}
         if stress:
             volume = torch.abs(torch.linalg.det(cell.to(device=self.device, dtype=self.dtype)))
             results["virial"] = virial
             results["stress"] = -virial / volume
         return results
+
+
+    def run_graph(self, positions: torch.Tensor, species: torch.Tensor, pairs: torch.Tensor,
+                  pair_offsets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The compiled function on prepared inputs (see the module docstring; no checks): per-atom energies
+        ``(n_atoms,)`` eV, forces ``(n_atoms, 3)`` eV/Å, virial ``(3, 3)`` eV. The graph may hold several
+        disconnected structures (replicas), each pair listed once."""
+        num_atoms = positions.shape[0]
+        energies, forces, virial = self.module.loader.boxed_run(
+            list(_padded(positions, species, pairs, pair_offsets, self.cutoff)))
+        return energies[:num_atoms], forces[:num_atoms], virial
+
+    def species_of(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """Species indices ``(n,)`` on the model's device; ``ValueError`` names atomic numbers the model lacks."""
+        try:
+            return _species_indices(atomic_numbers, self.species_table).to(self.device)
+        except ValueError as error:
+            raise ValueError(_user_message(error)) from None
 
 
 def is_compiled_file(path: Union[str, Path]) -> bool:

@@ -8,7 +8,9 @@ per-atom energies come from ``Potential.atom_energies`` — the same function th
 one source of forces.
 
 The model may be an eager :class:`~mlpot.models.potential.Potential` (for training through the
-energies) or the compiled module of a model file (``mlpot.deploy.load_model(path).module``).
+energies), the compiled module of a model file (``mlpot.deploy.load_model(path).module``), or a compiled
+(``.pt2``) file (``mlpot.compiled.load_compiled(path)``), which gives energies and forces only: the replicas'
+pairs, each listed once, go to its native code as one graph.
 
 Units: positions Å, energies eV, forces eV/Å.
 
@@ -23,7 +25,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from mlpot.neighbors import concatenate_edges, edge_vectors, neighbor_pairs
+from mlpot.neighbors import concatenate_edges, edge_vectors, mirrored_halves, neighbor_pairs
 
 
 class ReplicaPotential:
@@ -31,7 +33,7 @@ class ReplicaPotential:
 
     Args:
         model: a ``Potential`` or its TorchScript module (anything with ``species_of``,
-            ``atom_energies``, ``cutoff`` and ``energy_shift``).
+            ``atom_energies``, ``cutoff`` and ``energy_shift``), or a :class:`~mlpot.compiled.CompiledModel`.
         atomic_numbers: ``(n_atoms,)`` of one replica.
         cell: ``(3, 3)`` Å, lattice vectors as rows, shared by all replicas (default: no cell).
         pbc: ``(3,)`` bool (default: not periodic).
@@ -48,7 +50,9 @@ class ReplicaPotential:
     ):
         self.model = model
         self.device = torch.device(device)
-        self.dtype = model.energy_shift.dtype
+        # a compiled file (mlpot.compiled.CompiledModel) runs prepared graphs; not imported here, it loads e3nn
+        self.compiled = callable(getattr(model, "run_graph", None))
+        self.dtype = model.dtype if self.compiled else model.energy_shift.dtype
         numbers = torch.as_tensor(atomic_numbers, dtype=torch.long, device=self.device)
         if numbers.dim() != 1 or numbers.numel() == 0:
             raise ValueError("atomic_numbers must be a non-empty 1-d list of atomic numbers of one replica")
@@ -105,6 +109,9 @@ class ReplicaPotential:
         Differentiable in the model's parameters and in ``positions`` (the Boltzmann estimator
         backpropagates a weighted sum of these to the parameters).
         """
+        if self.compiled:
+            raise TypeError("a compiled (.pt2) model gives energies and forces, not a graph to differentiate: "
+                            "train with the TorchScript model file or the eager model")
         positions = positions.to(device=self.device, dtype=self.dtype)
         edge_index, cell_shifts = self.graph(positions)
         flat = positions.reshape(-1, 3)
@@ -116,8 +123,26 @@ class ReplicaPotential:
 
     def energies_and_forces(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(energies (R,) eV, forces (R, n_atoms, 3) eV/Å)``, both detached, in the model's dtype."""
+        if self.compiled:
+            return self._compiled_energies_and_forces(positions)
         with torch.enable_grad():
             positions = positions.detach().to(device=self.device, dtype=self.dtype).requires_grad_(True)
             energies = self.energies(positions)
             (gradient,) = torch.autograd.grad(energies.sum(), [positions])
         return energies.detach(), -gradient.detach()
+
+    def _compiled_energies_and_forces(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`energies_and_forces` through a compiled file: every replica's pairs once (the first halves of
+        :meth:`graph`'s mirrored edges) with their periodic offsets, in one call."""
+        positions = positions.detach().to(device=self.device, dtype=self.dtype)
+        edge_index, cell_shifts = self.graph(positions)
+        if edge_index.shape[1] > 0 and not mirrored_halves(edge_index):
+            raise RuntimeError("mlpot: the replicas' edges are not in mirrored halves, which a compiled model needs")
+        half = edge_index.shape[1] // 2
+        flat = torch.nan_to_num(positions.reshape(-1, 3))
+        species = self.species.repeat(positions.shape[0])
+        energies, forces, _ = self.model.run_graph(
+            flat, species, edge_index[:, :half].contiguous(), (cell_shifts[:half] @ self.cell).contiguous()
+        )
+        n_replicas = positions.shape[0]
+        return energies.reshape(n_replicas, self.n_atoms).sum(dim=1), forces.reshape(n_replicas, self.n_atoms, 3)

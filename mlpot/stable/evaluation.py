@@ -224,17 +224,18 @@ def measure_model_file_stability(model_path: str | Path, system: str = "ethanol"
                                  reference_path: str | Path | None = None,
                                  progress: Optional[ProgressCallback] = None) -> StabilityResult:
     """:func:`measure_stability` of a model file on a shipped system (or on ``reference_path``'s frames)."""
+    from mlpot.compiled import CompiledModel, load_model_or_compiled
     from mlpot.data.readers import read_frames
-    from mlpot.deploy import load_model
     from mlpot.md.reference import molecule_reference
     from mlpot.systems import reference_data_file
 
-    deployed = load_model(model_path, device=settings.device)
+    deployed = load_model_or_compiled(model_path, device=settings.device)  # a .pt2 file runs its native code
     path = Path(reference_path) if reference_path is not None else reference_data_file(system)
     frames = read_frames(path)
     deployed.check_elements(frames[0].numbers.tolist())
     reference = molecule_reference(frames)
     indices, origin = start_frame_indices(deployed.metadata, path, len(frames), settings.replicas)
-    result = measure_stability(deployed.module, frames, reference, indices, settings, progress, origin)
+    model = deployed if isinstance(deployed, CompiledModel) else deployed.module
+    result = measure_stability(model, frames, reference, indices, settings, progress, origin)
     result.extra = {"model": str(model_path), "reference": str(path), "reference_frames": len(frames)}
     return result
