@@ -58,10 +58,22 @@ def checked_setting(name: str, annotation: str, value: Any, limit: str | None = 
     return float(value) if kind == "float" else list(value) if kind == "List[str]" else value
 
 
+def renamed_key(section_type, key: str) -> str:
+    """The current name of ``key`` in ``section_type``: a section lists the keys it renamed as a class attribute
+    ``RENAMED_KEYS = {"old": "new"}``, so YAML files and saved configs of older runs still read."""
+    return getattr(section_type, "RENAMED_KEYS", {}).get(key, key)
+
+
 def config_section(section_type, values: Dict[str, Any], name: str):
-    """The dataclass ``section_type`` built from a YAML mapping; unknown keys are refused by name."""
+    """The dataclass ``section_type`` built from a YAML mapping; unknown keys are refused by name, renamed
+    keys (:func:`renamed_key`) are read under their new name."""
     if not isinstance(values, dict):
         raise ValueError(f"config section {name!r} must be a mapping")
+    for old, new in getattr(section_type, "RENAMED_KEYS", {}).items():
+        if old in values:
+            if new in values:
+                raise ValueError(f"config section {name!r} sets both {new} and its old name {old}")
+            values = {(new if key == old else key): value for key, value in values.items()}
     known = {f.name for f in dataclasses.fields(section_type)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -107,6 +119,7 @@ def apply_override(config: Any, assignment: str) -> None:
     if section_name not in sections:
         raise ValueError(f"override {assignment!r}: unknown section {section_name!r}; known: {sections}")
     section = getattr(config, section_name)
+    key = renamed_key(type(section), key)
     if key not in {f.name for f in dataclasses.fields(section)}:
         raise ValueError(f"override {assignment!r}: unknown key {key!r} in section {section_name!r}")
     setattr(section, key, value)

@@ -48,7 +48,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from mlpot.units import BOLTZMANN_EV_PER_K, EV_PER_AMU_A2_PER_FS2, FS_PER_PS
+from mlpot.units import BOLTZMANN_EV_PER_K, EV_PER_AMU_A2_PER_FS2, FS_PER_PS, NM_PER_ANGSTROM
 
 ENGINES = ("openmm", "ase")
 
@@ -375,7 +375,7 @@ class TrajectoryWriter:
         from openmm import Vec3
 
         unit = self._unit
-        box = None if cell_A is None else [Vec3(*row) for row in np.asarray(cell_A) * 0.1] * unit.nanometer
+        box = None if cell_A is None else [Vec3(*row) for row in np.asarray(cell_A) * NM_PER_ANGSTROM] * unit.nanometer
         self._dcd.writeModel(np.asarray(positions_A) * unit.angstrom, periodicBoxVectors=box)
         os.fsync(self._handle.fileno())
 

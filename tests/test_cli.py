@@ -167,3 +167,137 @@ def test_data_inspect_exits_nonzero_and_lists_problems(tmp_path, capsys):
     ase.io.write(tmp_path / "bad.extxyz", frames)
     assert main(["data", "inspect", str(tmp_path / "bad.extxyz")]) == 1
     assert "frame 2: no forces label" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- one vocabulary: new spellings, hidden old ones
+def help_text(capsys, *command) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--help"])
+    assert stop.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command, shown, hidden", [
+    (["new-model"], "-o OUT, --out OUT", "--output"),
+    (["rebuild"], "-o OUT, --out OUT", "--output"),
+    (["train"], "--max-minutes", "--max-time"),
+    (["demo"], "--max-minutes", "--minutes "),
+    (["stable", "evaluate"], "--duration", "--time "),
+    (["stability"], "--duration", "--time "),
+])
+def test_help_shows_the_one_spelling_and_hides_the_old_alias(command, shown, hidden, capsys):
+    text = help_text(capsys, *command)
+    assert shown in text and hidden not in text
+
+
+def test_help_shows_defaults_once_and_hides_the_stability_alias(capsys):
+    text = help_text(capsys, "md")
+    assert "K (default: 300.0)" in text and "(default 300)" not in text and "(default: 0)" in text  # --seed 0
+    top = help_text(capsys)
+    assert "stable" in top and "stability" not in top
+    assert "train" in help_text(capsys, "stable") and "evaluate" in help_text(capsys, "stable")
+
+
+def test_new_model_and_rebuild_still_take_the_old_output_flag(model_files, tmp_path, capsys):
+    assert main(["new-model", "--arch", "egnn", "--species", "H,O", "--output", str(tmp_path / "a.pt")]) == 0
+    assert read_metadata(tmp_path / "a.pt")["species"] == ["H", "O"]
+    assert main(["rebuild", str(model_files[("egnn", "float64")]), "--hp", "edge_chunk_size=500",
+                 "--output", str(tmp_path / "b.pt")]) == 0
+    assert read_metadata(tmp_path / "b.pt")["hyperparameters"]["edge_chunk_size"] == 500
+    with pytest.raises(SystemExit):  # neither spelling: the required option is named
+        main(["new-model", "--arch", "egnn", "--species", "H"])
+    assert "required: -o/--out" in capsys.readouterr().err
+
+
+def printed_config(capsys, *command):
+    import yaml
+
+    assert main([*command, "--print-config"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_train_print_config_reads_back_as_the_same_config_and_runs_nothing(tmp_path, capsys):
+    from mlpot.cli.train import train_config_from_args
+    from mlpot.cli import build_parser
+    from mlpot.train import TrainConfig
+
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text("data:\n  files: [a.extxyz]\ntraining:\n  max_time_minutes: 9\n")  # the old key name
+    command = ["train", str(config_file), "--epochs", "7", "--max-minutes", "4", "--set", "training.lr=0.02",
+               "--out", str(tmp_path / "run")]
+    printed = printed_config(capsys, *command)
+    assert printed["training"]["max_minutes"] == 4.0 and printed["training"]["epochs"] == 7
+    assert printed["training"]["lr"] == 0.02 and printed["model"]["cutoff"] == 5.0  # a default, printed too
+    expected = train_config_from_args(build_parser().parse_args(command))
+    assert TrainConfig.from_dict(printed) == expected
+    assert not (tmp_path / "run").exists()
+    old = printed_config(capsys, "train", str(config_file), "--max-time", "2.5")  # the old flag
+    assert old["training"]["max_minutes"] == 2.5
+    assert printed_config(capsys, "train", str(config_file))["training"]["max_minutes"] == 9.0  # the old key
+
+
+def test_stable_print_config_reads_back_as_the_same_config(tmp_path, capsys):
+    from mlpot.cli import build_parser
+    from mlpot.cli.stable import stable_config_from_args
+    from mlpot.stable.config import StableConfig
+
+    config_file = tmp_path / "stable.yaml"
+    config_file.write_text("parent: p.pt\nrun:\n  max_time_minutes: 3\n")  # the old key name
+    command = ["stable", "train", str(config_file), "--set", "learning.lr=0.002", "--out", str(tmp_path / "run")]
+    printed = printed_config(capsys, *command)
+    assert printed["run"]["max_minutes"] == 3 and printed["learning"]["lr"] == 0.002
+    assert printed["simulation"]["replicas"] == StableConfig().simulation.replicas  # a default, printed too
+    assert StableConfig.from_dict(printed) == stable_config_from_args(build_parser().parse_args(command))
+    old_form = printed_config(capsys, "stable", str(config_file), "--max-minutes", "8")  # mlpot stable CONFIG
+    assert old_form["run"]["max_minutes"] == 8.0 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [["stable", "train"], ["stable"], ["stable", "--quiet"]])
+def test_stable_train_and_the_old_stable_config_form_both_reach_the_trainer(command, tmp_path, monkeypatch, capsys):
+    import mlpot.stable.trainer
+
+    config_file = tmp_path / "stable.yaml"
+    config_file.write_text("parent: p.pt\n")
+    reached = []
+
+    def fake_stable_train(config, resume=False, quiet=False):
+        reached.append((config.parent, resume))
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(mlpot.stable.trainer, "stable_train", fake_stable_train)
+    argv = [*command, str(config_file), "--resume"] if command[-1] != "--quiet" else [*command, str(config_file)]
+    assert main(argv) == 2
+    assert reached == [("p.pt", command[-1] != "--quiet")]
+    assert "mlpot stable: error: stopped by the test" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["stable", "evaluate", "M.pt", "--duration", "300fs"],
+                                     ["stability", "M.pt", "--time", "300fs"],
+                                     ["--threads", "1", "stable", "evaluate", "M.pt", "--time", "0.3ps"]])
+def test_stable_evaluate_and_the_old_stability_command_take_the_same_settings(command, monkeypatch, capsys):
+    import mlpot.stable.evaluation
+
+    seen = []
+
+    def fake_measure(model, system, settings, reference_path=None, progress=None):
+        seen.append((model, system, settings.time_ps))
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(mlpot.stable.evaluation, "measure_model_file_stability", fake_measure)
+    assert main(command) == 2
+    assert seen == [("M.pt", "ethanol", pytest.approx(0.3))]
+
+
+def test_demo_takes_max_minutes_and_the_old_minutes_flag(tmp_path, monkeypatch, capsys):
+    import mlpot.train
+
+    limits = []
+
+    def fake_train(config, resume=False):
+        limits.append(config.training.max_minutes)
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(mlpot.train, "train", fake_train)
+    assert main(["demo", "--out", str(tmp_path), "--max-minutes", "0.5"]) == 2
+    assert main(["demo", "--out", str(tmp_path), "--minutes", "0.25"]) == 2
+    assert limits == [0.5, 0.25]

@@ -271,7 +271,7 @@ def test_ctrl_c_stops_after_the_next_saved_report_and_the_run_resumes_from_it(mo
     import os
     import signal
 
-    from mlpot.plugins import simulate
+    from mlpot import simulate
 
     original = simulate._OpenMMEngine.step
     steps_taken = []

@@ -165,6 +165,25 @@ def test_estimator_rejects_bad_input_with_a_named_problem(call, message):
         call()
 
 
+def test_maxwell_boltzmann_velocities_have_the_temperature_no_drift_and_heavier_atoms_slower():
+    """The one velocity sampler (mlpot.md.state): each replica's kinetic energy is (3N − 3)/2 kT exactly, the
+    centre of mass is at rest, and ⟨v²⟩ per atom goes as 1/m − 1/M (M the total mass: the drift removed)."""
+    from mlpot.md.state import masses_of, maxwell_boltzmann_velocities
+
+    masses = masses_of([6, 6, 8, 1, 1, 1, 1, 1, 1])  # ethanol
+    velocities = maxwell_boltzmann_velocities(masses, 4000, 300.0, torch.Generator().manual_seed(0))
+    assert velocities.shape == (4000, 9, 3)
+    degrees_of_freedom = 3 * 9 - 3
+    temperatures = 2 * kinetic_energies(velocities, masses) / (degrees_of_freedom * BOLTZMANN_EV_PER_K)
+    assert torch.allclose(temperatures, torch.full_like(temperatures, 300.0), rtol=1e-10)
+    momentum = (masses[None, :, None] * velocities).sum(dim=1)
+    assert float(momentum.abs().max()) < 1e-10
+    mean_square = (velocities**2).mean(dim=(0, 2))  # per atom
+    expected = (1 / masses[3] - 1 / masses.sum()) / (1 / masses[0] - 1 / masses.sum())  # hydrogen / carbon
+    assert float(mean_square[3] / mean_square[0]) == pytest.approx(float(expected), rel=0.05)
+    assert not maxwell_boltzmann_velocities(masses, 2, 0.0).any()
+
+
 # ---------------------------------------------------------------- instability detection
 
 
@@ -603,7 +622,8 @@ def test_stable_config_round_trips_through_yaml_and_refuses_unknown_keys(tmp_pat
     ("learning.energy_force_weight", -1, "must be a non-negative number"),
     ("learning.energy_force_weight", "ten", "must be a non-negative number"),
     ("learning.grad_clip", "one", "learning.grad_clip must be a positive number or null"),
-    ("run.max_time_minutes", "an hour", "run.max_time_minutes must be a positive number or null"),
+    ("run.max_minutes", "an hour", "run.max_minutes must be a positive number or null"),
+    ("run.max_time_minutes", "an hour", "run.max_minutes must be a positive number or null"),  # the old name
 ])
 def test_stable_config_rejects_bad_settings_with_a_named_problem(key, value, message):
     from mlpot.stable.config import StableConfig

@@ -2,18 +2,26 @@
 
     mlpot new-model --arch nequip --species H,C,N,O --cutoff 5.0 -o model.pt
     mlpot info model.pt
+    mlpot rebuild model.pt --hp edge_chunk_size=4096 -o fast.pt
     mlpot md --model model.pt --system alanine-dipeptide --engine openmm --steps 5000 --out traj.dcd
     mlpot systems
-    mlpot train config.yaml                      (or: mlpot train --data FILE --arch nequip --out DIR)
+    mlpot train config.yaml [--set training.lr=0.01] [--max-minutes 60]   (or: --data FILE --arch nequip --out DIR)
     mlpot train config.yaml --resume
+    mlpot train config.yaml --print-config      (the resolved config, defaults included; runs nothing)
     mlpot eval runs/eth/model.pt --data test.extxyz
     mlpot data inspect my.extxyz
     mlpot pips train --system double-well --out runs/dw
     mlpot pips train --system alanine-dipeptide --out runs/ad ; mlpot pips sample runs/ad --paths 64
     mlpot pips report runs/ad                    (policy vs unbiased and steered MD: table + PNGs)
-    mlpot stability model.pt --system ethanol --replicas 32 --time 10ps --temperature 500
-    mlpot stable config.yaml [--resume] [--set learning.lr=0.001]   (StABlE fine-tuning)
-    mlpot demo
+    mlpot stable train config.yaml [--resume] [--set learning.lr=0.001]   (StABlE fine-tuning)
+    mlpot stable evaluate model.pt --system ethanol --replicas 32 --duration 10ps --temperature 500
+    mlpot demo [--max-minutes 3]
+
+One spelling per option: ``--out`` for what a command writes, ``--max-minutes`` for wall-time limits,
+``--set SECTION.KEY=VALUE`` and ``--print-config`` for commands that read a YAML config, and every
+``--help`` shows the defaults. Old spellings still work but are not shown: ``--output`` (new-model,
+rebuild), ``--max-time`` (train), ``--minutes`` (demo), ``--time`` (stable evaluate), ``mlpot stable
+CONFIG`` (= ``stable train``) and ``mlpot stability`` (= ``stable evaluate``).
 """
 
 from __future__ import annotations
@@ -37,10 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the Python traceback of an error instead of its one-line message (also MLPOT_DEBUG=1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the free cores; also MLPOT_NUM_THREADS)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (models, compiled, md, train, pips, stable):
         group.register(sub)
     return parser
+
+
+def _command_index(argv: List[str]) -> Optional[int]:
+    """Where the command's name is in ``argv`` (after ``mlpot``'s own options), or None."""
+    at = 0
+    while at < len(argv) and argv[at].startswith("-"):
+        at += 2 if argv[at] == "--threads" else 1
+    return at if at < len(argv) else None
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -54,6 +70,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("MLPOT_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    at = _command_index(argv)
+    if at is not None and argv[at] == "stable":
+        argv = stable.expand_old_form(argv, at)
     parser = build_parser()
     args = parser.parse_args(argv)
     import torch  # noqa: F401  before any command imports openmm: openmm-torch's plugin needs torch's libraries

@@ -15,7 +15,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text:
+        default = action.default
+        if default is None or default is False or default == [] or default == argparse.SUPPRESS or "%(default)" in text:
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return text + " (default: %(default)s)"
@@ -35,11 +36,30 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 class CommandParser(argparse.ArgumentParser):
-    """The parser of ``mlpot`` and of each of its commands (and theirs): :class:`HelpFormatter` unless told."""
+    """The parser of ``mlpot`` and of each of its commands (and theirs): :class:`HelpFormatter` unless told, and
+    :meth:`add_alias` for old spellings of options."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self._required_with_alias: List[argparse.Action] = []
+
+    def add_alias(self, alias: str, option: argparse.Action) -> None:
+        """Accept ``alias`` as a hidden old spelling of ``option`` (the action ``add_argument`` returned): the same
+        destination and type, absent from ``--help``. A required option is then satisfied by either spelling."""
+        self.add_argument(alias, dest=option.dest, type=option.type, metavar=option.metavar,
+                          default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if option.required:
+            option.required = False  # checked in parse_known_args, where either spelling counts
+            option.help = f"{option.help} (required)"
+            self._required_with_alias.append(option)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for option in self._required_with_alias:
+            if getattr(namespace, option.dest, None) is None:
+                self.error(f"the following arguments are required: {'/'.join(option.option_strings)}")
+        return namespace, extras
 
 
 def _parse_value(text: str) -> Any:
@@ -61,6 +81,14 @@ def parse_hyperparameters(pairs: List[str]) -> Dict[str, Any]:
     return result
 
 
+def add_config_arguments(p: argparse.ArgumentParser, example: str) -> None:
+    """``--set SECTION.KEY=VALUE`` (repeatable) and ``--print-config`` of a command that reads a YAML config."""
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help=f"override one config key, e.g. --set {example} (repeatable; the value is read as YAML)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the full resolved config (file, flags and --set, defaults included) as YAML and exit")
+
+
 def data_spec(args):
     from mlpot.data import DataSpec
 
@@ -69,12 +97,12 @@ def data_spec(args):
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--energy-key", default="energy", help="name of the energy label (default energy)")
-    p.add_argument("--forces-key", default="forces", help="name of the forces label (default forces)")
-    p.add_argument("--stress-key", default="stress", help="name of the stress or virial label (default stress)")
-    p.add_argument("--energy-unit", default="eV", help="eV, meV, kcal/mol, kJ/mol or Hartree (default eV)")
-    p.add_argument("--length-unit", default="Angstrom", help="Angstrom, nm or Bohr (default Angstrom)")
-    p.add_argument("--index", default=":", help="frames to use, ASE syntax (default ':' = all)")
+    p.add_argument("--energy-key", default="energy", help="name of the energy label")
+    p.add_argument("--forces-key", default="forces", help="name of the forces label")
+    p.add_argument("--stress-key", default="stress", help="name of the stress or virial label")
+    p.add_argument("--energy-unit", default="eV", help="eV, meV, kcal/mol, kJ/mol or Hartree")
+    p.add_argument("--length-unit", default="Angstrom", help="Angstrom, nm or Bohr")
+    p.add_argument("--index", default=":", help="frames to use, ASE syntax (':' = all)")
 
 
 # Errors a user's input can cause (a bad file, value, folder, or a simulation that blew up): one line, exit 2.

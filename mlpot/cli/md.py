@@ -14,15 +14,15 @@ def register(sub) -> None:
     p = sub.add_parser("md", help="run molecular dynamics with a model",
                        description="Langevin MD of a named system (see `mlpot systems`) or a PDB file.")
     p.add_argument("--model", required=True, help="model file")
-    p.add_argument("--system", default="alanine-dipeptide", help="system name or PDB path (default alanine-dipeptide)")
-    p.add_argument("--engine", choices=["openmm", "ase"], default="openmm")
-    p.add_argument("--steps", type=int, default=5000)
-    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
-    p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
-    p.add_argument("--friction", type=float, default=1.0, help="Langevin friction, 1/ps (default 1)")
-    p.add_argument("--report-interval", type=int, default=100, help="steps between frames and checks (default 100)")
+    p.add_argument("--system", default="alanine-dipeptide", help="system name or PDB path")
+    p.add_argument("--engine", choices=["openmm", "ase"], default="openmm", help="MD engine")
+    p.add_argument("--steps", type=int, default=5000, help="MD steps")
+    p.add_argument("--temperature", type=float, default=300.0, help="K")
+    p.add_argument("--timestep", type=float, default=0.5, help="fs")
+    p.add_argument("--friction", type=float, default=1.0, help="Langevin friction, 1/ps")
+    p.add_argument("--report-interval", type=int, default=100, help="steps between frames and checks")
     p.add_argument("--out", default="traj.dcd", help="DCD trajectory; topology written beside it as .pdb")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the start velocities and the thermostat")
     p.add_argument("--platform", default=None, help="OpenMM platform (default CUDA if present, else CPU)")
     p.add_argument("--device", default="cpu", help="torch device for the ASE engine")
     p.add_argument("--resume", action="store_true",
@@ -34,9 +34,9 @@ def register(sub) -> None:
     p = sub.add_parser("systems", help="list the shipped molecular systems")
     p.set_defaults(func=_cmd_systems)
     p = sub.add_parser("demo", help="train on the shipped ethanol DFT set, then run the model in OpenMM")
-    p.add_argument("--arch", choices=["egnn", "nequip"], default="nequip")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time (default 3)")
-    p.add_argument("--steps", type=int, default=4000, help="MD steps of 0.5 fs (default 4000)")
+    p.add_argument("--arch", choices=["egnn", "nequip"], default="nequip", help="architecture")
+    p.add_alias("--minutes", p.add_argument("--max-minutes", type=float, default=3.0, help="training time, minutes"))
+    p.add_argument("--steps", type=int, default=4000, help="MD steps of 0.5 fs")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.set_defaults(func=_cmd_demo)
 
@@ -84,11 +84,11 @@ def _cmd_demo(args) -> int:
     config = TrainConfig.from_dict({
         "data": {"files": [str(SYSTEMS_DIR / "ethanol" / "dft.extxyz")], "val_fraction": 0.05, "test_fraction": 0.1},
         "model": {"arch": args.arch},
-        "training": {"epochs": 100000, "max_time_minutes": args.minutes, "batch_size": 5, "lr": 0.01},
+        "training": {"epochs": 100000, "max_minutes": args.max_minutes, "batch_size": 5, "lr": 0.01},
         "out": str(out / "train"),
     })
     resume = (out / "train" / "checkpoint.pt").exists()
-    print(f"[1/2] training a {args.arch} model on the shipped ethanol B3LYP/6-31G* set for {args.minutes:g} min "
+    print(f"[1/2] training a {args.arch} model on the shipped ethanol B3LYP/6-31G* set for {args.max_minutes:g} min "
           f"-> {out / 'train'}{' (continuing the previous demo run)' if resume else ''}")
     result = train(config, resume=resume)
     print(f"test split ({result.metrics['test']['frames']} frames) after {result.epochs_done} epochs:")

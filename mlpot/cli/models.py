@@ -15,15 +15,15 @@ def register(sub) -> None:
                        description="Build an untrained model (EGNN or NequIP-style) and write it as a TorchScript model file.")
     p.add_argument("--arch", choices=["egnn", "nequip"], required=True, help="architecture")
     p.add_argument("--species", required=True, help="comma-separated element symbols, e.g. H,C,N,O")
-    p.add_argument("--cutoff", type=float, default=5.0, help="neighbour cutoff in Å (default 5.0)")
+    p.add_argument("--cutoff", type=float, default=5.0, help="neighbour cutoff in Å")
     p.add_argument("--size", default="default", help="hyperparameter preset: default or nequip-matched")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="precision of the network")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="override one hyperparameter, e.g. --hp num_layers=4 (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the initial weights")
     p.add_argument("--energy-scale", type=float, default=1.0,
-                   help="eV per unit of network output (training sets it from the data; default 1.0)")
-    p.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
+                   help="eV per unit of network output (training sets it from the data)")
+    p.add_alias("--output", p.add_argument("-o", "--out", required=True, help="model file to write (.pt)"))
     p.set_defaults(func=_cmd_new_model)
 
     p = sub.add_parser("info", help="print the metadata stored in a model file")
@@ -38,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("model", help="model file to rebuild")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="hyperparameter to change, e.g. --hp edge_chunk_size=4096 (repeatable)")
-    p.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
+    p.add_alias("--output", p.add_argument("-o", "--out", required=True, help="model file to write (.pt)"))
     p.set_defaults(func=_cmd_rebuild)
 
 
@@ -97,9 +97,9 @@ def format_metadata(metadata: Dict[str, Any], path: Path) -> str:
 
 def _cmd_new_model(args) -> int:
     species = [s for s in args.species.replace(" ", "").split(",") if s]
-    metadata = new_model(args.arch, species, args.cutoff, Path(args.output), dtype=args.dtype, size=args.size,
+    metadata = new_model(args.arch, species, args.cutoff, Path(args.out), dtype=args.dtype, size=args.size,
                          hyperparameters=parse_hyperparameters(args.hp), seed=args.seed, energy_scale=args.energy_scale)
-    print(f"wrote {args.output}: {metadata['arch']} model for {', '.join(metadata['species'])}, "
+    print(f"wrote {args.out}: {metadata['arch']} model for {', '.join(metadata['species'])}, "
           f"cutoff {metadata['cutoff']} Å, {metadata['dtype']}")
     return 0
 
@@ -120,14 +120,14 @@ def _cmd_rebuild(args) -> int:
     changes = parse_hyperparameters(args.hp)
     if not changes and read_metadata(args.model)["format_version"] >= 2:  # a format-1 file: written again, sealed
         raise ValueError("nothing to change: give at least one --hp KEY=VALUE")
-    if Path(args.output).resolve() == Path(args.model).resolve():
+    if Path(args.out).resolve() == Path(args.model).resolve():
         raise ValueError("write the rebuilt model to a new file (-o), not over the one it is rebuilt from")
     deployed = load_model(args.model)
     model, description = rebuild_model(deployed, changes)
     provenance = dict(deployed.metadata.get("provenance") or {})
     provenance["rebuilt_from"] = {"path": str(args.model), "content_hash": deployed.metadata["content_hash"],
                                   "changes": changes}
-    save_model(model, description, args.output, provenance=provenance)
+    save_model(model, description, args.out, provenance=provenance)
     done = ", ".join(f"{k}={v}" for k, v in changes.items()) or "no change (sealed)"
-    print(f"wrote {args.output}: {args.model} with {done}")
+    print(f"wrote {args.out}: {args.model} with {done}")
     return 0

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlpot.cli.common import add_data_arguments, data_spec, parse_hyperparameters  # noqa: F401
+from mlpot.cli.common import add_config_arguments, add_data_arguments, data_spec, parse_hyperparameters  # noqa: F401
 
 
 def register(sub) -> None:
@@ -16,18 +16,20 @@ def register(sub) -> None:
                                    "or from flags; writes the model file, log.csv, plots and metrics.json. Stress: "
                                    "periodic frames with stress labels are trained on them unless "
                                    "training.stress_weight is set (0 turns stress off, with a warning). A time "
-                                   "limit (--max-time) includes the final evaluation and is kept to within one "
-                                   "optimiser step.")
+                                   "limit (--max-minutes) includes the final evaluation and is kept to within one "
+                                   "optimiser step.\n\n"
+                                   "Settings come from the YAML file, then the flags, then --set; flags left out "
+                                   "keep the config's value (--print-config shows them all).")
     p.add_argument("config", nargs="?", help="YAML config file")
-    p.add_argument("--data", nargs="+", help="training data file(s) (extxyz, ASE db, npz)")
-    p.add_argument("--arch", choices=["egnn", "nequip"], default=None)
-    p.add_argument("--size", default=None, help="hyperparameter preset: default or nequip-matched")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--max-time", type=float, default=None, help="stop after this many minutes of training")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--out", default=None, help="run directory")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set training.lr=0.01 (repeatable)")
+    p.add_argument("--data", nargs="+", help="training data file(s) (extxyz, ASE db, npz): data.files")
+    p.add_argument("--arch", choices=["egnn", "nequip"], default=None, help="model.arch")
+    p.add_argument("--size", default=None, help="hyperparameter preset, default or nequip-matched: model.size")
+    p.add_argument("--epochs", type=int, default=None, help="training.epochs")
+    p.add_alias("--max-time", p.add_argument("--max-minutes", type=float, default=None,
+                                             help="stop after this many minutes of training: training.max_minutes"))
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...: training.device")
+    p.add_argument("--out", default=None, help="run directory: out")
+    add_config_arguments(p, "training.lr=0.01")
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="fine-tune: start from this model file's network and weights (model.init_from); per-species "
@@ -38,8 +40,8 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="errors of a model file on labelled data, with parity plots")
     p.add_argument("model", help="model file")
     p.add_argument("--data", nargs="+", required=True, help="labelled data file(s)")
-    p.add_argument("--out", default=None, help="folder for metrics.json and parity.png (default MODEL_eval)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="folder for metrics.json and parity.png (default: MODEL_eval)")
+    p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--no-unit-check", action="store_true", help="skip the unit sanity check of the data")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_arguments(p)
@@ -49,9 +51,9 @@ def register(sub) -> None:
     data_sub = p.add_subparsers(dest="data_command", required=True)
     q = data_sub.add_parser("inspect", help="frames, elements, energy/force statistics and problems of a dataset")
     q.add_argument("files", nargs="+", help="data file(s)")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.add_argument("--cutoff", type=float, default=5.0,
-                   help="model cutoff in Å that periodic cells must be at least twice as wide as (default 5.0)")
+                   help="model cutoff in Å that periodic cells must be at least twice as wide as")
     add_data_arguments(q)
     q.set_defaults(func=_cmd_data_inspect)
 
@@ -64,7 +66,7 @@ def train_config_from_args(args):
     if args.data:
         config.data.files = list(args.data)
     for flag, section, key in (("arch", "model", "arch"), ("size", "model", "size"), ("epochs", "training", "epochs"),
-                               ("device", "training", "device"), ("max_time", "training", "max_time_minutes")):
+                               ("device", "training", "device"), ("max_minutes", "training", "max_minutes")):
         value = getattr(args, flag)
         if value is not None:
             setattr(getattr(config, section), key, value)
@@ -81,6 +83,11 @@ def _cmd_train(args) -> int:
     from mlpot.train import TrainingInterrupted, train
 
     config = train_config_from_args(args)
+    if args.print_config:
+        from mlpot.config import config_yaml
+
+        print(config_yaml(config), end="")
+        return 0
     try:
         result = train(config, resume=args.resume, quiet=args.quiet)
     except TrainingInterrupted as stop:

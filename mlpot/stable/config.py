@@ -1,6 +1,6 @@
 """StABlE fine-tuning configuration: a YAML file with four sections, every key checked.
 
-Example (``mlpot stable config.yaml``; keys not given take the defaults below)::
+Example (``mlpot stable train config.yaml``; keys not given take the defaults below)::
 
     parent: runs/ethanol/model.pt        # model file (or checkpoint.pt of ``mlpot train``) to fine-tune
     data:
@@ -92,11 +92,12 @@ class LearningConfig:
 
 @dataclass
 class RunConfig:
+    RENAMED_KEYS = {"max_time_minutes": "max_minutes"}  # old name: still read from YAML and older runs' configs
     cycles: int = 3
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
-    max_time_minutes: float | None = None
+    max_minutes: float | None = None  # wall-time limit
 
 
 _SECTIONS = (("data", StableDataConfig), ("simulation", SimulationConfig), ("learning", LearningConfig),
@@ -172,7 +173,7 @@ class StableConfig:
         if simulation.record_every_fs < simulation.timestep_fs or simulation.segment_fs < simulation.record_every_fs:
             raise ValueError("need timestep_fs <= record_every_fs <= segment_fs in section simulation")
         optional_positive_number("simulation.contact_A", simulation.contact_A, "Å", none="null")
-        optional_positive_number("run.max_time_minutes", run.max_time_minutes, none="null")
+        optional_positive_number("run.max_minutes", run.max_minutes, none="null")
         self._check_types_and_ranges()
 
     def _check_types_and_ranges(self) -> None:

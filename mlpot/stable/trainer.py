@@ -1,4 +1,4 @@
-"""``mlpot stable``: fine-tune a trained model so that its simulations stay physical (StABlE).
+"""``mlpot stable train``: fine-tune a trained model so that its simulations stay physical (StABlE).
 
 A run alternates two phases, starting from a parent model (:mod:`mlpot.stable.parent`):
 
@@ -74,7 +74,7 @@ LAST_MODEL_NAME = "model_last.pt"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_KIND = "StABlE"
 # settings that may change when a run is resumed; any other change would not continue the same run
-RESUMABLE_CHANGES = ("run.cycles", "run.max_time_minutes", "run.threads", "run.device")
+RESUMABLE_CHANGES = ("run.cycles", "run.max_minutes", "run.max_time_minutes", "run.threads", "run.device")
 WALL_CLOCK_COLUMNS = ("wall_s",)  # the only log columns that differ between a resumed and an uninterrupted run
 
 
@@ -387,7 +387,7 @@ class StableTrainer:
         return self.progress["phase"] == "learn" and self.progress["cycle"] >= self.config.run.cycles
 
     def _out_of_time(self) -> bool:
-        limit = self.config.run.max_time_minutes
+        limit = self.config.run.max_minutes
         return limit is not None and self.progress["elapsed_s"] >= 60.0 * limit
 
     def run(self) -> StableResult:

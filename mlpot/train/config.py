@@ -34,7 +34,7 @@ from typing import Any, Dict, List
 import yaml
 
 from mlpot.config import (  # noqa: F401  (re-exported: the train config's public names)
-    apply_override, checked_setting, config_section, parse_assignment, read_yaml_config,
+    apply_override, checked_setting, config_section, parse_assignment, read_yaml_config, renamed_key,
 )
 
 # Allowed ranges of the numeric keys: ">= a", "> a" or an interval "[a, b)" (brackets as in maths).
@@ -45,7 +45,7 @@ LIMITS: Dict[str, str] = {
     "training.huber_delta": "> 0", "training.energy_weight": ">= 0", "training.forces_weight": ">= 0",
     "training.stress_weight": ">= 0", "training.ema_decay": "[0, 1)", "training.grad_clip": "> 0",
     "training.warmup_steps": ">= 0", "training.plateau_factor": "(0, 1)", "training.plateau_patience": ">= 0",
-    "training.min_lr": ">= 0", "training.early_stopping_patience": ">= 1", "training.max_time_minutes": "> 0",
+    "training.min_lr": ">= 0", "training.early_stopping_patience": ">= 1", "training.max_minutes": "> 0",
     "training.threads": ">= 1",
 }
 
@@ -56,6 +56,7 @@ class _CheckedSection:
     SECTION = ""
 
     def __setattr__(self, key: str, value: Any) -> None:
+        key = renamed_key(type(self), key)
         annotation = _FIELD_TYPES.get(type(self).__name__, {}).get(key)
         if annotation is not None:
             if key == "files" and isinstance(value, str):
@@ -63,6 +64,12 @@ class _CheckedSection:
             name = f"{self.SECTION}.{key}"
             value = checked_setting(name, annotation, value, LIMITS.get(name))
         super().__setattr__(key, value)
+
+    def __getattr__(self, key: str) -> Any:  # called only for names not found: the old names in RENAMED_KEYS
+        new = renamed_key(type(self), key)
+        if new == key:
+            raise AttributeError(f"{type(self).__name__} has no key {key!r}")
+        return getattr(self, new)
 
 
 @dataclass
@@ -109,6 +116,7 @@ class ModelConfig(_CheckedSection):
 @dataclass
 class TrainingConfig(_CheckedSection):
     SECTION = "training"
+    RENAMED_KEYS = {"max_time_minutes": "max_minutes"}  # old name: still read from YAML and older runs' configs
     epochs: int = 100
     batch_size: int = 5
     lr: float = 0.005
@@ -127,7 +135,7 @@ class TrainingConfig(_CheckedSection):
     plateau_patience: int = 10
     min_lr: float = 1e-6
     early_stopping_patience: int | None = 50
-    max_time_minutes: float | None = None
+    max_minutes: float | None = None  # wall-time limit, final evaluation included (mlpot train --max-minutes)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     threads: int | None = None
