@@ -33,6 +33,9 @@ EV_PER_AMU_A2_PER_FS2: float = ATOMIC_MASS_UNIT_KG * 1e10 / ELECTRONVOLT_J  # 10
 ACCELERATION_A_PER_FS2: float = 1.0 / EV_PER_AMU_A2_PER_FS2
 FS_PER_PS: float = 1000.0
 
+# LAMMPS metal units give pressure in bar: 1 eV/Å³ = 1.602176634e-19 J / 1e-30 m³ = 1.602176634e6 bar
+BAR_PER_EV_PER_A3: float = ELECTRONVOLT_J * 1e30 / 1e5
+
 ENERGY_UNITS_IN_EV: dict[str, float] = {
     "eV": 1.0,
     "meV": 1e-3,

@@ -1,0 +1,126 @@
+"""pair_style mlpot in LAMMPS (plugins/lammps/) against the ASE calculator: energies, per-atom energies, forces and
+stress of a periodic water box on 1 and 2 MPI ranks, energy conservation in NVE, and the error for an element the
+model lacks. Skipped when the plugin is not built (`make lammps`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlpot.plugins.ase import MLPotCalculator
+from mlpot.plugins.lammps import error_message, lammps_executable, plugin_path, run_lammps, write_data
+from mlpot.units import BAR_PER_EV_PER_A3
+
+try:
+    PLUGIN = plugin_path()
+    lammps_executable()
+    NOT_BUILT = ""
+except FileNotFoundError as error:
+    PLUGIN, NOT_BUILT = None, str(error)
+
+pytestmark = pytest.mark.skipif(bool(NOT_BUILT), reason=f"LAMMPS route not built: {NOT_BUILT}")
+
+ELEMENTS = ["H", "O"]
+# compute pressure gives xx yy zz xy xz yz; ASE's Voigt order is xx yy zz yz xz xy
+VIRIAL_IN_VOIGT_ORDER = " ".join(f"$(c_virial[{k}]:%.17g)" for k in (1, 2, 3, 6, 5, 4))
+
+
+def single_point_input(model, data: str = "water.data", elements=ELEMENTS) -> str:
+    """Energy, per-atom energies, forces and the virial pressure (bar) at the data file's positions."""
+    return f"""
+units metal
+atom_style atomic
+boundary p p p
+read_data {data}
+plugin load {PLUGIN}
+pair_style mlpot {model}
+pair_coeff * * {' '.join(elements)}
+compute pe_atom all pe/atom
+compute virial all pressure NULL virial
+thermo_style custom step pe c_virial[*]
+dump forces all custom 1 forces.dump id fx fy fz c_pe_atom
+dump_modify forces sort id format float %.17g
+run 0
+print "energy_eV $(pe:%.17g)"
+print "virial_bar {VIRIAL_IN_VOIGT_ORDER}"
+"""
+
+
+def lammps_single_point(model, atoms, workdir, ranks: int) -> dict:
+    write_data(atoms, workdir / "water.data", ELEMENTS)
+    process = run_lammps(single_point_input(model), workdir, ranks=ranks, timeout_s=600)
+    assert process.returncode == 0, error_message(workdir, process)
+    results = {}
+    for line in (workdir / "log.lammps").read_text().splitlines():
+        if line.startswith(("energy_eV", "virial_bar")):
+            key, *values = line.split()
+            results[key] = np.array([float(v) for v in values])
+    dump = np.loadtxt(workdir / "forces.dump", skiprows=9)
+    results["forces"] = dump[:, 1:4]
+    results["energies"] = dump[:, 4]
+    return results
+
+
+def ase_single_point(model, atoms) -> dict:
+    atoms = atoms.copy()
+    atoms.calc = MLPotCalculator(model)
+    return {"energy": atoms.get_potential_energy(), "energies": atoms.get_potential_energies(),
+            "forces": atoms.get_forces(), "stress": atoms.get_stress(voigt=True)}
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("arch", ["nequip", "egnn"])
+def test_water_box_energy_forces_stress_equal_ase_on_one_and_two_ranks(arch, ranks, model_files, water_box,
+                                                                       tmp_path):
+    model = model_files[(arch, "float64")]
+    expected = ase_single_point(model, water_box)
+    got = lammps_single_point(model, water_box, tmp_path, ranks)
+    assert got["energy_eV"][0] == pytest.approx(expected["energy"], abs=1e-8)
+    np.testing.assert_allclose(got["energies"], expected["energies"], atol=1e-9)
+    np.testing.assert_allclose(got["forces"], expected["forces"], atol=1e-9)
+    # LAMMPS's pressure is positive under compression, ASE's stress under tension
+    np.testing.assert_allclose(-got["virial_bar"] / BAR_PER_EV_PER_A3, expected["stress"], atol=1e-9)
+
+
+def test_float32_model_agrees_with_ase_on_two_ranks(model_files, water_box, tmp_path):
+    model = model_files[("nequip", "float32")]
+    expected = ase_single_point(model, water_box)
+    got = lammps_single_point(model, water_box, tmp_path, ranks=2)
+    assert got["energy_eV"][0] == pytest.approx(expected["energy"], rel=1e-6)
+    np.testing.assert_allclose(got["forces"], expected["forces"], atol=1e-4)
+
+
+def test_short_nve_run_conserves_energy(model_files, water_box, tmp_path):
+    write_data(water_box, tmp_path / "water.data", ELEMENTS)
+    text = single_point_input(model_files[("nequip", "float64")]).split("compute pe_atom")[0] + """
+velocity all create 300.0 12345 mom yes rot no dist gaussian
+timestep 0.0002
+fix nve all nve
+thermo_style custom step pe ke etotal
+thermo_modify format float %.12g
+thermo 10
+run 100
+"""
+    process = run_lammps(text, tmp_path, ranks=2, timeout_s=600)
+    assert process.returncode == 0, error_message(tmp_path, process)
+    rows = []
+    lines = (tmp_path / "log.lammps").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["Step", "PotEng"])
+    for line in lines[start + 1:]:
+        if line.startswith("Loop time"):
+            break
+        rows.append([float(v) for v in line.split()])
+    step, potential, kinetic, total = np.array(rows).T
+    assert step[-1] == 100
+    assert np.ptp(kinetic) > 0.05  # the atoms move: energy flows between kinetic and potential
+    assert np.ptp(total) < 0.01 * np.ptp(kinetic)
+
+
+def test_element_the_model_lacks_is_an_error_naming_it(model_files, water_box, tmp_path):
+    write_data(water_box, tmp_path / "water.data", ELEMENTS)
+    model = model_files[("nequip", "float64")]
+    process = run_lammps(single_point_input(model, elements=["H", "Fe"]), tmp_path, timeout_s=600)
+    assert process.returncode != 0
+    message = error_message(tmp_path, process)
+    assert "element Fe (atom type 2) is not in model" in message
+    assert "which knows only H, C, N, O" in message
