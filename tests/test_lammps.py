@@ -90,8 +90,8 @@ def test_float32_model_agrees_with_ase_on_two_ranks(model_files, water_box, tmp_
     np.testing.assert_allclose(got["forces"], expected["forces"], atol=1e-4)
 
 
-def test_short_nve_run_conserves_energy(model_files, water_box, tmp_path):
-    write_data(water_box, tmp_path / "water.data", ELEMENTS)
+def test_short_nve_run_conserves_energy(model_files, dilute_water_box, tmp_path):
+    write_data(dilute_water_box, tmp_path / "water.data", ELEMENTS)
     text = single_point_input(model_files[("nequip", "float64")]).split("compute pe_atom")[0] + """
 velocity all create 300.0 12345 mom yes rot no dist gaussian
 timestep 0.0002
@@ -112,7 +112,7 @@ run 100
         rows.append([float(v) for v in line.split()])
     step, potential, kinetic, total = np.array(rows).T
     assert step[-1] == 100
-    assert np.ptp(kinetic) > 0.05  # the atoms move: energy flows between kinetic and potential
+    assert np.ptp(kinetic) > 1e-3  # the atoms move: energy flows between kinetic and potential
     assert np.ptp(total) < 0.01 * np.ptp(kinetic)
 
 
