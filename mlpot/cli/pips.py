@@ -1,4 +1,4 @@
-"""``mlpot pips train|sample|report``: transition path sampling by a learned control policy."""
+"""``mlpot pips train|sample|report|export``: transition path sampling by a learned control policy."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def register(sub) -> None:
     q.add_argument("--paths", type=int, default=64, help="number of paths (default: %(default)s)")
     q.add_argument("--out", default=None, help="DCD file (default: RUN/paths.dcd); the PDB topology goes beside it")
     q.add_argument("--seed", type=int, default=1, help="(default: %(default)s)")
+    q.add_argument("--system", default=None, help="refuse RUN unless it holds a policy of this system "
+                   "(default: any)")
     q.set_defaults(func=_cmd_pips_sample)
     q = pips_sub.add_parser("report", help="compare a trained molecular policy with unbiased and steered MD: "
                             "report.json, report.md, PNG plots, DCD of the policy's paths, written into RUN")
@@ -56,7 +58,18 @@ def register(sub) -> None:
                    help="steered-MD spring constant on the aligned heavy-atom RMSD², kJ/mol/nm² (default: %(default)g)")
     q.add_argument("--smd-ramp", action="store_true",
                    help="ramp the steered-MD spring linearly from 0 (default: off, constant)")
+    q.add_argument("--system", default=None, help="refuse RUN unless it holds a policy of this system "
+                   "(default: any)")
     q.set_defaults(func=_cmd_pips_report)
+    q = pips_sub.add_parser(
+        "export", help="copy a run's trained policy into a small run directory for sample and report",
+        description="Write OUT/checkpoint.pt with the policy, its moving average, the configuration, the log and "
+                    "the molecule's atom names of RUN, without optimiser state, random-number generator or replay "
+                    "buffer. `mlpot pips sample OUT` and `mlpot pips report OUT` accept it; `mlpot pips train "
+                    "--resume` refuses it (train RUN further instead). OUT must not hold a checkpoint.")
+    q.add_argument("run", help="run directory of `mlpot pips train`")
+    q.add_argument("out", help="folder to write checkpoint.pt into (created if missing)")
+    q.set_defaults(func=_cmd_pips_export)
 
 
 # the flags that set a training key, and the key
@@ -101,7 +114,7 @@ def _cmd_pips_train(args) -> int:
     if config.out is None:
         raise ValueError("no run directory: give --out, or out: in the config file")
     if args.resume:
-        trainer = resume_run(Path(config.out), purpose="--resume")
+        trainer = resume_run(Path(config.out), purpose="--resume", system=args.system)
         if args.config:  # the file must describe the run it continues
             refuse_changed_settings(trainer.config.to_dict(), config.train_config().to_dict(),
                                     f"the PIPS run in {config.out}")
@@ -135,9 +148,9 @@ def _cmd_pips_train(args) -> int:
 
 def _cmd_pips_sample(args) -> int:
     from mlpot.pips.molecular.trajectories import write_paths
-    from mlpot.pips.runs import resume_run, system_kind
+    from mlpot.pips.runs import load_run, system_kind
 
-    trainer = resume_run(Path(args.run), purpose="pips sample")
+    trainer = load_run(Path(args.run), purpose="pips sample", system=args.system)  # a run or an exported policy
     if system_kind(trainer.config.system) != "molecular":
         print("mlpot pips sample: error: sampling to DCD is for molecular runs; toy runs report THP at the end "
               "of `mlpot pips train`", file=sys.stderr)
@@ -155,7 +168,16 @@ def _cmd_pips_report(args) -> int:
     from mlpot.pips.molecular.report import write_report
 
     report = write_report(Path(args.run), n_paths=args.paths, seed=args.seed, spring_kj_mol_nm2=args.smd_spring,
-                          ramp=args.smd_ramp)
+                          ramp=args.smd_ramp, system=args.system)
     print(report.table())
     print(f"written to {args.run}: " + ", ".join(path.name for path in report.files))
+    return 0
+
+
+def _cmd_pips_export(args) -> int:
+    from mlpot.pips.runs import export_run
+
+    path = export_run(Path(args.run), Path(args.out))
+    print(f"exported the policy of {args.run} to {path} ({path.stat().st_size / 1e6:.2f} MB); "
+          f"`mlpot pips sample {args.out}` draws paths with it")
     return 0

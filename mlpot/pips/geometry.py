@@ -75,12 +75,12 @@ def atom_subset_squared_deviation_gradient(positions: torch.Tensor, reference: t
 
 
 def dihedral_degrees(positions: torch.Tensor, quadruple) -> torch.Tensor:
-    """The dihedral angle of atoms ``quadruple`` (i, j, k, l) in degrees, (−180, 180], IUPAC sign
+    """The dihedral angle of atoms ``quadruple`` (a, b, c, d) in degrees, (−180, 180], IUPAC sign
     (as mdtraj's ``compute_dihedrals``): (..., n_atoms, 3) → (...)."""
-    i, j, k, l = quadruple
-    b0 = positions[..., j, :] - positions[..., i, :]
-    b1 = positions[..., k, :] - positions[..., j, :]
-    b2 = positions[..., l, :] - positions[..., k, :]
+    a, b, c, d = quadruple
+    b0 = positions[..., b, :] - positions[..., a, :]
+    b1 = positions[..., c, :] - positions[..., b, :]
+    b2 = positions[..., d, :] - positions[..., c, :]
     n1, n2 = torch.linalg.cross(b0, b1), torch.linalg.cross(b1, b2)
     m1 = torch.linalg.cross(n1, b1 / torch.linalg.vector_norm(b1, dim=-1, keepdim=True))
     return torch.rad2deg(torch.atan2(-(m1 * n2).sum(-1), (n1 * n2).sum(-1)))

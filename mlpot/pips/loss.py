@@ -1,4 +1,5 @@
-"""The PICE surrogate loss: one backward pass gives the path-integral cross-entropy gradient.
+"""The training objectives: the PICE surrogate loss (one backward pass gives the path-integral
+cross-entropy gradient) and the log-variance loss.
 
 The gradient of KL(p* ‖ p_θ) with respect to the policy parameters θ, estimated from N weighted
 rollouts, is (PICE, Kappen & Ruiz 2016)
@@ -12,17 +13,35 @@ the gradient of the scalar surrogate
 
 evaluated with the weights detached: one batched forward pass of the policy over all n × s
 recorded states and one backward pass replace n × s vector–Jacobian products.
+
+The **log-variance** objective (Seong et al., ICLR 2025; ``objective: log-variance``) is the
+variance over a batch of paths of the log density ratio log p*(path) − log q_θ(path), which is
+−S_θ up to a constant: the PICE path cost (:mod:`mlpot.pips.cost`) with the policy's control
+evaluated now. A stored path fixes the controlled kick k = u dt + dW_c of every step; under the
+policy θ the same path has control u_θ and noise k − u_θ dt, so
+
+    S_θ = φ(x_T)/λ + Σ_s [ u_θᵀ R k − ½ u_θᵀ R u_θ dt ] / λ,
+
+and the loss Var_n S_θ(path_n) is zero exactly when every path has the same weight, i.e. the
+policy samples the target path measure. The paths need not come from the current policy (they
+come from a replay buffer, :mod:`mlpot.pips.replay`), and the gradient flows through u_θ in both
+terms; no importance weights appear, so a batch with ESS ≈ 1 still gives every path a say.
 """
 
 from __future__ import annotations
 
 import torch
 
+from mlpot.pips.cost import path_cost
 from mlpot.pips.dynamics import Rollout
 
 
 def policy_controls(policy: torch.nn.Module, rollout: Rollout) -> torch.Tensor:
-    """u_θ at every recorded state of ``rollout``, with a graph to θ: (n_paths, n_steps, *dof)."""
+    """u_θ at every recorded state of ``rollout``, with a graph to θ: (n_paths, n_steps, *dof).
+
+    ``rollout`` is a :class:`~mlpot.pips.dynamics.Rollout` or anything with its ``control_positions``,
+    ``control_velocities``, ``control_times``, ``n_paths``, ``n_steps`` and ``duration``
+    (a :class:`~mlpot.pips.replay.ReplayBatch`)."""
     n_paths, n_steps = rollout.n_paths, rollout.n_steps
     dof = rollout.control_positions.shape[2:]
     time_fraction = (rollout.control_times / rollout.duration).repeat(n_paths)
@@ -49,3 +68,20 @@ def pice_surrogate_loss(controls: torch.Tensor, noises: torch.Tensor, weights: t
         weights = weights - 1.0 / weights.shape[0]
     per_path = (controls * control_weight * noises).flatten(start_dim=1).sum(dim=1)
     return -(weights * per_path).sum() / lam
+
+
+def rescored_path_cost(controls: torch.Tensor, kicks: torch.Tensor, terminal_cost: torch.Tensor, timestep: float,
+                       control_weight: torch.Tensor | float, lam: float) -> torch.Tensor:
+    """S_θ (n_paths,) of paths whose controlled kicks k = u dt + dW_c (n_paths, n_steps, *dof) are
+    fixed, under the controls ``controls`` u_θ (same shape, with graph) of the policy asked now;
+    ``terminal_cost`` φ (n_paths,). The :func:`~mlpot.pips.cost.path_cost` of u_θ and dW = k − u_θ dt."""
+    return path_cost(terminal_cost, controls, kicks - controls * timestep, timestep, control_weight, lam).total
+
+
+def log_variance_loss(controls: torch.Tensor, kicks: torch.Tensor, terminal_cost: torch.Tensor, timestep: float,
+                      control_weight: torch.Tensor | float, lam: float) -> torch.Tensor:
+    """Var_n S_θ = mean_n (S_θ,n − mean_m S_θ,m)²: the log-variance loss (module docstring) of the
+    paths whose kicks and terminal costs are given, arguments as :func:`rescored_path_cost`."""
+    cost = rescored_path_cost(controls, kicks, terminal_cost, timestep, control_weight, lam)
+    centred = cost - cost.mean()
+    return (centred * centred).mean()

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 from mlpot.config import config_section, parse_assignment, read_yaml_config
 from mlpot.pips.toy.systems import TOY_SYSTEMS
 from mlpot.pips.toy.trainer import ToyTrainConfig, ToyTrainer
-from mlpot.pips.trainer import CHECKPOINT_KIND, CHECKPOINT_NAME, CHECKPOINT_VERSION, PiceTrainer
+from mlpot.pips.trainer import CHECKPOINT_KIND, CHECKPOINT_NAME, CHECKPOINT_VERSION, PiceTrainer, refuse_exported
 from mlpot.runs import read_checkpoint
 
 TRAINING_SECTION = "training"
@@ -105,13 +105,17 @@ class PipsRunConfig:
         if system_kind(self.system) == "toy":
             if self.potential is not None:
                 raise ValueError("potential (--potential) applies to molecular systems, not to the 2D toys")
-            return config_section(ToyTrainConfig, {**self.training, "system": self.system}, TRAINING_SECTION)
+            config = config_section(ToyTrainConfig, {**self.training, "system": self.system}, TRAINING_SECTION)
+            config.validate()
+            return config
         from mlpot.pips.molecular.peptides import peptide_transition
         from mlpot.pips.molecular.trainer import MolecularTrainConfig
 
         values = {**peptide_transition(self.system).run_defaults, **self.training}  # the system's, then the caller's
-        return config_section(MolecularTrainConfig, {**values, "system": self.system, "potential": self.potential},
-                              TRAINING_SECTION)
+        config = config_section(MolecularTrainConfig, {**values, "system": self.system, "potential": self.potential},
+                                TRAINING_SECTION)
+        config.validate()
+        return config
 
     def resolved(self) -> PipsRunConfig:
         """The same run with every training setting written out, defaults included (``--print-config``)."""
@@ -163,22 +167,56 @@ def new_run(system: str, out: Optional[Path], potential: Optional[str] = None, *
     return start_run(PipsRunConfig(system, None if out is None else str(out), potential, training))
 
 
-def resume_run(out: Path, purpose: str = "PIPS run") -> PiceTrainer:
-    """The run in ``out`` continued from its checkpoint, toy or molecular as it was started; ``purpose``
-    (the option or command reading it) starts error messages.
+def load_run(out: Path, purpose: str = "PIPS run", system: Optional[str] = None,
+             exported: bool = True) -> PiceTrainer:
+    """The run in ``out`` as its checkpoint left it, toy or molecular as it was started, for sampling
+    and reports; ``purpose`` (the option or command reading it) starts error messages.
+
+    ``system``: refuse the run unless it is of this system (a user who names the system they expect).
+    ``exported``: accept an exported policy (:meth:`~mlpot.pips.trainer.PiceTrainer.export`).
 
     Raises:
         FileNotFoundError: no checkpoint in ``out``.
         UnsafeCheckpointError: the checkpoint holds Python objects beyond tensors and plain types (not loaded).
-        ValueError: not a readable PIPS checkpoint.
+        ValueError: not a readable PIPS checkpoint of this format, of another system than ``system`` or
+            the policy of another system; an exported one when ``exported`` is False
+            (:class:`~mlpot.pips.trainer.ExportedRunError`).
     """
-    state = read_checkpoint(Path(out) / CHECKPOINT_NAME, CHECKPOINT_VERSION, CHECKPOINT_KIND, purpose)
+    path = Path(out) / CHECKPOINT_NAME
+    state = read_checkpoint(path, CHECKPOINT_VERSION, CHECKPOINT_KIND, purpose)
     config = state.get("config")
-    system = config.get("system") if isinstance(config, dict) else None
-    if system is None:
-        raise ValueError(f"{purpose}: {Path(out) / CHECKPOINT_NAME} names no PIPS system in its configuration")
-    if system_kind(system) == "toy":
+    saved = config.get("system") if isinstance(config, dict) else None
+    if saved is None:
+        raise ValueError(f"{purpose}: {path} names no PIPS system in its configuration")
+    if system is not None and system != saved:
+        raise ValueError(f"{purpose}: {out} holds a policy of {saved}, not of {system}")
+    if not exported:
+        refuse_exported(state, path, purpose)
+    if system_kind(saved) == "toy":
         return ToyTrainer.resume(out, state, purpose)
+    from mlpot.pips.molecular.peptides import peptide_transition
     from mlpot.pips.molecular.trainer import MolecularTrainer
 
+    try:
+        peptide_transition(saved)
+    except KeyError as error:
+        raise ValueError(f"{purpose}: {path}: {error.args[0]}") from None
     return MolecularTrainer.resume(out, state, purpose)
+
+
+def resume_run(out: Path, purpose: str = "PIPS run", system: Optional[str] = None) -> PiceTrainer:
+    """The run in ``out`` continued from its checkpoint, to train further: :func:`load_run` that
+    refuses an exported policy (:class:`~mlpot.pips.trainer.ExportedRunError`), whose optimiser
+    state, generator and replay buffer are gone."""
+    return load_run(out, purpose, system, exported=False)
+
+
+def export_run(run: Path, out: Path) -> Path:
+    """Write the policy of the run in ``run`` to ``out``/checkpoint.pt without optimiser state,
+    generator or replay buffer (:meth:`~mlpot.pips.trainer.PiceTrainer.export`); returns the file.
+    ``out`` must not hold a checkpoint yet."""
+    if Path(out).resolve() == Path(run).resolve():
+        raise ValueError(f"export: {out} is the run itself; export into another folder")
+    if (Path(out) / CHECKPOINT_NAME).exists():  # before loading the run: nothing is overwritten
+        raise FileExistsError(f"export: {out} already holds a PIPS run ({CHECKPOINT_NAME}); export into another folder")
+    return load_run(run, "export").export(Path(out))

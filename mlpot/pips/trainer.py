@@ -9,15 +9,28 @@
 3. importance weights and the effective sample size (:mod:`mlpot.pips.weights`); blown-up paths
    (non-finite) get weight 0 and are counted; the weights used for the gradient are tempered
    only when their ESS falls below ``min_ess_fraction`` · N (the logged ESS is the exact one);
-4. the PICE surrogate loss (:mod:`mlpot.pips.loss`, with the zero-mean baseline) and one Adam
-   step with an exponentially decaying learning rate; an exponential moving average (EMA) of
-   the policy weights is updated and is what evaluation samples with;
-5. a log row (ESS, the subclass's path summary such as THP, costs, seconds) and ``checkpoint.pt``.
+4. the objective (``objective``):
+
+   - ``pice`` (default): the PICE surrogate loss (:mod:`mlpot.pips.loss`, with the zero-mean
+     baseline) of this iteration's paths and one Adam step;
+   - ``log-variance``: the finite paths join a replay buffer (:mod:`mlpot.pips.replay`, the last
+     ``replay_iterations`` iterations' paths) and ``replay_updates`` Adam steps each take the
+     log-variance loss of ``replay_batch`` paths drawn from it, re-scored under the current policy;
+
+   the learning rate decays exponentially; an exponential moving average (EMA) of the policy
+   weights is updated once per iteration and is what evaluation samples with;
+5. a log row (ESS, the subclass's path summary such as THP, costs, gradient norm, seconds) and
+   ``checkpoint.pt``.
 
 Exact resume: all random numbers of the rollouts come from one ``torch.Generator`` whose state is
-checkpointed with the policy, its EMA, the optimiser, the iteration and the log, and the learning
-rate is a function of the iteration, so a resumed run takes exactly the iterations an
-uninterrupted one would have. The checkpoint holds only tensors and plain types (it loads with
+checkpointed with the policy, its EMA, the optimiser, the replay buffer (log-variance), the
+iteration and the log, and the learning rate is a function of the iteration, so a resumed run
+takes exactly the iterations an uninterrupted one would have.
+
+An **exported** checkpoint (:meth:`PiceTrainer.export`, ``mlpot pips export``) keeps the policy,
+its EMA, the configuration, the log and the system's atoms, but no optimiser, generator or replay
+buffer: it samples and reports, and ``--resume`` refuses it (a resumed run would not be the
+run it came from). The checkpoint holds only tensors and plain types (it loads with
 ``weights_only=True``). :meth:`PiceTrainer.run` holds :class:`mlpot.runs.RunLock` on the output folder
 and lets Ctrl-C / SIGTERM stop it only between iterations (:class:`mlpot.runs.StopRequests`).
 """
@@ -37,13 +50,15 @@ import torch
 
 from mlpot.pips.cost import path_cost
 from mlpot.pips.dynamics import Rollout
-from mlpot.pips.loss import pice_surrogate_loss, policy_controls
+from mlpot.pips.loss import log_variance_loss, pice_surrogate_loss, policy_controls
+from mlpot.pips.replay import ReplayBatch, ReplayBuffer
 from mlpot.pips.weights import effective_sample_size, importance_weights, tempered_weights
 from mlpot.runs import RunLock, StopRequests, atomic_save, read_checkpoint, refuse_changed_settings
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_KIND = "PIPS"
+OBJECTIVES = ("pice", "log-variance")
 NEGLIGIBLE_WEIGHT = 1e-12  # paths below this importance weight are left out of the loss (their share is < N·1e-12)
 
 
@@ -58,10 +73,12 @@ def parameter_groups(policy: torch.nn.Module) -> List[Dict]:
 
 @dataclass
 class PiceTrainConfig:
-    """Settings every PICE run has: batch, λ (unit of φ), optimiser, EMA, weight tempering, seed.
+    """Settings every PICE run has: batch, λ (unit of φ), optimiser, EMA, weight tempering, seed,
+    objective.
 
-    ``min_ess_fraction`` and ``baseline`` are explained in :func:`mlpot.pips.weights.tempered_weights`
-    and :func:`mlpot.pips.loss.pice_surrogate_loss`."""
+    ``min_ess_fraction`` and ``baseline`` (PICE only) are explained in
+    :func:`mlpot.pips.weights.tempered_weights` and :func:`mlpot.pips.loss.pice_surrogate_loss`;
+    ``objective`` and the ``replay_*`` settings (log-variance only) in this module's docstring."""
 
     n_paths: int = 64
     lam: float = 0.01
@@ -74,16 +91,25 @@ class PiceTrainConfig:
     ema_decay: float = 0.95          # the moving average of the policy weights is what samples after training
     min_ess_fraction: float = 0.1    # temper the weights so that their ESS is at least this fraction of n_paths
     baseline: bool = True            # subtract the uniform weights 1/N in the loss (same expected gradient)
+    objective: str = "pice"          # "pice" or "log-variance" (mlpot.pips.loss)
+    replay_iterations: int = 4       # log-variance: the buffer holds the finite paths of the last this many iterations
+    replay_batch: Optional[int] = None  # log-variance: paths per update drawn from the buffer (None: n_paths)
+    replay_updates: int = 1          # log-variance: Adam steps per iteration, each on its own draw
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming a count that cannot make a run (a run of 0 iterations writes no checkpoint)."""
-        for name in ("iterations", "n_paths"):
+        """Raise ``ValueError`` naming a count that cannot make a run (a run of 0 iterations writes no
+        checkpoint) or an unknown objective."""
+        for name in ("iterations", "n_paths", "replay_iterations", "replay_updates", "replay_batch"):
             value = getattr(self, name)
+            if name == "replay_batch" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 
 
 @dataclass
@@ -96,6 +122,10 @@ class PathEvaluation:
     thp: float
     metrics: Dict[str, float]
     rollout: Optional[Rollout] = None
+
+
+class ExportedRunError(ValueError):
+    """A training command was given an exported checkpoint (no optimiser, generator or replay buffer)."""
 
 
 class PipsInterrupted(Exception):
@@ -127,11 +157,16 @@ class PiceTrainer:
         self.optimizer = torch.optim.Adam(parameter_groups(self.policy), lr=config.lr)
         self.average = ExponentialMovingAverage(copy.deepcopy(self.policy), config.ema_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.replay = ReplayBuffer(config.replay_iterations * config.n_paths) if config.objective == "log-variance" \
+            else None
         self.iteration = 0
         self.log: List[Dict[str, float]] = []
+        self.exported = False
         self.stops = StopRequests()  # Ctrl-C / SIGTERM (or code: ``trainer.stops.request()``) ask for a stop
         if resume:
-            self._load_state(read_checkpoint(self._checkpoint_path(), CHECKPOINT_VERSION, CHECKPOINT_KIND))
+            state = read_checkpoint(self._checkpoint_path(), CHECKPOINT_VERSION, CHECKPOINT_KIND)
+            refuse_exported(state, self._checkpoint_path(), "--resume")
+            self._load_state(state)
 
     @classmethod
     def resume(cls, out: Path, state: Dict | None = None, purpose: str = "--resume"):
@@ -146,8 +181,13 @@ class PiceTrainer:
                              f"mlpot's {cls.config_type.__name__} does not know")
         trainer = cls(cls.config_type(**state["config"]))  # no folder yet: it holds a run, which is not refused here
         trainer.out = Path(out)
-        trainer._load_state(state)
+        trainer._load_state(state, purpose)
         return trainer
+
+    def system_atoms(self) -> Optional[List[str]]:
+        """Labels of the system's particles that a checkpoint records, so that a policy is never loaded
+        into another system (molecules: ``residue:atom`` names); None where the name says it all (toys)."""
+        return None
 
     # ---- what a system supplies
     def rollout(self, n_paths: int | None = None, generator: torch.Generator | None = None,
@@ -175,7 +215,7 @@ class PiceTrainer:
         return self.out / CHECKPOINT_NAME
 
     def state(self) -> Dict:
-        return {
+        state = {
             "checkpoint_version": CHECKPOINT_VERSION,
             "kind": CHECKPOINT_KIND,
             "config": self.config.to_dict(),
@@ -186,18 +226,59 @@ class PiceTrainer:
             "iteration": self.iteration,
             "log": self.log,
         }
+        if self.replay is not None:
+            state["replay"] = self.replay.state_dict()
+        if self.system_atoms() is not None:
+            state["atoms"] = self.system_atoms()
+        return state
 
-    def _load_state(self, state: Dict) -> None:
+    def exported_state(self) -> Dict:
+        """The checkpoint of an exported policy: :meth:`state` without optimiser, generator and replay
+        buffer, marked ``exported`` (module docstring)."""
+        state = self.state()
+        for key in ("optimizer", "generator", "replay"):
+            state.pop(key, None)
+        state["exported"] = True
+        return state
+
+    def export(self, out: Path) -> Path:
+        """Write :meth:`exported_state` to ``out``/checkpoint.pt and return its path; ``out`` may exist
+        but must not hold a checkpoint (nothing is overwritten)."""
+        path = Path(out) / CHECKPOINT_NAME
+        if path.exists():
+            raise FileExistsError(f"{out} already holds a PIPS run ({CHECKPOINT_NAME}); export into another folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(self.exported_state(), path)
+        return path
+
+    def _load_state(self, state: Dict, purpose: str = "--resume") -> None:
+        where = f"{purpose}: {self.out / CHECKPOINT_NAME if self.out is not None else 'the checkpoint'}"
         now = {key: value for key, value in self.config.to_dict().items() if key in state["config"]}  # (older runs)
         refuse_changed_settings(state["config"], now, f"the PIPS run in {self.out}")
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.average.load_state_dict(state["average"])
-        self.generator.set_state(state["generator"])
+        saved_atoms, atoms = state.get("atoms"), self.system_atoms()
+        if saved_atoms is not None and atoms is not None and list(saved_atoms) != atoms:
+            raise ValueError(f"{where} holds a policy for {len(saved_atoms)} particles ({_sample(saved_atoms)}), "
+                             f"not for {self.config.system} as registered now ({len(atoms)}: {_sample(atoms)})")
+        try:
+            self.policy.load_state_dict(state["policy"])
+            self.average.load_state_dict(state["average"])
+        except RuntimeError as error:  # shapes of another system's policy
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else lines[0] if lines else "other parameters"
+            raise ValueError(f"{where} holds a policy that does not fit {self.config.system} ({detail[:160]}); "
+                             "it was trained on another system") from None
+        self.exported = bool(state.get("exported", False))
+        if not self.exported:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            if self.replay is not None:
+                self.replay.load_state_dict(state["replay"])
         self.iteration = state["iteration"]
         self.log = list(state["log"])
 
     def save_checkpoint(self) -> None:
+        if self.exported:
+            raise ExportedRunError(f"{self.out} holds an exported policy; it is not trained further")
         atomic_save(self.state(), self._checkpoint_path())  # a crash mid-write never destroys the previous one
 
     # ---- steps
@@ -210,39 +291,93 @@ class PiceTrainer:
 
     def step(self) -> Dict[str, float]:
         """One training iteration; returns (and logs) its row."""
+        if self.exported:
+            raise ExportedRunError(f"{self.out} holds an exported policy (no optimiser state); it is not trained "
+                                   "further")
         started = time.perf_counter()
         rollout, rollout_entries = self.rollout()
         rollout_seconds = time.perf_counter() - started
-        cost = path_cost(self.terminal_cost(rollout), rollout.controls, rollout.noises, rollout.timestep,
-                         self.control_weight, self.config.lam)
+        terminal = self.terminal_cost(rollout)
+        cost = path_cost(terminal, rollout.controls, rollout.noises, rollout.timestep, self.control_weight,
+                         self.config.lam)
         finite = rollout.finite_paths() & torch.isfinite(cost.total)
         if not bool(finite.any()):
             return self._skip_iteration(started, rollout_seconds, rollout_entries, rollout.n_paths)
         ess = effective_sample_size(importance_weights(torch.where(finite, cost.total, torch.inf)))
-        tempered = tempered_weights(torch.where(finite, cost.total, torch.inf), self.config.min_ess_fraction)
-        # the loss needs every finite path for the baseline, else only those whose weight is not negligible
-        in_loss = finite if self.config.baseline else tempered.weights > NEGLIGIBLE_WEIGHT
-        kept = rollout.subset(in_loss)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.iteration) * group.get("lr_scale", 1.0)  # (older checkpoints lack it)
-        self.optimizer.zero_grad()
-        loss = pice_surrogate_loss(policy_controls(self.policy, kept), kept.noises, tempered.weights[in_loss],
-                                   self.control_weight, self.config.lam, baseline=self.config.baseline)
-        loss.backward()
-        self.optimizer.step()
+        if self.config.objective == "pice":
+            loss, entries = self.pice_loss(rollout, cost.total, finite)
+            gradient_norm = self._descend(loss)
+        else:
+            self.replay.add(rollout.subset(finite), terminal[finite])
+            losses, norms = [], []
+            for _ in range(self.config.replay_updates):
+                batch = self.replay.sample(self.config.replay_batch or self.config.n_paths, self.generator,
+                                           rollout.positions.dtype)
+                losses.append(self.log_variance_loss(batch))
+                norms.append(self._descend(losses[-1]))
+            loss, gradient_norm = sum(losses) / len(losses), sum(norms) / len(norms)
+            entries = {"temperature": 1.0, "paths_in_loss": batch.n_paths, "replay_paths": len(self.replay)}
         self.average.update(self.policy)
         self.iteration += 1
         row = {
             "iteration": self.iteration, "seconds": time.perf_counter() - started, "rollout_seconds": rollout_seconds,
             **rollout_entries,
-            "ess": ess.count, "ess_fraction": ess.fraction, "temperature": tempered.temperature,
+            "ess": ess.count, "ess_fraction": ess.fraction, "temperature": entries.pop("temperature"),
             **self.summarise(rollout),
             "mean_cost": float(cost.total[finite].mean()), "min_cost": float(cost.total[finite].min()),
             "mean_terminal_cost": float(cost.terminal[finite].mean()),
             "mean_control_cost": float(cost.control[finite].mean()), "loss": float(loss.detach()),
-            "paths_in_loss": int(in_loss.sum()), "dropped_paths": int((~finite).sum()),
+            "gradient_norm": gradient_norm, **entries, "dropped_paths": int((~finite).sum()),
         }
         return self._record(row)
+
+    def pice_loss(self, rollout: Rollout, cost: torch.Tensor, finite: torch.Tensor) -> Tuple[torch.Tensor, Dict]:
+        """The PICE surrogate loss of ``rollout`` (path costs ``cost``, ``finite`` paths) with graph to the
+        policy, and the log entries ``temperature`` and ``paths_in_loss``."""
+        tempered = tempered_weights(torch.where(finite, cost, torch.inf), self.config.min_ess_fraction)
+        # the loss needs every finite path for the baseline, else only those whose weight is not negligible
+        in_loss = finite if self.config.baseline else tempered.weights > NEGLIGIBLE_WEIGHT
+        kept = rollout.subset(in_loss)
+        loss = pice_surrogate_loss(policy_controls(self.policy, kept), kept.noises, tempered.weights[in_loss],
+                                   self.control_weight, self.config.lam, baseline=self.config.baseline)
+        return loss, {"temperature": tempered.temperature, "paths_in_loss": int(in_loss.sum())}
+
+    def log_variance_loss(self, batch: ReplayBatch | Rollout,
+                          terminal_cost: torch.Tensor | None = None) -> torch.Tensor:
+        """The log-variance loss of ``batch`` under the current policy, with graph: stored paths (a
+        :class:`~mlpot.pips.replay.ReplayBatch`) or fresh ones (a Rollout and its ``terminal_cost`` φ)."""
+        if isinstance(batch, Rollout):
+            kicks, terminal = batch.controls * batch.timestep + batch.noises, terminal_cost
+        else:
+            kicks, terminal = batch.kicks, batch.terminal_cost
+        return log_variance_loss(policy_controls(self.policy, batch), kicks, terminal, batch.timestep,
+                                 self.control_weight, self.config.lam)
+
+    def objective_gradient(self, rollout: Rollout) -> torch.Tensor:
+        """The gradient (flattened over the policy's parameters) of this run's objective on the fresh
+        paths of ``rollout`` alone (log-variance: no buffer), without changing the policy: for
+        measuring the estimator's variance across batches."""
+        terminal = self.terminal_cost(rollout)
+        cost = path_cost(terminal, rollout.controls, rollout.noises, rollout.timestep, self.control_weight,
+                         self.config.lam)
+        finite = rollout.finite_paths() & torch.isfinite(cost.total)
+        parameters = [parameter for parameter in self.policy.parameters() if parameter.requires_grad]
+        if self.config.objective == "pice":
+            loss = self.pice_loss(rollout, cost.total, finite)[0]
+        else:
+            loss = self.log_variance_loss(rollout.subset(finite), terminal[finite])
+        gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+        return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(parameters, gradients)])
+
+    def _descend(self, loss: torch.Tensor) -> float:
+        """One Adam step down ``loss``; returns the gradient's norm over all parameters."""
+        self.optimizer.zero_grad()
+        loss.backward()
+        norms = [parameter.grad.detach().norm() for parameter in self.policy.parameters() if parameter.grad is not None]
+        self.optimizer.step()
+        return float(torch.stack(norms).norm()) if norms else 0.0
 
     def _record(self, row: Dict[str, float]) -> Dict[str, float]:
         """Append a finished iteration's row to the log and checkpoint (when there is an output folder)."""
@@ -295,3 +430,16 @@ class PiceTrainer:
                 where = f"; {self._checkpoint_path()} holds every finished iteration" if self.out is not None else ""
                 raise PipsInterrupted(f"PIPS training stopped{where}") from None
         return self.log
+
+
+def _sample(labels: List[str], shown: int = 4) -> str:
+    """The first few of ``labels``, for an error message."""
+    return ", ".join(labels[:shown]) + (", …" if len(labels) > shown else "")
+
+
+def refuse_exported(state: Dict, path: Path, purpose: str) -> None:
+    """Raise :class:`ExportedRunError` when ``state`` is an exported checkpoint: it cannot be trained further."""
+    if state.get("exported"):
+        raise ExportedRunError(f"{purpose}: {path} is an exported policy (no optimiser state, generator or replay "
+                               "buffer), for `mlpot pips sample` and `report`; continue the run it was exported "
+                               "from, or start a new one")

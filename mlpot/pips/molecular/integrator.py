@@ -7,13 +7,14 @@ variable ``control_force`` whose impulse is added in the O step, next to the the
     v ← v + dt F / m,   x ← x + ½ dt v,   v ← a v + b √(kT_th/m) N(0,1) + dt · control_force / m,
     x ← x + ½ dt v,   constrain,
 
-with a = exp(−γ dt), b = √(1 − a²). (Added before the O step, the recorded kick would be damped
-by a and the uncontrolled dynamics would run cold by a fraction f(1 − a²), 1.2% in the test.) The rollout driver sets ``control_force`` before every step
-to u + dW_c / dt, the policy's control plus the **recorded** controlled-channel kick, so the step
-adds the momentum u dt + dW_c exactly as :mod:`mlpot.pips.dynamics` does. The integrator's own
-noise carries only the thermal rest: kT_th = (1 − f) kT for a controlled-noise fraction f, and
-the controlled kick has Var(dW_c) = f (1 − a²) m kT (:meth:`LangevinSettings.kick_variances`), so
-the uncontrolled dynamics is Langevin dynamics at kT whatever f is.
+with a = exp(−γ dt), b = √(1 − a²). (Added before the O step, the recorded kick would be damped by
+a and the uncontrolled dynamics would run cold by a fraction f(1 − a²), 1.2% in the test.) The
+rollout driver sets ``control_force`` before every step to u + dW_c / dt, the policy's control plus
+the **recorded** controlled-channel kick, so the step adds the momentum u dt + dW_c exactly as
+:mod:`mlpot.pips.dynamics` does. The integrator's own noise carries only the thermal rest: kT_th =
+(1 − f) kT for a controlled-noise fraction f, and the controlled kick has Var(dW_c) = f (1 − a²) m
+kT (:meth:`LangevinSettings.kick_variances`), so the uncontrolled dynamics is Langevin dynamics at
+kT whatever f is.
 
 Everything here is in OpenMM's units: ps, nm, amu, kJ/mol, control forces in kJ/mol/nm (one
 value per atom and axis); the policies work in the same units (:mod:`mlpot.pips.molecular.rollout`),
@@ -42,7 +43,8 @@ def langevin_settings(timestep_ps: float, friction_per_ps: float, temperature_K:
                             controlled_noise_fraction)
 
 
-def controlled_langevin_integrator(settings: LangevinSettings, constraint_tolerance: float = 1e-6) -> openmm.CustomIntegrator:
+def controlled_langevin_integrator(settings: LangevinSettings,
+                                   constraint_tolerance: float = 1e-6) -> openmm.CustomIntegrator:
     """The integrator described in the module docstring, for ``settings`` in OpenMM units."""
     integrator = openmm.CustomIntegrator(settings.timestep)
     damping = settings.velocity_damping

@@ -107,7 +107,8 @@ class MolecularPathMetrics:
         hits = self.transition.in_target_basin(paths[:, -1])
         literature_hits = self.transition.in_literature_basin(paths[:, -1])
         start_energy = self.start_energy_kj_mol
-        ets, ets_literature = transition_state_energy(energies, hits), transition_state_energy(energies, literature_hits)
+        ets = transition_state_energy(energies, hits)
+        ets_literature = transition_state_energy(energies, literature_hits)
         metrics = {
             **self.final_frames(rollout),
             "ets_kj_mol": ets, "ets_relative_kj_mol": ets - start_energy,

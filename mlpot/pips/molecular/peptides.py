@@ -37,7 +37,7 @@ The force field of a transition is its start structure's, as registered in :mod:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache
 from typing import Dict, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
@@ -199,7 +199,8 @@ class PeptideTransition:
         (:attr:`literature_basin`); all False when the transition has none."""
         if self.literature_basin is None:
             return torch.zeros(positions.shape[:-2], dtype=torch.bool)
-        return self.literature_basin.contains(positions, torch.tensor(_positions_nm(self.target), dtype=positions.dtype))
+        target = torch.tensor(_positions_nm(self.target), dtype=positions.dtype)
+        return self.literature_basin.contains(positions, target)
 
     @property
     def literature_circle_rad(self) -> Optional[float]:

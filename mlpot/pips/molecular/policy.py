@@ -28,11 +28,12 @@ Either can be wrapped by :class:`TargetGuidedPolicy`, which adds a pull down the
 terminal cost (the aligned RMSD to the target) with a learned, time-dependent strength. Started
 from zero control, PICE on alanine dipeptide never sees a path near the target (16 paths × 0.5 ps
 at 300 K, friction 1/ps: the importance weights stay on one path, ESS 1.0/16, THP 0 after 400
-iterations), because the uncontrolled dynamics practically never gets there (16 replicas × 1 ns
-of unbiased MD from the start: no crossing). Starting from a pull that already gets there (what steered MD does) turns the search
-into a refinement: the weights then compare paths that hit with more or less control work, and
-PICE lowers the work (and the energy crossed) while keeping the hits. The pull uses only the
-target structure, which the terminal cost uses anyway, so no collective variable is introduced.
+iterations), because the uncontrolled dynamics practically never gets there (16 replicas × 1 ns of
+unbiased MD from the start: no crossing). Starting from a pull that already gets there (what
+steered MD does) turns the search into a refinement: the weights then compare paths that hit with
+more or less control work, and PICE lowers the work (and the energy crossed) while keeping the
+hits. The pull uses only the target structure, which the terminal cost uses anyway, so no
+collective variable is introduced.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ class TargetGuidedPolicy(nn.Module):
         lower = position.floor().long().clamp(max=len(knots) - 2)
         fraction = (position - lower).to(knots.dtype)
         value = knots[lower] * (1.0 - fraction) + knots[lower + 1] * fraction
-        return self.strength * nn.functional.softplus(value) / nn.functional.softplus(torch.zeros((), dtype=value.dtype))
+        unit = nn.functional.softplus(torch.zeros((), dtype=value.dtype))
+        return self.strength * nn.functional.softplus(value) / unit
 
     def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
         pull = -atom_subset_squared_deviation_gradient(positions.detach(), self.target.to(positions.dtype),

@@ -30,8 +30,8 @@ E(NoCutoff) with the 4.0 nm default: polyproline PPII +4.11, PPI +4.11; chignoli
 difference 5e-4 kJ/mol/nm (single-precision noise). A pair stretched beyond the cutoff is cut:
 chignolin's extended start spans 3.12 nm, so at 2.0 nm its forces differ by up to 0.22 kJ/mol/nm
 (hence the 4.0 nm default); the replicas are then still exactly the single copy with the
-cutoff, but no longer the NoCutoff molecule. :attr:`Replicas.single_system` is always the NoCutoff copy, so path energies and
-their metrics do not depend on the layout.
+cutoff, but no longer the NoCutoff molecule. :attr:`Replicas.single_system` is always the
+NoCutoff copy, so path energies and their metrics do not depend on the layout.
 
 **One System per copy** (:class:`SeparateReplicas`, layout ``"context-per-replica"``): N Contexts
 over the NoCutoff single-copy System (:mod:`mlpot.pips.molecular.rollout`), for whoever needs
@@ -206,8 +206,8 @@ def check_spacing(positions_nm: np.ndarray, spacing_nm: float, cutoff_nm: float)
     spacing > cutoff + the molecule's x-extent (``positions_nm`` (n_atoms, 3)); ValueError otherwise."""
     extent_x = float(np.ptp(positions_nm[:, 0]))
     if not spacing_nm > cutoff_nm + extent_x:
-        raise ValueError(f"replica spacing {spacing_nm:g} nm is too small for the {cutoff_nm:g} nm cutoff: the molecule "
-                         f"spans {extent_x:.2f} nm along x, so copies would interact; use a spacing above "
+        raise ValueError(f"replica spacing {spacing_nm:g} nm is too small for the {cutoff_nm:g} nm cutoff: the "
+                         f"molecule spans {extent_x:.2f} nm along x, so copies would interact; use a spacing above "
                          f"{cutoff_nm + extent_x:.2f} nm")
 
 
@@ -316,7 +316,10 @@ def build_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: i
         raise ValueError(f"need at least one replica, got n_copies={n_copies}")
     _require_non_periodic(topology)
     if layout == "context-per-replica":
-        single = _forcefield_system(forcefield_files, topology) if model is None else _model_system(Path(model), topology)
+        if model is None:
+            single = _forcefield_system(forcefield_files, topology)
+        else:
+            single = _model_system(Path(model), topology)
         return SeparateReplicas(single_system=single, topology=topology, n_copies=n_copies,
                                 n_atoms=topology.getNumAtoms(), masses_amu=_masses_amu(single))
     if model is None and couples_every_pair(_forcefield_system(forcefield_files, topology)):

@@ -14,9 +14,11 @@ seed (so every method starts from the same velocities), and writes:
   energy of the minimised start), and which literature test the system uses;
 - ``ramachandran.png`` (the paths over the plane of the transition's two dihedrals, start, target and,
   where the basin is a box in that plane, the target basin; where the literature test is a distance
-  in that plane, its 0.75-rad circle), ``energy_profile.png`` (unbiased energy along the 3 lowest-barrier successful
-  paths of each method, the minimised start's energy dashed), ``training.png`` (ESS, mean path cost, loss, THP against the iteration);
-- ``report_paths.dcd`` + ``report_paths.pdb``: the policy's paths (:func:`mlpot.pips.molecular.trajectories.write_paths`).
+  in that plane, its 0.75-rad circle), ``energy_profile.png`` (unbiased energy along the 3
+  lowest-barrier successful paths of each method, the minimised start's energy dashed),
+  ``training.png`` (ESS, mean path cost, loss, THP against the iteration);
+- ``report_paths.dcd`` + ``report_paths.pdb``: the policy's paths
+  (:func:`mlpot.pips.molecular.trajectories.write_paths`).
 
 Toy runs are refused (ValueError): their paths are 2D and `mlpot pips train` already reports
 their THP and channel usage.
@@ -91,18 +93,20 @@ def training_summary(log: Sequence[Dict[str, float]], paths_per_iteration: int) 
     """Iterations, paths per iteration, training wall seconds (summed over the log rows), final ESS
     (count and fraction) and the final iteration's training-path THP (NaN when the log is empty)."""
     last = log[-1] if log else {}
-    return {"iterations": len(log), "paths_per_iteration": paths_per_iteration, "training_wall_seconds": float(sum(row["seconds"] for row in log)),
-            "final_ess": float(last.get("ess", math.nan)), "final_ess_fraction": float(last.get("ess_fraction", math.nan)),
+    return {"iterations": len(log), "paths_per_iteration": paths_per_iteration,
+            "training_wall_seconds": float(sum(row["seconds"] for row in log)),
+            "final_ess": float(last.get("ess", math.nan)),
+            "final_ess_fraction": float(last.get("ess_fraction", math.nan)),
             "final_training_thp": float(last.get("thp", math.nan))}
 
 
-def _load_molecular_run(run_dir: Path):
+def _load_molecular_run(run_dir: Path, system: str | None = None):
     from mlpot.pips.molecular.trainer import MolecularTrainer
-    from mlpot.pips.runs import resume_run
+    from mlpot.pips.runs import load_run
 
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise FileNotFoundError(f"{run_dir} is not a PIPS run directory (no {CHECKPOINT_NAME})")
-    trainer = resume_run(run_dir)
+    trainer = load_run(run_dir, "pips report", system)  # a training run or an exported policy
     if not isinstance(trainer, MolecularTrainer):
         raise ValueError(f"report is for molecular runs; {run_dir} is a 2D toy run ({trainer.config.system}), "
                          "whose THP and channels `mlpot pips train` prints")
@@ -118,12 +122,14 @@ def sample_methods(trainer, n_paths: int, seed: int, spring_kj_mol_nm2: float = 
 
 
 def write_report(run_dir: Path, n_paths: int = 16, seed: int = 1,
-                 spring_kj_mol_nm2: float = DEFAULT_SPRING_KJ_MOL_NM2, ramp: bool = False) -> PipsReport:
-    """Sample, measure and write the report files (module docstring) into ``run_dir``."""
+                 spring_kj_mol_nm2: float = DEFAULT_SPRING_KJ_MOL_NM2, ramp: bool = False,
+                 system: str | None = None) -> PipsReport:
+    """Sample, measure and write the report files (module docstring) into ``run_dir`` (a training run
+    or an exported policy; ``system``: refuse it unless it is of this system)."""
     if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
         raise ValueError(f"the number of paths must be a positive integer, got {n_paths!r}")
     run_dir = Path(run_dir)
-    trainer = _load_molecular_run(run_dir)
+    trainer = _load_molecular_run(run_dir, system)
     sampled = sample_methods(trainer, n_paths, seed, spring_kj_mol_nm2, ramp)
     config = trainer.config
     report = PipsReport(
@@ -147,7 +153,8 @@ def _write_files(run_dir: Path, trainer, sampled: Dict[str, EvaluatedPaths], rep
     transition = trainer.transition
     start_deg, target_deg = (tuple(float(angle) for angle in transition.dihedrals_deg(torch.as_tensor(positions)))
                              for positions in (trainer.start_nm, trainer.target))
-    paths_deg = {METHODS[method]: tuple(angles.numpy() for angles in transition.dihedrals_deg(evaluated.finite_positions_nm))
+    paths_deg = {METHODS[method]: tuple(angles.numpy()
+                                        for angles in transition.dihedrals_deg(evaluated.finite_positions_nm))
                  for method, evaluated in sampled.items()}
     box_deg = None if transition.phi_range_deg is None else (transition.phi_range_deg, transition.psi_range_deg)
     plot_dihedral_paths(paths_deg, start_deg, target_deg, box_deg, files["ramachandran.png"],

@@ -194,7 +194,8 @@ class ReplicaRunner:
               velocities: np.ndarray) -> None:
         """Reset the blown-up replicas to their start at rest (positions/velocities updated in place)."""
         warnings.warn(f"PIPS rollout: replica(s) {np.flatnonzero(blown).tolist()} blew up at step {step + 1} "
-                      "(non-finite, exploding kinetic energy or out of its slot among the copies); dropped from this iteration", RuntimeWarning)
+                      "(non-finite, exploding kinetic energy or out of its slot among the copies); dropped from this "
+                      "iteration", RuntimeWarning)
         positions[blown] = start[blown]
         velocities[blown] = 0.0
         self._reset(blown, positions, velocities)

@@ -116,7 +116,8 @@ class MolecularTrainer(PiceTrainer):
         if config.policy not in MOLECULAR_POLICIES:
             raise ValueError(f"unknown molecular policy {config.policy!r}; known: {', '.join(MOLECULAR_POLICIES)}")
         if config.terminal_cost not in ("aligned-rmsd", "pairwise-distance"):
-            raise ValueError(f"terminal_cost must be 'aligned-rmsd' or 'pairwise-distance', got {config.terminal_cost!r}")
+            raise ValueError(f"terminal_cost must be 'aligned-rmsd' or 'pairwise-distance', "
+                             f"got {config.terminal_cost!r}")
         if config.terminal_atoms not in ("heavy", "all"):
             raise ValueError(f"terminal_atoms must be 'heavy' or 'all', got {config.terminal_atoms!r}")
         self.transition = peptide_transition(config.system)
@@ -151,6 +152,10 @@ class MolecularTrainer(PiceTrainer):
             return policy
         return TargetGuidedPolicy(torch.from_numpy(target_nm), self.terminal_atoms, policy,
                                   config.guide_strength_kj_mol_nm2, config.guide_knots)
+
+    def system_atoms(self) -> List[str]:
+        """``residue:atom`` names of the molecule, in order (checkpoints record them)."""
+        return [f"{atom.residue.name}:{atom.name}" for atom in self.topology.atoms()]
 
     def runner(self, n_paths: int) -> ReplicaRunner:
         """The OpenMM Context holding ``n_paths`` replicas (built once per batch size)."""
