@@ -96,15 +96,18 @@ def openmm_simulations(source: Path, compiled: Path, system: str) -> Dict[str, A
         forces_kj_per_mol_nm = results["forces"].double().numpy() * (KJ_PER_MOL_PER_EV * ANGSTROM_PER_NM)
         return float(results["energy"]) * KJ_PER_MOL_PER_EV, forces_kj_per_mol_nm
 
-    python_system = create_system(source, topology)  # masses, box and CM remover as mlpot's own system ...
-    for index in reversed(range(python_system.getNumForces())):
-        if "TorchForce" in type(python_system.getForce(index)).__name__:
-            python_system.removeForce(index)  # ... with the TorchForce replaced by the compiled file
+    torch_system = create_system(source, topology)
+    python_system = openmm.System()  # the same masses, box and centre-of-mass remover, the compiled file for the model
+    for index in range(torch_system.getNumParticles()):
+        python_system.addParticle(torch_system.getParticleMass(index))
+    if periodic:
+        python_system.setDefaultPeriodicBoxVectors(*torch_system.getDefaultPeriodicBoxVectors())
+    python_system.addForce(openmm.CMMotionRemover())
     force = openmm.PythonForce(computation)
     force.setUsesPeriodicBoundaryConditions(periodic)
     python_system.addForce(force)
     contexts = {}
-    for route, openmm_system in (("torchforce", create_system(source, topology)), ("pythonforce", python_system)):
+    for route, openmm_system in (("torchforce", torch_system), ("pythonforce", python_system)):
         integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 1 * unit.femtosecond)
         integrator.setRandomNumberSeed(1)
         platform = openmm.Platform.getPlatformByName("CPU")
