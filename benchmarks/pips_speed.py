@@ -123,7 +123,8 @@ def _layout_ratios(results: list[dict]) -> list[dict]:
         other = by_key.get((system, policy, n_paths, "ContextPerReplicaRunner"))
         if layout == "OneContextRunner" and other is not None:
             ratios.append({"system": system, "policy": policy, "n_paths": n_paths,
-                           "per_replica_over_one_context": other["seconds_per_iteration"] / result["seconds_per_iteration"]})
+                           "per_replica_over_one_context":
+                               other["seconds_per_iteration"] / result["seconds_per_iteration"]})
     return ratios
 
 
@@ -150,7 +151,8 @@ def main() -> None:
           "loss+update s | OpenMM | policy | Python |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['system']} ({r['n_atoms']} atoms) | {r['policy']} | {r['layout']} | {r['n_paths']} × {r['n_steps']} | "
+        print(f"| {r['system']} ({r['n_atoms']} atoms) | {r['policy']} | {r['layout']} | "
+              f"{r['n_paths']} × {r['n_steps']} | "
               f"{r['seconds_per_iteration']:.2f} | {r['seconds_per_path']:.3f} | {r['ms_per_replica_step']:.2f} | "
               f"{r['rollout_seconds']:.2f} | {r['loss_and_update_seconds']:.2f} | {r['rollout_fraction_openmm']:.0%} | "
               f"{r['rollout_fraction_policy']:.0%} | {r['rollout_fraction_python']:.0%} |")

@@ -48,7 +48,8 @@ def restrained_context(system: openmm.System, quadruple, integrator: openmm.Inte
     """A Context of ``system`` plus a harmonic restraint (force group 1) on the dihedral ``quadruple``
     toward the global parameter ``theta0`` (rad) with strength ``k`` (0 switches it off)."""
     restrained = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
-    restraint = openmm.CustomTorsionForce("0.5*k*d^2; d = min(a, 2*pi - a); a = abs(theta - theta0); pi = 3.141592653589793")
+    restraint = openmm.CustomTorsionForce("0.5*k*d^2; d = min(a, 2*pi - a); a = abs(theta - theta0); "
+                                          "pi = 3.141592653589793")
     restraint.addGlobalParameter("k", RESTRAINT_KJ_MOL_RAD2)
     restraint.addGlobalParameter("theta0", 0.0)
     restraint.addTorsion(*quadruple, [])
@@ -117,7 +118,8 @@ def run(system_name: str, friction_per_ps: float, shots: int, half_steps: int, s
     barriers = {name: max(points, key=lambda point: point[3]) for name, points in routes.items()}
     route = min(barriers, key=lambda name: barriers[name][3])
     barrier_phi = barriers[route][1]
-    print(f"relaxed φ scan: barrier through 0 {barriers['through 0'][3]:.1f} kJ/mol at φ {barriers['through 0'][1]:.0f}°, "
+    print(f"relaxed φ scan: barrier through 0 {barriers['through 0'][3]:.1f} kJ/mol at φ "
+          f"{barriers['through 0'][1]:.0f}°, "
           f"through 180 {barriers['through 180'][3]:.1f} at φ {barriers['through 180'][1]:.0f}° "
           f"(start minimum {routes[route][0][3]:.1f})", flush=True)
 

@@ -178,8 +178,8 @@ def test_terminal_costs_invariant_under_rotation_and_translation():
     generator = torch.Generator().manual_seed(6)
     target = torch.randn(10, 3, generator=generator, dtype=torch.float64) * 3
     final = target + 0.3 * torch.randn(5, 10, 3, generator=generator, dtype=torch.float64)
-    moved = torch.stack([frame @ random_rotation(generator).T + torch.randn(3, generator=generator, dtype=torch.float64) * 10
-                         for frame in final])
+    moved = torch.stack([frame @ random_rotation(generator).T
+                         + torch.randn(3, generator=generator, dtype=torch.float64) * 10 for frame in final])
     for terminal_cost in (pairwise_distance_error, aligned_squared_deviation):
         torch.testing.assert_close(terminal_cost(moved, target), terminal_cost(final, target), rtol=1e-9, atol=1e-12)
         assert (terminal_cost(final, target) > 0).all()
@@ -250,7 +250,8 @@ def test_distance_energy_policy_exerts_no_net_torque():
 def test_mirror_symmetrised_policy_is_equivariant():
     policy = MirrorSymmetrizedPolicy(randomised(ToyForcePolicy(hidden=(8,)).double(), seed=12), (1.0, -1.0))
     generator = torch.Generator().manual_seed(13)
-    x, v = torch.randn(5, 2, generator=generator, dtype=torch.float64), torch.randn(5, 2, generator=generator, dtype=torch.float64)
+    x = torch.randn(5, 2, generator=generator, dtype=torch.float64)
+    v = torch.randn(5, 2, generator=generator, dtype=torch.float64)
     t = torch.rand(5, generator=generator, dtype=torch.float64)
     mirror = torch.tensor([1.0, -1.0], dtype=torch.float64)
     torch.testing.assert_close(policy(x * mirror, v * mirror, t), policy(x, v, t) * mirror)
@@ -269,7 +270,8 @@ def test_toy_gradients_match_autograd_and_vanish_at_the_end_states(name):
 
 def test_double_well_end_states_and_saddles():
     system = toy_system("double-well")
-    energies = system.potential(torch.tensor([system.start, system.target, (0.0, 1.0), (0.0, -1.0)], dtype=torch.float64))
+    points = torch.tensor([system.start, system.target, (0.0, 1.0), (0.0, -1.0)], dtype=torch.float64)
+    energies = system.potential(points)
     torch.testing.assert_close(energies, torch.tensor([-1 / 12, -1 / 12, 1.0, 1.0], dtype=torch.float64))
 
 
@@ -305,10 +307,11 @@ def test_resume_takes_the_same_next_iteration(tmp_path):
             assert row[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-12, nan_ok=True), key
     for a, b in zip(resumed.policy.parameters(), uninterrupted.policy.parameters()):
         assert torch.equal(a, b)
-    with pytest.raises(ValueError, match=r"made with other settings, so it cannot be continued: lam: was 0.01, now 0.5; "
-                                         r"n_paths: was 8, now 4$"):
+    with pytest.raises(ValueError, match=r"made with other settings, so it cannot be continued: lam: was 0.01, "
+                                         r"now 0.5; n_paths: was 8, now 4$"):
         ToyTrainer(tiny_config(lam=0.5, n_paths=4), out=tmp_path, resume=True)
-    with pytest.raises(FileExistsError, match=f"{tmp_path} already holds a PIPS run .*--resume or choose another --out"):
+    with pytest.raises(FileExistsError,
+                       match=f"{tmp_path} already holds a PIPS run .*--resume or choose another --out"):
         ToyTrainer(tiny_config(), out=tmp_path)  # never overwritten
 
 
@@ -414,7 +417,8 @@ def test_cli_trains_a_toy_resumes_it_and_refuses_unknown_systems(tmp_path, capsy
     from mlpot.cli import main
 
     out = str(tmp_path / "dw")
-    assert main(["pips", "train", "--out", out, "--iterations", "2", "--paths", "4", "--eval-paths", "4", "--quiet"]) == 0
+    assert main(["pips", "train", "--out", out, "--iterations", "2", "--paths", "4", "--eval-paths", "4",
+                 "--quiet"]) == 0
     assert "THP" in capsys.readouterr().out
     assert main(["pips", "train", "--out", out, "--resume", "--quiet", "--eval-paths", "4"]) == 0
     assert main(["pips", "train", "--system", "trp-cage", "--out", str(tmp_path / "trp")]) == 2
@@ -518,7 +522,8 @@ def test_replica_copies_have_the_single_molecule_energy(alanine_replicas):
     replicas, _, start_nm, _ = alanine_replicas
     single = potential_energies_kj_mol(replicas.single_system, start_nm[None], platform="Reference")[0]
     stacked = replicas.stacked_positions(np.broadcast_to(start_nm, (4, *start_nm.shape)))
-    context = openmm.Context(replicas.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context = openmm.Context(replicas.system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(stacked)
     total = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
     assert total == pytest.approx(4 * single, rel=1e-10)
@@ -646,7 +651,8 @@ def test_context_per_replica_gives_every_replica_the_energy_and_forces_of_a_lone
     lone = [lone_context_energy_and_forces(transition.start, frame) for frame in frames]
     for context, (energy, forces) in zip(runner.contexts, lone):
         state = context.getState(getEnergy=True, getForces=True)
-        assert state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole) == pytest.approx(energy, rel=1e-12)
+        energy_kj_mol = state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+        assert energy_kj_mol == pytest.approx(energy, rel=1e-12)
         np.testing.assert_allclose(state.getForces(asNumpy=True)._value, forces, rtol=1e-10, atol=1e-8)
     energies = potential_energies_kj_mol(runner.replicas.single_system, frames, platform="Reference")
     np.testing.assert_allclose(energies, [energy for energy, _ in lone], rtol=1e-12)
@@ -728,11 +734,13 @@ def tiny_molecular_config(**overrides):
     return MolecularTrainConfig(**settings)
 
 
-@pytest.mark.parametrize("policy", ["distance-energy", "aligned-force"])
-def test_molecular_resume_takes_the_same_next_iteration(tmp_path, one_thread, policy):
+@pytest.mark.parametrize("policy, objective", [("distance-energy", "pice"), ("aligned-force", "pice"),
+                                               ("aligned-force", "log-variance")])
+def test_molecular_resume_takes_the_same_next_iteration(tmp_path, one_thread, policy, objective):
     from mlpot.pips.molecular.trainer import MolecularTrainer
 
-    config = tiny_molecular_config(policy=policy, force_scale_kj_mol_nm=1e4)  # controls large enough to matter
+    config = tiny_molecular_config(policy=policy, force_scale_kj_mol_nm=1e4,  # controls large enough to matter
+                                   objective=objective, replay_iterations=2)
     uninterrupted = MolecularTrainer(config, platform="Reference")
     for _ in range(3):
         uninterrupted.step()

@@ -54,7 +54,8 @@ def test_moving_one_copy_changes_no_other_copys_forces_and_only_its_own_energy()
     before, after = before.reshape(frames.shape), after.reshape(frames.shape)
     np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]])
     assert np.abs(after[1] - before[1]).max() > 1.0
-    single_change = energy_and_forces(replicas.copy_system, moved[1])[0] - energy_and_forces(replicas.copy_system, frames[1])[0]
+    single_change = (energy_and_forces(replicas.copy_system, moved[1])[0]
+                     - energy_and_forces(replicas.copy_system, frames[1])[0])
     assert after_energy - before_energy == pytest.approx(single_change, rel=1e-9, abs=1e-8)
 
 
@@ -116,8 +117,9 @@ def test_spacing_too_small_for_the_cutoff_is_refused_in_one_line():
     from mlpot.pips.molecular.replicas import build_replicas
 
     transition, topology, start_nm, _ = transition_and_frames("polyproline")
-    with pytest.raises(ValueError, match=r"replica spacing 4.5 nm is too small for the 4 nm cutoff: the molecule spans "
-                                         r"1.19 nm along x, so copies would interact; use a spacing above 5.19 nm") as error:
+    with pytest.raises(ValueError, match=r"replica spacing 4.5 nm is too small for the 4 nm cutoff: the molecule "
+                                         r"spans 1.19 nm along x, so copies would interact; use a spacing above "
+                                         r"5.19 nm") as error:
         build_replicas(topology, start_nm, 2, transition.forcefield_files, spacing_nm=4.5)
     assert "\n" not in str(error.value)
 

@@ -87,7 +87,8 @@ def test_evaluated_paths_report_literature_thp_and_barriers_relative_to_the_mini
                                platform="Reference")
     evaluated = trainer.evaluate_control(lambda x, v, t: torch.zeros_like(x), 3, seed=2)
     metrics = evaluated.metrics
-    assert metrics["start_energy_kj_mol"] == pytest.approx(-87.00, abs=0.05)  # systems/README: the C5 minimum (PDB rounding)
+    # systems/README: the C5 minimum (PDB rounding)
+    assert metrics["start_energy_kj_mol"] == pytest.approx(-87.00, abs=0.05)
     assert metrics["thp_literature"] == 0.0 and metrics["thp"] == 0.0  # 10 fs of unbiased MD stay in C5
     assert metrics["ets_literature_kj_mol"] != metrics["ets_literature_kj_mol"]  # NaN: no hit
     assert metrics["rmsd_std_A"] >= 0.0

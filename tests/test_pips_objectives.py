@@ -6,34 +6,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlpot.pips.cost import path_cost
-from mlpot.pips.dynamics import LangevinSettings, control_weight
+from mlpot.pips.cost import path_cost, squared_distance_to_target
+from mlpot.pips.dynamics import control_weight
 from mlpot.pips.loss import log_variance_loss, policy_controls, rescored_path_cost
 from mlpot.pips.replay import ReplayBuffer
-from mlpot.pips.toy.dynamics import controlled_langevin_rollout, maxwell_boltzmann_velocities
 from mlpot.pips.toy.policy import ToyEnergyPolicy, ToyForcePolicy
 from mlpot.pips.toy.systems import toy_system
 from mlpot.pips.toy.trainer import ToyTrainConfig, ToyTrainer
-
-
-def randomised(policy: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """The policy with every parameter redrawn (its last layer starts at zero, which hides errors)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in policy.parameters():
-            parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
-    return policy
+from test_pips import randomised
+from test_pips import small_rollout as toy_rollout
 
 
 def small_rollout(policy, n_paths=4, n_steps=5, seed=0):
-    system = toy_system("double-well")
-    settings = LangevinSettings(system.timestep, system.friction, system.kT)
-    generator = torch.Generator().manual_seed(seed)
-    start = system.start_tensor().expand(n_paths, 2).clone()
-    velocities = maxwell_boltzmann_velocities(n_paths, torch.Size([2]), torch.tensor(1.0), system.kT, generator)
-    rollout = controlled_langevin_rollout(system.forces, policy, start, velocities, settings, n_steps, generator)
-    terminal = ((rollout.final_positions - system.target_tensor()) ** 2).sum(dim=1)
-    return rollout, settings, terminal
+    """A double-well rollout of ``policy``, its Langevin settings and terminal costs φ (n_paths,)."""
+    rollout, settings = toy_rollout(policy, n_paths, n_steps, seed)
+    target = toy_system("double-well").target_tensor()
+    return rollout, settings, squared_distance_to_target(rollout.final_positions, target)
 
 
 def test_rescoring_a_path_under_the_policy_that_drew_it_gives_its_recorded_cost():
@@ -142,28 +130,6 @@ def test_log_variance_changes_the_policy_and_pice_runs_keep_no_buffer(tmp_path):
     pice = ToyTrainer(tiny_config(objective="pice"), out=tmp_path)
     pice.step()
     assert pice.replay is None and "replay" not in torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-
-
-def test_molecular_log_variance_resume_takes_the_same_next_iteration(tmp_path, one_thread):
-    from mlpot.pips.molecular.trainer import MolecularTrainConfig, MolecularTrainer
-
-    config = MolecularTrainConfig(n_paths=2, n_steps=10, hidden=[8], iterations=5, force_scale_kj_mol_nm=1e4,
-                                  objective="log-variance", replay_iterations=2)
-    uninterrupted = MolecularTrainer(config, platform="Reference")
-    for _ in range(3):
-        uninterrupted.step()
-    first = MolecularTrainer(config, out=tmp_path, platform="Reference")
-    first.step()
-    first.step()
-    resumed = MolecularTrainer(config, out=tmp_path, resume=True, platform="Reference")
-    row = resumed.step()
-    expected = uninterrupted.log[-1]
-    assert expected["loss"] > 0
-    for key in row:
-        if "seconds" not in key:
-            assert row[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-12, nan_ok=True), key
-    for a, b in zip(resumed.policy.parameters(), uninterrupted.policy.parameters()):
-        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("system", ["double-well", "alanine-dipeptide"])
