@@ -279,6 +279,8 @@ def topology_from_atoms(atoms: ase.Atoms, residue_name: str = "MOL") -> openmm.a
 
     from openmm import app, unit
 
+    from mlpot.units import NM_PER_ANGSTROM
+
     topology = app.Topology()
     residue = topology.addResidue(residue_name, topology.addChain())
     seen: Counter = Counter()
@@ -286,7 +288,7 @@ def topology_from_atoms(atoms: ase.Atoms, residue_name: str = "MOL") -> openmm.a
         seen[symbol] += 1
         topology.addAtom(f"{symbol}{seen[symbol]}", app.Element.getBySymbol(symbol), residue)
     if atoms.pbc.all():
-        topology.setPeriodicBoxVectors(atoms.cell.array * 0.1 * unit.nanometer)
+        topology.setPeriodicBoxVectors(atoms.cell.array * NM_PER_ANGSTROM * unit.nanometer)
     return topology
 
 
