@@ -217,8 +217,8 @@ def printed_config(capsys, *command):
 
 
 def test_train_print_config_reads_back_as_the_same_config_and_runs_nothing(tmp_path, capsys):
-    from mlpot.cli.train import train_config_from_args
     from mlpot.cli import build_parser
+    from mlpot.cli.train import train_config_from_args
     from mlpot.train import TrainConfig
 
     config_file = tmp_path / "train.yaml"

@@ -13,11 +13,17 @@ import numpy as np
 import pytest
 
 from mlpot.cli import main
+from mlpot.runs import RunLock, RunLockedError
 from mlpot.simulate import (
-    BlowUpCheck, RunFiles, SimulationUnstableError, Snapshot, TimestepWarning, dcd_layout, max_sane_timestep_fs,
+    BlowUpCheck,
+    RunFiles,
+    SimulationUnstableError,
+    Snapshot,
+    TimestepWarning,
+    dcd_layout,
+    max_sane_timestep_fs,
     run_md,
 )
-from mlpot.runs import RunLock, RunLockedError
 from mlpot.systems import get_system, load_atoms
 
 # The tiny test models (conftest) barely hold atoms (forces ~1e-4 eV/Å): at 300 K their atoms fly apart within

@@ -14,16 +14,30 @@ from mlpot.data.readers import read_frames
 from mlpot.deploy import load_model
 from mlpot.md import LangevinBAOAB, NoseHooverChain, ReplicaPotential, ReplicaSimulator, VelocityVerlet
 from mlpot.md.observables import (
-    DistanceBins, bond_lengths, covalent_bonds, distance_histogram, histogram_mae, radial_distribution,
+    DistanceBins,
+    bond_lengths,
+    covalent_bonds,
+    distance_histogram,
+    histogram_mae,
+    radial_distribution,
     velocity_autocorrelation,
 )
 from mlpot.md.reference import frame_positions, molecule_reference
 from mlpot.md.stability import (
-    EVALUATION_BOND_THRESHOLD_A, TRAINING_BOND_THRESHOLD_A, BondLengthCriterion, MinimumDistanceCriterion,
+    EVALUATION_BOND_THRESHOLD_A,
+    TRAINING_BOND_THRESHOLD_A,
+    BondLengthCriterion,
+    MinimumDistanceCriterion,
     run_checked_segment,
 )
 from mlpot.md.state import kinetic_energies
-from mlpot.stable.estimator import backward_boltzmann_gradient, boltzmann_surrogate, loss_weights, observable_loss_surrogate, squared_error_loss
+from mlpot.stable.estimator import (
+    backward_boltzmann_gradient,
+    boltzmann_surrogate,
+    loss_weights,
+    observable_loss_surrogate,
+    squared_error_loss,
+)
 from mlpot.systems import SYSTEMS_DIR
 from mlpot.units import BOLTZMANN_EV_PER_K
 
@@ -189,7 +203,7 @@ def test_maxwell_boltzmann_velocities_have_the_temperature_no_drift_and_heavier_
 
 def test_ethanol_reference_has_its_eight_covalent_bonds(ethanol_reference):
     numbers = ethanol_reference.atomic_numbers
-    pairs = sorted("".join(sorted(("HCO"[[1, 6, 8].index(int(numbers[i]))] for i in bond))) for bond in ethanol_reference.bonds.tolist())
+    pairs = sorted("".join(sorted("HCO"[[1, 6, 8].index(int(numbers[i]))] for i in bond)) for bond in ethanol_reference.bonds.tolist())
     assert pairs == ["CC", "CH", "CH", "CH", "CH", "CH", "CO", "HO"]
     assert torch.all((ethanol_reference.bond_lengths_A > 0.9) & (ethanol_reference.bond_lengths_A < 1.6))
 
@@ -737,8 +751,8 @@ def test_resume_refuses_a_changed_setting_or_parent(tmp_path):
 
 def test_exported_stable_model_loads_and_records_its_parent_and_settings(tmp_path):
     from mlpot.deploy import load_model
-    from mlpot.stable.trainer import stable_train
     from mlpot.runs import file_digest
+    from mlpot.stable.trainer import stable_train
 
     _tiny_parent(tmp_path / "parent.pt")
     result = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 1), quiet=True)

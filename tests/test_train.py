@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TEST_HYPERPARAMETERS
 from mlpot.deploy import load_model, read_metadata
 from mlpot.runs import RunLock, RunLockedError
 from mlpot.train import TrainConfig, TrainingInterrupted, train
 from mlpot.train.trainer import Trainer
 from mlpot.units import KJ_PER_MOL_PER_EV
-
-from conftest import TEST_HYPERPARAMETERS
 
 ETHANOL = str(Path(__file__).resolve().parents[1] / "systems" / "ethanol" / "dft.extxyz")
 TINY = {
@@ -49,11 +48,11 @@ def log_rows(run: Path):
 @pytest.mark.parametrize("arch", ["egnn", "nequip"])
 def test_train_deploy_and_run_in_ase_and_openmm(arch, tmp_path):
     """A few dozen frames → model file whose ASE and OpenMM energies equal the training code's prediction."""
-    from mlpot.plugins.ase import MLPotCalculator
-    from mlpot.plugins.openmm import create_system
     import openmm
     from openmm import unit
 
+    from mlpot.plugins.ase import MLPotCalculator
+    from mlpot.plugins.openmm import create_system
     from mlpot.systems import topology_from_atoms
 
     run = tmp_path / "run"
@@ -251,7 +250,6 @@ def test_loss_decreases_over_a_short_training(tmp_path):
 
 def test_two_process_data_parallel_training_equals_single_process(tmp_path):
     """torchrun with 2 CPU processes (gloo) takes the same optimiser steps as one process on the same global batch."""
-    config_path = tmp_path / "config.json"
     single, parallel = tmp_path / "single", tmp_path / "parallel"
     base = tiny_config(single, epochs=1).to_dict()
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}

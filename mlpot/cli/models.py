@@ -113,9 +113,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_rebuild(args) -> int:
-    from mlpot.deploy import load_model, rebuild_model, save_model
-
-    from mlpot.deploy import read_metadata
+    from mlpot.deploy import load_model, read_metadata, rebuild_model, save_model
 
     changes = parse_hyperparameters(args.hp)
     if not changes and read_metadata(args.model)["format_version"] >= 2:  # a format-1 file: written again, sealed

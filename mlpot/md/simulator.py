@@ -94,7 +94,7 @@ class ReplicaSimulator:
         temperature_K: float,
         seed: Optional[int] = None,
         masses: Optional[torch.Tensor] = None,
-    ) -> "ReplicaSimulator":
+    ) -> ReplicaSimulator:
         """A simulator starting at ``positions_A`` ``(R, n_atoms, 3)`` Å with Maxwell–Boltzmann velocities
         at ``temperature_K`` (zero centre-of-mass momentum, kinetic energy exactly (3n − 3)/2 kT)."""
         positions = torch.as_tensor(positions_A, dtype=torch.float64).to(potential.device)

@@ -165,7 +165,7 @@ class MinimumDistanceCriterion:
 class AnyCriterion:
     """Unstable when any of ``criteria`` (each with ``unstable(positions) -> (R,) bool``) says so."""
 
-    criteria: Tuple["Criterion", ...]
+    criteria: Tuple[Criterion, ...]
 
     def __post_init__(self):
         if not self.criteria:
@@ -178,7 +178,7 @@ class AnyCriterion:
 
 
 def molecule_criterion(n_atoms: int, bonds: torch.Tensor, reference_lengths_A: torch.Tensor, threshold_A: float,
-                       contact_A: Optional[float] = MINIMUM_CONTACT_DISTANCE_A) -> "Criterion":
+                       contact_A: Optional[float] = MINIMUM_CONTACT_DISTANCE_A) -> Criterion:
     """The bond-length criterion (``threshold_A``) of a molecule of ``n_atoms``, plus, unless ``contact_A`` is
     None, any two of its atoms closer than ``contact_A`` Å."""
     bond_criterion = BondLengthCriterion(bonds, reference_lengths_A, threshold_A)

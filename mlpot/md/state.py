@@ -46,14 +46,14 @@ class ReplicaState:
     def n_replicas(self) -> int:
         return int(self.positions.shape[0])
 
-    def clone(self) -> "ReplicaState":
+    def clone(self) -> ReplicaState:
         """An independent copy (for resetting replicas to it later)."""
         return ReplicaState(
             **{f.name: getattr(self, f.name).clone() for f in fields(self) if f.name != "thermostat"},
             thermostat={name: value.clone() for name, value in self.thermostat.items()},
         )
 
-    def replace_replicas(self, replicas: torch.Tensor, source: "ReplicaState") -> None:
+    def replace_replicas(self, replicas: torch.Tensor, source: ReplicaState) -> None:
         """Overwrite, in place, the replicas where the ``(R,)`` bool mask ``replicas`` is True with ``source``'s."""
         if replicas.shape != (self.n_replicas,) or replicas.dtype != torch.bool:
             raise ValueError(f"the replica mask must be a bool tensor of shape ({self.n_replicas},)")

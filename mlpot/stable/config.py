@@ -28,8 +28,8 @@ from typing import Any, Dict
 
 import yaml
 
-from mlpot.md.stability import EVALUATION_BOND_THRESHOLD_A, MINIMUM_CONTACT_DISTANCE_A, TRAINING_BOND_THRESHOLD_A
 from mlpot.config import checked_setting, config_section, read_yaml_config
+from mlpot.md.stability import EVALUATION_BOND_THRESHOLD_A, MINIMUM_CONTACT_DISTANCE_A, TRAINING_BOND_THRESHOLD_A
 from mlpot.validation import optional_positive_number, positive_number
 
 OBSERVABLE_LOSSES = ("mse", "mae")
@@ -117,7 +117,7 @@ class StableConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: Dict[str, Any]) -> "StableConfig":
+    def from_dict(cls, raw: Dict[str, Any]) -> StableConfig:
         if raw is not None and not isinstance(raw, dict):
             raise ValueError("a StABlE config must be a mapping with the sections data, simulation, learning, run")
         raw = dict(raw or {})

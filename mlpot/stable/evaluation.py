@@ -32,7 +32,10 @@ from mlpot.md.potential import ReplicaPotential
 from mlpot.md.reference import MoleculeReference, frame_positions
 from mlpot.md.simulator import ReplicaSimulator
 from mlpot.md.stability import (
-    EVALUATION_BOND_THRESHOLD_A, MINIMUM_CONTACT_DISTANCE_A, molecule_criterion, run_checked_segment,
+    EVALUATION_BOND_THRESHOLD_A,
+    MINIMUM_CONTACT_DISTANCE_A,
+    molecule_criterion,
+    run_checked_segment,
 )
 from mlpot.units import FS_PER_PS
 from mlpot.validation import optional_positive_number, positive_number

@@ -16,8 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from mlpot.models import build_model
 from mlpot.models.potential import Potential
-from mlpot.runs import UnsafeCheckpointError, checkpoint_kind, safe_torch_load
-from mlpot.runs import file_digest
+from mlpot.runs import UnsafeCheckpointError, checkpoint_kind, file_digest, safe_torch_load
 
 
 @dataclass

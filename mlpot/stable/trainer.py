@@ -57,15 +57,21 @@ from mlpot.md.reference import frame_positions, molecule_reference
 from mlpot.md.simulator import ReplicaSimulator
 from mlpot.md.stability import BondLengthCriterion, molecule_criterion, run_checked_segment
 from mlpot.md.state import ReplicaState
-from mlpot.runs import RunLock, StopRequests, atomic_save, read_checkpoint, refuse_changed_settings
+from mlpot.runs import (
+    RunLock,
+    StopRequests,
+    atomic_save,
+    file_digest,
+    read_checkpoint,
+    refuse_changed_settings,
+    write_csv,
+)
 from mlpot.stable.config import StableConfig, save_stable_config
 from mlpot.stable.energy_force import backward_energy_force_loss, force_errors, refit_energy_references
 from mlpot.stable.estimator import ObservableLoss, backward_boltzmann_gradient, loss_weights, squared_error_loss
 from mlpot.stable.evaluation import training_split
 from mlpot.stable.parent import ParentModel, load_parent
 from mlpot.train.loss import LossWeights
-from mlpot.runs import write_csv
-from mlpot.runs import file_digest
 from mlpot.units import FS_PER_PS
 
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -29,12 +29,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 import yaml
 
+if TYPE_CHECKING:
+    from mlpot.data import DataSpec
+
 from mlpot.config import (  # noqa: F401  (re-exported: the train config's public names)
-    apply_override, checked_setting, config_section, parse_assignment, read_yaml_config, renamed_key,
+    apply_override,
+    checked_setting,
+    config_section,
+    parse_assignment,
+    read_yaml_config,
+    renamed_key,
 )
 
 # Allowed ranges of the numeric keys: ">= a", "> a" or an interval "[a, b)" (brackets as in maths).
@@ -90,7 +98,7 @@ class DataConfig(_CheckedSection):
     test_indices: str | None = None
     check_units: bool = True
 
-    def spec(self) -> "DataSpec":
+    def spec(self) -> DataSpec:
         """The reader settings (keys, units, frame index) as a :class:`mlpot.data.DataSpec`."""
         from mlpot.data import DataSpec
 
@@ -158,7 +166,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: Dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, raw: Dict[str, Any]) -> TrainConfig:
         raw = dict(raw or {})
         sections = {}
         for name, section_type in (("data", DataConfig), ("model", ModelConfig), ("training", TrainingConfig)):
