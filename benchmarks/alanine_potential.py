@@ -33,15 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 SYSTEM_DIR = REPO / "systems" / "alanine-dipeptide"
 RESULTS = REPO / "benchmarks" / "results" / "alanine_potential"
 PHI_ATOMS, PSI_ATOMS = (4, 6, 8, 14), (6, 8, 14, 16)  # 0-based, tleap order (systems/alanine-dipeptide/README.md)
-# (φ range, ψ ranges) in degrees, first match wins; the regions of systems/alanine-dipeptide/README.md
-REGIONS = (
-    ("C5", (-180.0, -110.0), ((110.0, 180.0), (-180.0, -150.0))),
-    ("C7eq", (-110.0, -40.0), ((20.0, 180.0), (-180.0, -150.0))),
-    ("alphaR", (-180.0, -40.0), ((-90.0, 20.0),)),
-    ("C7ax", (20.0, 120.0), ((-130.0, 0.0),)),
-    ("alphaL", (20.0, 120.0), ((0.0, 120.0),)),
-)
-BARRIER = "barrier/other"
 KJ_PER_MOL_PER_EV = 96.48533212
 
 
@@ -60,16 +51,16 @@ def dihedrals_deg(positions_A: np.ndarray, atoms) -> np.ndarray:
 
 
 def region_fractions(phi_deg: np.ndarray, psi_deg: np.ndarray) -> dict:
-    names = [name for name, _, _ in REGIONS] + [BARRIER]
-    labels = []
-    for phi, psi in zip(phi_deg, psi_deg):
-        label = BARRIER
-        for name, (lo, hi), psi_ranges in REGIONS:
-            if lo <= phi < hi and any(a <= psi <= b for a, b in psi_ranges):
-                label = name
-                break
-        labels.append(label)
-    labels = np.array(labels)
+    """Fractions of frames per (φ, ψ) region, with the regions of the data generator (README of the system)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("generate_data", SYSTEM_DIR / "generate_data.py")
+    generator = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = generator  # dataclasses look their module up here
+    spec.loader.exec_module(generator)
+    labels = np.array([generator.region(float(phi), float(psi)) for phi, psi in zip(phi_deg, psi_deg)])
+    names = [name for name, _, _ in generator.REGIONS] + [generator.BARRIER]
     return {name: round(float(np.mean(labels == name)), 4) for name in names}
 
 
