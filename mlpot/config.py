@@ -30,8 +30,9 @@ def _within(value: float, limit: str) -> bool:
 
 def checked_setting(name: str, annotation: str, value: Any, limit: str | None = None) -> Any:
     """``value`` if it fits the field type ``annotation`` (as written in the dataclass, e.g. ``"int | None"``)
-    and the range ``limit`` (written as in :data:`mlpot.train.config.LIMITS`: ">= a", "> a" or "[a, b)"); else ``ValueError`` naming ``name``, the value and
-    what is expected. Integers given for a float key become floats."""
+    and the range ``limit`` (written as in :data:`mlpot.train.config.LIMITS`: ">= a", "> a" or
+    "[a, b)"); else ``ValueError`` naming ``name``, the value and what is expected.
+    Integers given for a float key become floats."""
     optional = annotation.endswith("| None")
     kind = annotation.replace("| None", "").strip()
     if value is None and optional:

@@ -276,7 +276,8 @@ def _read_record(files: RunFiles) -> Dict[str, Any]:
         record = json.loads(files.record.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"--resume: the run record {files.record} is not readable JSON ({error})") from None
-    if not isinstance(record, dict) or record.get("kind") != RECORD_KIND or not isinstance(record.get("settings"), dict):
+    if (not isinstance(record, dict) or record.get("kind") != RECORD_KIND
+            or not isinstance(record.get("settings"), dict)):
         raise ValueError(f"--resume: {files.record} is not an mlpot md run record")
     if record.get("version") != RECORD_VERSION:
         raise ValueError(f"--resume: {files.record} has record version {record.get('version')!r}; this mlpot reads "

@@ -87,7 +87,8 @@ def test_md_writes_a_trajectory_mdtraj_reads(engine, model_files, tmp_path, caps
 
 def test_md_resume_continues_from_the_checkpoint_and_appends_frames(model_files, tmp_path):
     out = tmp_path / "traj.dcd"
-    common = ["md", "--model", str(model_files[("egnn", "float32")]), "--report-interval", "10", "--temperature", "20", "--out", str(out), "--quiet"]
+    common = ["md", "--model", str(model_files[("egnn", "float32")]), "--report-interval", "10", "--temperature", "20",
+              "--out", str(out), "--quiet"]
     assert main(common + ["--steps", "20"]) == 0
     assert main(common + ["--steps", "50", "--resume"]) == 0
     assert mdtraj.load(str(out), top=str(out.with_suffix(".pdb"))).n_frames == 5
@@ -150,7 +151,8 @@ def test_train_from_flags_then_eval_and_inspect(tmp_path, capsys):
 def test_train_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing.extxyz"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("mlpot train: error:") and "missing.extxyz: file not found" in err and len(err.splitlines()) == 1
+    assert err.startswith("mlpot train: error:") and "missing.extxyz: file not found" in err \
+        and len(err.splitlines()) == 1
     config = tmp_path / "bad.yaml"
     config.write_text("training:\n  learning_rate: 0.1\n")
     assert main(["train", str(config)]) == 2

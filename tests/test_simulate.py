@@ -161,7 +161,8 @@ def _amber_positions_A(system: str, steps: int, every: int):
     pdb = app.PDBFile(str(spec.pdb_path))
     forcefield = app.ForceField(*spec.forcefield_files)
     if spec.periodic:
-        omm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.55 * unit.nanometer,
+        omm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.PME,
+                                             nonbondedCutoff=0.55 * unit.nanometer,
                                              constraints=None, rigidWater=False)
     else:
         omm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
@@ -249,7 +250,8 @@ def test_resume_cuts_frames_after_the_checkpoint_and_a_partial_frame_and_continu
     np.testing.assert_allclose(frames, _frames_A(straight), atol=1e-4)
 
 
-def test_resume_after_a_kill_between_record_and_checkpoint_continues_from_the_previous_checkpoint(model_files, tmp_path):
+def test_resume_after_a_kill_between_record_and_checkpoint_continues_from_the_previous_checkpoint(
+        model_files, tmp_path):
     out = tmp_path / "run.dcd"
     files = RunFiles(out)
     _run(model_files, out, steps=30)
@@ -379,7 +381,8 @@ def test_an_empty_checkpoint_given_to_the_cli_gets_one_line(model_files, tmp_pat
     capsys.readouterr()
     assert main(common + ["--steps", "20", "--resume"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error == f"mlpot md: error: --resume: the checkpoint {out}.chk is empty (a run killed before its first report?)"
+    assert error == (f"mlpot md: error: --resume: the checkpoint {out}.chk is empty "
+                     "(a run killed before its first report?)")
 
 
 def test_the_time_step_warning_is_one_line_on_the_command_line(model_files, tmp_path, capsys):

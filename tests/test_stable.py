@@ -91,7 +91,8 @@ MORSE_GRID = torch.linspace(0.4, 3.0, 40_001, dtype=torch.float64)  # Å; the de
 def _morse_averages(depth: float, width: float, kT: float) -> torch.Tensor:
     """(⟨r⟩, ⟨r²⟩) by quadrature on MORSE_GRID."""
     r = MORSE_GRID
-    density = torch.exp(-_morse_energy(r, torch.tensor(depth, dtype=torch.float64), torch.tensor(width, dtype=torch.float64)) / kT)
+    density = torch.exp(-_morse_energy(r, torch.tensor(depth, dtype=torch.float64),
+                                       torch.tensor(width, dtype=torch.float64)) / kT)
     normaliser = torch.trapezoid(density, r)
     return torch.stack([torch.trapezoid(density * r, r), torch.trapezoid(density * r**2, r)]) / normaliser
 
@@ -113,8 +114,10 @@ def test_estimator_matches_finite_differences_of_quadrature_for_two_parameter_mo
     ], dtype=torch.float64)
     # exact Boltzmann samples by inverting the quadrature CDF
     r = MORSE_GRID
-    density = torch.exp(-_morse_energy(r, torch.tensor(depth, dtype=torch.float64), torch.tensor(width, dtype=torch.float64)) / kT)
-    cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (density[1:] + density[:-1]) * (r[1] - r[0]), 0)])
+    density = torch.exp(-_morse_energy(r, torch.tensor(depth, dtype=torch.float64),
+                                       torch.tensor(width, dtype=torch.float64)) / kT)
+    cdf = torch.cat([torch.zeros(1, dtype=torch.float64),
+                     torch.cumsum(0.5 * (density[1:] + density[:-1]) * (r[1] - r[0]), 0)])
     uniform = np.random.default_rng(1).uniform(0.0, float(cdf[-1]), 400_000)
     samples = torch.from_numpy(np.interp(uniform, cdf.numpy(), r.numpy()))
 
@@ -170,8 +173,10 @@ def test_one_backward_pass_equals_per_sample_covariance_for_a_model(eager_models
         (lambda: boltzmann_surrogate(torch.ones(4), torch.ones(3), 300.0), "shape"),
         (lambda: boltzmann_surrogate(torch.ones(4), torch.ones(4), 0.0), "temperature"),
         (lambda: squared_error_loss(torch.ones(2))(torch.ones(3)), "target"),
-        (lambda: backward_boltzmann_gradient(lambda x: x, torch.ones(4), torch.ones(3), 300.0), "one weight per sample"),
-        (lambda: backward_boltzmann_gradient(lambda x: x, torch.ones(4), torch.ones(4), 300.0, chunk_size=0), "chunk_size"),
+        (lambda: backward_boltzmann_gradient(lambda x: x, torch.ones(4), torch.ones(3), 300.0),
+         "one weight per sample"),
+        (lambda: backward_boltzmann_gradient(lambda x: x, torch.ones(4), torch.ones(4), 300.0, chunk_size=0),
+         "chunk_size"),
     ],
 )
 def test_estimator_rejects_bad_input_with_a_named_problem(call, message):
@@ -203,7 +208,8 @@ def test_maxwell_boltzmann_velocities_have_the_temperature_no_drift_and_heavier_
 
 def test_ethanol_reference_has_its_eight_covalent_bonds(ethanol_reference):
     numbers = ethanol_reference.atomic_numbers
-    pairs = sorted("".join(sorted("HCO"[[1, 6, 8].index(int(numbers[i]))] for i in bond)) for bond in ethanol_reference.bonds.tolist())
+    pairs = sorted("".join(sorted("HCO"[[1, 6, 8].index(int(numbers[i]))] for i in bond))
+                   for bond in ethanol_reference.bonds.tolist())
     assert pairs == ["CC", "CH", "CH", "CH", "CH", "CH", "CO", "HO"]
     assert torch.all((ethanol_reference.bond_lengths_A > 0.9) & (ethanol_reference.bond_lengths_A < 1.6))
 
@@ -306,7 +312,8 @@ def test_minimum_distance_criterion_flags_molecules_that_touch_across_the_box():
     molecule_of_atom = torch.tensor([0, 0, 1, 1])
     box = torch.diag(torch.tensor([10.0, 10.0, 10.0], dtype=torch.float64))
     apart = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [5.0, 0, 0], [6.0, 0, 0]], dtype=torch.float64)
-    across = torch.tensor([[0.5, 0, 0], [1.5, 0, 0], [9.8, 0, 0], [8.8, 0, 0]], dtype=torch.float64)  # 0.7 Å via the image
+    # 0.7 Å via the image
+    across = torch.tensor([[0.5, 0, 0], [1.5, 0, 0], [9.8, 0, 0], [8.8, 0, 0]], dtype=torch.float64)
     criterion = MinimumDistanceCriterion(molecule_of_atom, cell=box)
     frames = torch.stack([apart, across])[None]  # one frame, two replicas
     assert criterion.unstable(frames).tolist() == [False, True]
@@ -349,10 +356,12 @@ def morse_cluster_positions(morse_model, ethanol_positions):
 
 
 def _simulator(model, positions, numbers, integrator, temperature_K=300.0, seed=0):
-    return ReplicaSimulator.from_positions(ReplicaPotential(model, numbers), positions, integrator, temperature_K, seed=seed)
+    return ReplicaSimulator.from_positions(ReplicaPotential(model, numbers), positions, integrator, temperature_K,
+                                           seed=seed)
 
 
-def test_velocity_verlet_conserves_energy_with_a_small_timestep(morse_model, morse_cluster_positions, ethanol_positions):
+def test_velocity_verlet_conserves_energy_with_a_small_timestep(morse_model, morse_cluster_positions,
+                                                                 ethanol_positions):
     _, numbers = ethanol_positions
     positions = morse_cluster_positions
     simulator = _simulator(morse_model, positions[:3], numbers, VelocityVerlet(0.1))
@@ -373,7 +382,8 @@ def test_nose_hoover_chain_conserves_its_extended_energy(chain_length, morse_mod
     trajectory = simulator.run(n_steps=400, record_every=10)
     drift = (trajectory.conserved_energies - trajectory.conserved_energies[0]).abs().max()
     heat = (trajectory.kinetic_energies + trajectory.potential_energies).std(0).min()  # the bath exchanges energy
-    print(f"NHC(M={chain_length}) 0.1 fs: max |H - H0| {float(drift):.2e} eV; U + K varies by {float(heat):.3f} eV (std)")
+    print(f"NHC(M={chain_length}) 0.1 fs: max |H - H0| {float(drift):.2e} eV; "
+          f"U + K varies by {float(heat):.3f} eV (std)")
     assert float(drift) < 1e-2 * float(heat)
 
 
@@ -443,7 +453,8 @@ def test_periodic_replica_forces_equal_the_deployed_model(model_files, dilute_wa
         (lambda m, n, x: _simulator(m, x[:, :5], n, VelocityVerlet(0.5)), "shape"),
         (lambda m, n, x: _simulator(m, x, n, VelocityVerlet(0.5)).run(10, 0), "record_every"),
         (lambda m, n, x: BondLengthCriterion(torch.tensor([[0, 1]]), torch.tensor([1.0, 1.1])), "one reference length"),
-        (lambda m, n, x: BondLengthCriterion(torch.tensor([[0, 1]]), torch.tensor([1.0]), threshold_A=-0.5), "threshold"),
+        (lambda m, n, x: BondLengthCriterion(torch.tensor([[0, 1]]), torch.tensor([1.0]), threshold_A=-0.5),
+         "threshold"),
         (lambda m, n, x: ReplicaPotential(m, torch.tensor([6, 6, 79])), "not in this model's species"),
     ],
 )
@@ -476,7 +487,8 @@ def test_velocity_autocorrelation_is_one_at_lag_zero_and_for_free_flight():
     assert vacf.shape == (2, 11)
     assert torch.allclose(vacf, torch.ones_like(vacf))
     alternating = velocities * torch.tensor([(-1.0) ** t for t in range(20)], dtype=torch.float64)[:, None, None, None]
-    assert torch.allclose(velocity_autocorrelation(alternating, 3)[0], torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64))
+    assert torch.allclose(velocity_autocorrelation(alternating, 3)[0],
+                          torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64))
 
 
 def test_radial_distribution_of_an_ideal_gas_is_one():
@@ -534,7 +546,8 @@ def test_springs_stay_stable_and_a_model_without_bonds_falls_apart(ethanol_frame
     positions, _ = ethanol_positions
     springs = Potential(ElasticNetwork(positions[0]), [1, 6, 8], cutoff=5.0, energy_shift=[0.0] * 3).double()
     settings = StabilitySettings(replicas=4, time_ps=0.2, temperature_K=500.0, check_every_fs=25.0)
-    stable = measure_stability(springs, ethanol_frames, ethanol_reference, [0, 0, 0, 0], settings)  # springs' rest frame
+    # springs' rest frame
+    stable = measure_stability(springs, ethanol_frames, ethanol_reference, [0, 0, 0, 0], settings)
     assert stable.times_to_instability_ps == [0.2] * 4 and not any(stable.became_unstable)
     assert stable.unstable_fraction == [0.0] * settings.n_checks
     assert 0.0 < stable.distance_histogram_mae < 2.0
@@ -555,7 +568,8 @@ def test_stability_command_reports_times_and_writes_json(model_files, tmp_path, 
                  "--time", "100fs", "--check-every", "25", "--out", str(out), "--quiet"])
     assert code == 0
     result = __import__("json").loads(out.read_text())
-    assert len(result["times_to_instability_ps"]) == 2 and result["start_frames_from"] == "evenly spaced reference frames"
+    assert len(result["times_to_instability_ps"]) == 2 \
+        and result["start_frames_from"] == "evenly spaced reference frames"
     assert {"mean_ps", "std_ps", "stable_fraction", "distance_histogram_mae", "seconds_per_step"} <= set(result)
     assert "time to instability" in capsys.readouterr().out
 
@@ -685,7 +699,8 @@ def test_stable_cycle_checkpoints_and_resume_takes_exactly_the_same_next_cycle(t
     assert first.cycles_done == 1 and (tmp_path / "resumed" / "checkpoint.pt").is_file()
     with pytest.raises(FileExistsError, match="--resume"):
         stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "resumed", 2), quiet=True)
-    resumed = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "resumed", 2), resume=True, quiet=True)
+    resumed = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "resumed", 2),
+                           resume=True, quiet=True)
 
     rows = _rows_without_wall_clock(tmp_path / "straight" / "log.csv")
     assert {row["phase"] for row in rows} == {"simulate", "learn"}
@@ -717,7 +732,8 @@ def test_sigterm_during_a_learning_step_stops_after_it_and_resume_takes_exactly_
     monkeypatch.setattr(StableTrainer, "_build", original_build)
     state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)  # tensors and plain types only
     assert state["kind"] == "StABlE" and state["progress"]["learning_steps"] == 1  # the step was finished and kept
-    resumed = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "stopped", 1), resume=True, quiet=True)
+    resumed = stable_train(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "stopped", 1),
+                           resume=True, quiet=True)
     assert _rows_without_wall_clock(tmp_path / "stopped" / "log.csv") == \
         _rows_without_wall_clock(tmp_path / "straight" / "log.csv")
     assert resumed.learning_steps == straight.learning_steps
@@ -741,8 +757,9 @@ def test_resume_refuses_a_changed_setting_or_parent(tmp_path):
     changed = _tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 2)
     changed.learning.lr = 0.01
     changed.simulation.replicas = 4
-    with pytest.raises(ValueError, match=r"--resume: the StABlE run in .* was made with other settings, so it cannot be "
-                                         r"continued: learning.lr: was 0.0005, now 0.01; simulation.replicas: was 3, now 4$"):
+    with pytest.raises(ValueError, match=r"--resume: the StABlE run in .* was made with other settings, "
+                                         r"so it cannot be continued: learning.lr: was 0.0005, now 0.01; "
+                                         r"simulation.replicas: was 3, now 4$"):
         stable_train(changed, resume=True, quiet=True)  # every difference named; run.cycles may change
     _tiny_parent(tmp_path / "parent.pt")  # same weights, new file (new time stamp)
     with pytest.raises(ValueError, match="sha256 differs"):
@@ -840,7 +857,8 @@ def test_parent_comes_from_a_model_file_or_the_best_ema_weights_of_a_training_ch
                 "config": {"data": {"files": [str(ETHANOL_DFT)]}}, "split": {"train": [0, 1], "val": [], "test": [2]}},
                tmp_path / "checkpoint.pt")
     from_checkpoint = load_parent(tmp_path / "checkpoint.pt")
-    assert all(torch.equal(a, b) for a, b in zip(from_checkpoint.model.state_dict().values(), best.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(from_checkpoint.model.state_dict().values(), best.state_dict().values()))
     assert from_checkpoint.split["test"] == [2] and from_checkpoint.split_file == str(ETHANOL_DFT)
 
     (tmp_path / "notes.txt").write_text("not a model")

@@ -87,8 +87,8 @@ def test_train_deploy_and_run_in_ase_and_openmm(arch, tmp_path):
 
     atoms = frames[split["test"][0]].copy()
     atoms.calc = MLPotCalculator(run / "model.pt")
-    context = openmm.Context(create_system(run / "model.pt", topology_from_atoms(atoms)), openmm.VerletIntegrator(0.001),
-                             openmm.Platform.getPlatformByName("Reference"))
+    context = openmm.Context(create_system(run / "model.pt", topology_from_atoms(atoms)),
+                             openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(atoms.positions * 0.1)  # nm
     energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     assert energy == pytest.approx(atoms.get_potential_energy() * KJ_PER_MOL_PER_EV, rel=1e-9)
@@ -260,8 +260,8 @@ def test_two_process_data_parallel_training_equals_single_process(tmp_path):
         import yaml
 
         path.write_text(yaml.safe_dump(config))
-        prefix = [] if out is single else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                                           "2", "-m", "mlpot.cli"]
+        prefix = [] if out is single else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                           "--nproc_per_node", "2", "-m", "mlpot.cli"]
         args = (command + [str(path)]) if out is single else (prefix + ["train", "--quiet", str(path)])
         finished = subprocess.run(args, env=environment, capture_output=True, text=True, timeout=300)
         assert finished.returncode == 0, finished.stderr[-3000:]
@@ -278,7 +278,8 @@ def test_loss_terms_mse_and_huber_per_atom_energy_forces_and_stress():
     from mlpot.train.loss import LossWeights, combine, loss_terms
 
     batch = Batch(
-        positions=torch.zeros(3, 3), species=torch.zeros(3, dtype=torch.long), edge_index=torch.zeros(2, 0, dtype=torch.long),
+        positions=torch.zeros(3, 3), species=torch.zeros(3, dtype=torch.long),
+        edge_index=torch.zeros(2, 0, dtype=torch.long),
         cell_shifts=torch.zeros(0, 3), cell=torch.zeros(2, 3, 3), atom_frame=torch.tensor([0, 0, 1]),
         edge_frame=torch.zeros(0, dtype=torch.long), n_atoms=torch.tensor([2, 1]), energy=torch.tensor([1.0, 2.0]),
         forces=torch.zeros(3, 3), stress=torch.zeros(2, 3, 3), has_stress=torch.tensor([False, True]),
@@ -447,7 +448,8 @@ def test_fine_tuning_on_another_level_of_theory_refits_the_reference_energies(tm
         atoms.calc.results["energy"] += sum(offsets[s] for s in atoms.get_chemical_symbols())
     ase.io.write(tmp_path / "other_theory.extxyz", images)
     config = tiny_config(tmp_path / "tuned", epochs=1)
-    config.data.files, config.data.index, config.model.init_from = [str(tmp_path / "other_theory.extxyz")], ":", str(source)
+    config.data.files, config.data.index, config.model.init_from = (
+        [str(tmp_path / "other_theory.extxyz")], ":", str(source))
     trainer = Trainer(config, quiet=False)
     trainer._build(trainer._prepare_directory())
     assert "reference energies were refitted" in capsys.readouterr().err
@@ -463,7 +465,8 @@ def test_fine_tuning_refuses_another_architecture_or_cutoff(tmp_path):
     train(tiny_config(source, arch="nequip", epochs=1), quiet=True)
     config = tiny_config(tmp_path / "tuned", arch="egnn", epochs=1)
     config.model.init_from = str(source / "model.pt")
-    with pytest.raises(ValueError, match="holds a network of architecture nequip but model.arch is .egnn.; set model.arch: nequip"):
+    with pytest.raises(ValueError,
+                       match="holds a network of architecture nequip but model.arch is .egnn.; set model.arch: nequip"):
         train(config, quiet=True)
     config = tiny_config(tmp_path / "tuned", arch="nequip", epochs=1)
     config.model.init_from, config.model.cutoff = str(source / "model.pt"), 4.0

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="mlpot", description="Learned equivariant interatomic potentials for OpenMM and ASE.")
     parser.add_argument("--version", action="version", version=f"mlpot {mlpot.__version__}")
     parser.add_argument("--debug", action="store_true",
-                        help="show the Python traceback of an error instead of its one-line message (also MLPOT_DEBUG=1)")
+                        help="show the Python traceback of an error instead of its one-line message "
+                             "(also MLPOT_DEBUG=1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the free cores; also MLPOT_NUM_THREADS)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

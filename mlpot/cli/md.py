@@ -45,7 +45,8 @@ def _print_md_result(result) -> None:
     print(f"{result.engine}: {result.steps} steps of {result.timestep_fs} fs on {result.system} "
           f"({result.n_atoms} atoms) in {result.wall_seconds:.1f} s: {result.steps_per_second:.1f} steps/s, "
           f"{result.ns_per_day:.3f} ns/day")
-    print(f"final potential energy {result.final_potential_energy_eV:.4f} eV, temperature {result.final_temperature_K:.0f} K")
+    print(f"final potential energy {result.final_potential_energy_eV:.4f} eV, "
+          f"temperature {result.final_temperature_K:.0f} K")
     print(f"trajectory {result.trajectory} (topology {result.topology})")
 
 

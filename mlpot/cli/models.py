@@ -12,7 +12,8 @@ from mlpot.cli.common import add_data_arguments, data_spec, parse_hyperparameter
 def register(sub) -> None:
     """Add this group's commands to the ``mlpot`` subparsers ``sub``."""
     p = sub.add_parser("new-model", help="write a randomly initialised model file",
-                       description="Build an untrained model (EGNN or NequIP-style) and write it as a TorchScript model file.")
+                       description="Build an untrained model (EGNN or NequIP-style) and write it as a "
+                                   "TorchScript model file.")
     p.add_argument("--arch", choices=["egnn", "nequip"], required=True, help="architecture")
     p.add_argument("--species", required=True, help="comma-separated element symbols, e.g. H,C,N,O")
     p.add_argument("--cutoff", type=float, default=5.0, help="neighbour cutoff in Å")
@@ -43,7 +44,8 @@ def register(sub) -> None:
 
 
 def new_model(arch: str, species: List[str], cutoff: float, out: Path, dtype: str = "float32", size: str = "default",
-              hyperparameters: Optional[Dict[str, Any]] = None, seed: int = 0, energy_scale: float = 1.0) -> Dict[str, Any]:
+              hyperparameters: Optional[Dict[str, Any]] = None, seed: int = 0,
+              energy_scale: float = 1.0) -> Dict[str, Any]:
     """Build a randomly initialised model and write it as a model file; returns its metadata."""
     from mlpot.deploy import save_model
     from mlpot.models import build_model, describe

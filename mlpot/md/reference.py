@@ -47,7 +47,8 @@ def frame_positions(frames: Sequence[Frame]) -> tuple[torch.Tensor, torch.Tensor
     numbers = frames[0].numbers
     for frame in frames:
         if frame.numbers.shape != numbers.shape or not np.array_equal(frame.numbers, numbers):
-            raise frame.error("its atoms differ from the first frame's (reference frames must be one molecule, same order)")
+            raise frame.error("its atoms differ from the first frame's "
+                              "(reference frames must be one molecule, same order)")
     positions = torch.from_numpy(np.stack([frame.positions for frame in frames]))
     return positions, torch.from_numpy(numbers.astype(np.int64))
 

@@ -204,8 +204,8 @@ def run_checked_segment(simulator: ReplicaSimulator, n_steps: int, record_every:
     """Run one segment, check every recorded frame, and put the replicas that went unstable back to
     the state they had at the start of the segment (their last stable state).
 
-    The recorded frames and the final state are checked. Returns the segment's trajectory (unstable replicas' frames included, as simulated) and the
-    ``(R,)`` bool mask of replicas found unstable.
+    The recorded frames and the final state are checked. Returns the segment's trajectory (unstable
+    replicas' frames included, as simulated) and the ``(R,)`` bool mask of replicas found unstable.
     """
     start = simulator.state.clone()
     trajectory = simulator.run(n_steps, record_every)

@@ -137,15 +137,18 @@ class StableConfig:
         positive = {
             "simulation.temperature_K": simulation.temperature_K, "simulation.timestep_fs": simulation.timestep_fs,
             "simulation.segment_fs": simulation.segment_fs,
-            "simulation.thermostat_time_constant_fs": simulation.thermostat_time_constant_fs, "simulation.record_every_fs": simulation.record_every_fs,
-            "simulation.threshold_A": simulation.threshold_A, "simulation.max_simulation_ps": simulation.max_simulation_ps,
+            "simulation.thermostat_time_constant_fs": simulation.thermostat_time_constant_fs,
+            "simulation.record_every_fs": simulation.record_every_fs,
+            "simulation.threshold_A": simulation.threshold_A,
+            "simulation.max_simulation_ps": simulation.max_simulation_ps,
             "learning.lr": learning.lr, "learning.sample_max_deviation_A": learning.sample_max_deviation_A,
             "learning.r_max_A": learning.r_max_A, "learning.bin_width_A": learning.bin_width_A,
             "learning.sigma_A": learning.sigma_A,
         }
         for name, value in positive.items():
             positive_number(name, value)
-        integers = {"simulation.replicas": (simulation.replicas, 2), "learning.qm_batch_size": (learning.qm_batch_size, 1),
+        integers = {"simulation.replicas": (simulation.replicas, 2),
+                    "learning.qm_batch_size": (learning.qm_batch_size, 1),
                     "learning.max_steps_per_cycle": (learning.max_steps_per_cycle, 1), "run.cycles": (run.cycles, 0)}
         for name, (value, least) in integers.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -158,9 +161,11 @@ class StableConfig:
                             ("learning.stop_unstable_fraction", learning.stop_unstable_fraction)):
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
-        if isinstance(learning.energy_force_weight, bool) or not isinstance(learning.energy_force_weight, (int, float)) \
+        if isinstance(learning.energy_force_weight, bool) \
+                or not isinstance(learning.energy_force_weight, (int, float)) \
                 or not learning.energy_force_weight >= 0:
-            raise ValueError(f"learning.energy_force_weight (λ) must be a non-negative number, got {learning.energy_force_weight!r}")
+            raise ValueError(f"learning.energy_force_weight (λ) must be a non-negative number, "
+                             f"got {learning.energy_force_weight!r}")
         if not isinstance(learning.refit_energy_references, bool):
             raise ValueError(f"learning.refit_energy_references must be true or false, got "
                              f"{learning.refit_energy_references!r}")

@@ -77,7 +77,8 @@ class StabilitySettings:
             positive_number(name, getattr(self, name))
         optional_positive_number("contact_A", self.contact_A, "Å")
         if self.check_every_fs < self.timestep_fs:
-            raise ValueError(f"check_every_fs ({self.check_every_fs}) must be at least one timestep ({self.timestep_fs} fs)")
+            raise ValueError(f"check_every_fs ({self.check_every_fs}) must be at least one timestep "
+                             f"({self.timestep_fs} fs)")
         if self.time_ps * FS_PER_PS < self.check_every_fs:
             raise ValueError(f"time_ps ({self.time_ps} ps) must cover at least one check ({self.check_every_fs} fs)")
 

@@ -270,7 +270,8 @@ class StableTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = state["progress"]
         to_device = lambda saved: ReplicaState(**{  # noqa: E731
-            name: ({k: v.to(self.device) for k, v in value.items()} if isinstance(value, dict) else value.to(self.device))
+            name: ({k: v.to(self.device) for k, v in value.items()} if isinstance(value, dict)
+                   else value.to(self.device))
             for name, value in saved.items()})
         self.simulator.restart_from(to_device(state["replicas"]))
         self.learn_start = None if state["learn_start"] is None else to_device(state["learn_start"])
@@ -335,7 +336,8 @@ class StableTrainer:
         deviation = self.bond_criterion.max_deviation_A(frames.reshape(1, -1, *frames.shape[2:]))
         deviation = deviation.reshape(n_frames, n_replicas)
         unstable = self.criterion.unstable(torch.cat([frames, self.simulator.state.positions[None]]))
-        samples = frames.reshape(-1, *frames.shape[2:])[(deviation <= config.learning.sample_max_deviation_A).reshape(-1)]
+        samples = frames.reshape(-1, *frames.shape[2:])[
+            (deviation <= config.learning.sample_max_deviation_A).reshape(-1)]
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         observable_value = math.nan
@@ -361,8 +363,10 @@ class StableTrainer:
         self._log({"cycle": progress["cycle"], "phase": "learn", "step": progress["learn_step"],
                    "time_ps": progress["cycle_time_fs"] / FS_PER_PS, "unstable_fraction": fraction,
                    "samples": int(samples.shape[0]), "observable_loss": observable_value, "energy_force_loss": qm_value,
-                   "energy_offset_meV_per_atom": offset, "gradient_norm": float(norm), "wall_s": round(progress["elapsed_s"], 2)})
-        if fraction <= config.learning.stop_unstable_fraction or progress["learn_step"] >= config.learning.max_steps_per_cycle:
+                   "energy_offset_meV_per_atom": offset, "gradient_norm": float(norm),
+                   "wall_s": round(progress["elapsed_s"], 2)})
+        if (fraction <= config.learning.stop_unstable_fraction
+                or progress["learn_step"] >= config.learning.max_steps_per_cycle):
             self._end_cycle()
 
     def _qm_frames(self) -> List[Graph]:
@@ -448,12 +452,14 @@ class StableTrainer:
         histograms = progress["cycle_histograms"]
         reference = self.reference.distance_histogram.numpy()
         metrics = {
-            "stopped_because": stopped_because, "cycles": progress["cycle"], "learning_steps": progress["learning_steps"],
+            "stopped_because": stopped_because, "cycles": progress["cycle"],
+            "learning_steps": progress["learning_steps"],
             "wall_s": round(progress["elapsed_s"], 1), "split_from": self.split_origin,
             "split_sizes": {k: len(v) for k, v in self.split.items()}, "selected_cycle": selected,
             "selected_learning_steps": (progress.get("best_learning_steps", progress["learning_steps"])
                                         if progress["best_model"] is not None else progress["learning_steps"]),
-            "scores": {int(c): {"time_to_learning_ps": t, "unstable_fraction": -f} for c, (t, f) in progress["scores"].items()},
+            "scores": {int(c): {"time_to_learning_ps": t, "unstable_fraction": -f}
+                       for c, (t, f) in progress["scores"].items()},
             "test_errors_before": progress["errors_before"], "test_errors_after": after.result() if after else {},
             "distance_histogram_mae": {int(c): float(np.abs(np.asarray(h) - reference).sum() * self.bins.bin_width_A)
                                        for c, h in histograms.items()},
@@ -482,7 +488,8 @@ class StableTrainer:
             before = force_errors(self.parent_model_copy(), self.test_graphs, keep=True)
             plot_force_errors(before.pairs, after.pairs, progress["errors_before"].get("forces_mae", math.nan),
                               metrics["test_errors_after"].get("forces_mae", math.nan), self.out / "force_errors.png")
-        return StableResult(self.out, model_path, progress["cycle"], progress["learning_steps"], stopped_because, metrics)
+        return StableResult(self.out, model_path, progress["cycle"], progress["learning_steps"], stopped_because,
+                            metrics)
 
     def parent_model_copy(self) -> torch.nn.Module:
         """A fresh copy of the parent model (its weights as read from the parent file)."""
