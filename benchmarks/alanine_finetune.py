@@ -102,7 +102,8 @@ def main() -> None:
     (RESULTS / "finetune.json").write_text(json.dumps(results, indent=1))
     print("\n| model | epochs | test E MAE (meV/atom) | test F MAE (meV/Å) |\n|---|---:|---:|---:|")
     for name, row in results["models"].items():
-        print(f"| {name} | {row['epochs']} | {row['test_energy_mae_meV_per_atom']} | {row['test_forces_mae_meV_per_A']} |")
+        print(f"| {name} | {row['epochs']} | {row['test_energy_mae_meV_per_atom']} "
+              f"| {row['test_forces_mae_meV_per_A']} |")
 
 
 if __name__ == "__main__":
