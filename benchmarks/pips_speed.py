@@ -4,11 +4,13 @@ One iteration is exactly ``MolecularTrainer.step`` with the system's default bat
 (``run_defaults`` in ``mlpot/pips/molecular/peptides.py``; alanine dipeptide 16 × 500 steps, polyproline
 16 × 1000, chignolin 8 × 1000, all 1 fs, CPU platform): controlled rollouts in OpenMM, path costs,
 weights, the PICE surrogate loss over all recorded states (one batched forward + backward), Adam
-and EMA updates, checkpoint skipped. Every system runs its replicas in one Context by default
-(polyproline and chignolin, GBn2 implicit solvent, under a 4 nm CutoffNonPeriodic cutoff with the
-copies spaced beyond it: ``mlpot/pips/molecular/replicas.py``); ``--layouts one-context context-per-replica``
-times both layouts, iterations interleaved (A, B, A, B, ...) so that a shared machine's load hits
-both alike. ``--n-paths`` overrides the system's batch size. Reported: seconds
+and EMA updates, checkpoint skipped. Every system runs in its default replica layout and solvent
+(``run_defaults``: alanine dipeptide in vacuum, all copies in one Context; polyproline and chignolin in
+OBC2 implicit solvent as OpenMM's native ``GBSAOBCForce``, one Context per replica, no cutoff:
+``mlpot/pips/molecular/implicit_solvent.py``, ``mlpot/pips/molecular/replicas.py``).
+``--layouts one-context context-per-replica`` times both layouts and ``--solvents gbn2 obc2`` both
+implicit solvents, iterations interleaved (A, B, A, B, ...) so that a shared machine's load hits
+all alike. ``--n-paths`` overrides the system's batch size. Reported: seconds
 per iteration and per path, and the rollout's split into time inside OpenMM (step, getState,
 setting the control force), inside the policy, and the rest (Python, numpy/torch conversions,
 noise, records). For alanine dipeptide the same 16 × 500 uncontrolled steps are also timed with
@@ -19,6 +21,8 @@ one Context per replica (the reference code's layout, and ours for implicit solv
     python benchmarks/pips_speed.py --systems chignolin --policies aligned-force --iterations 1 --warmup 0
     python benchmarks/pips_speed.py --systems polyproline chignolin --policies aligned-force --n-paths 16 \
         --layouts one-context context-per-replica --iterations 1
+    python benchmarks/pips_speed.py --systems polyproline chignolin --policies aligned-force --n-paths 16 \
+        --solvents gbn2 obc2 --layouts one-context context-per-replica --iterations 2
 
 Updates ``benchmarks/results/pips_speed.json`` (the entries of the systems and policies measured
 are replaced, the others kept) and prints a markdown table of what it measured.
@@ -59,32 +63,30 @@ def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float
     return result.timings.total
 
 
-def trainer_with_layout(system: str, policy: str, threads: int, layout: str, n_paths: int | None = None):
+def trainer_with_layout(system: str, policy: str, threads: int, layout: str | None, n_paths: int | None = None,
+                        solvent: str | None = None):
     """A :class:`MolecularTrainer` with the system's default batch (``n_paths`` if given) whose
-    rollouts run in replica ``layout`` (the trainer builds the default layout; another one
-    replaces it: the trainer has no setting for it yet)."""
+    rollouts run in replica ``layout``, in implicit ``solvent`` (None: the system's default for either)."""
     from mlpot.pips.molecular.peptides import peptide_transition
-    from mlpot.pips.molecular.rollout import replica_runner
     from mlpot.pips.molecular.trainer import MolecularTrainConfig, MolecularTrainer
 
     defaults = dict(peptide_transition(system).run_defaults)
     if n_paths is not None:
         defaults["n_paths"] = n_paths
-    trainer = MolecularTrainer(MolecularTrainConfig(system=system, policy=policy, **defaults), threads=threads)
-    if layout != "one-context":
-        n = trainer.config.n_paths
-        trainer._runners[n] = replica_runner(trainer.topology, trainer.start_nm, n, trainer.settings,
-                                             trainer.transition.forcefield_files, trainer.potential, "CPU", threads,
-                                             layout=layout)
-    return trainer
+    if layout is not None:
+        defaults["replica_layout"] = layout
+    if solvent is not None:
+        defaults["implicit_solvent"] = solvent
+    return MolecularTrainer(MolecularTrainConfig(system=system, policy=policy, **defaults), threads=threads)
 
 
 def measure(system: str, policy: str, iterations: int, threads: int, warmup: int = 1,
-            layouts=("one-context",), n_paths: int | None = None) -> list[dict]:
-    """One result per layout; the layouts' iterations interleaved."""
+            layouts=(None,), n_paths: int | None = None, solvents=(None,)) -> list[dict]:
+    """One result per (solvent, layout); their iterations interleaved, so load hits all alike."""
     # after the first update the controls are non-zero (their cost does not depend on their values anyway)
-    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths) for layout in layouts]
-    rows = [[] for _ in layouts]
+    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths, solvent)
+                for solvent in solvents for layout in layouts]
+    rows = [[] for _ in trainers]
     for _ in range(iterations + warmup):
         for trainer_rows, trainer in zip(rows, trainers):
             trainer_rows.append(trainer.step())
@@ -98,6 +100,7 @@ def summary(system: str, policy: str, trainer, rows: list, iterations: int, warm
     n_paths, n_steps = trainer.config.n_paths, trainer.config.n_steps
     return {
         "system": system, "policy": policy, "layout": type(trainer.runner(n_paths)).__name__,
+        "forcefield": " + ".join(trainer.forcefield_files),
         "n_atoms": trainer.topology.getNumAtoms(), "n_paths": n_paths, "n_steps": n_steps,
         "iterations_timed": iterations, "warmup_iterations": warmup,
         "seconds_per_iteration": median["seconds"], "seconds_per_path": median["seconds"] / n_paths,
@@ -111,18 +114,20 @@ def summary(system: str, policy: str, trainer, rows: list, iterations: int, warm
 
 
 def _key(result: dict) -> tuple:
-    """What a result measured: system, policy, layout and batch (older records: default layout)."""
-    return (result.get("system", "alanine-dipeptide"), result["policy"], result.get("layout"), result.get("n_paths"))
+    """What a result measured: system, policy, layout, batch and force field (older records: default layout and
+    the system's force field)."""
+    return (result.get("system", "alanine-dipeptide"), result["policy"], result.get("layout"), result.get("n_paths"),
+            result.get("forcefield"))
 
 
 def _layout_ratios(results: list[dict]) -> list[dict]:
     """Seconds per iteration of context-per-replica over one-context, where both were timed together."""
-    by_key = {(r["system"], r["policy"], r["n_paths"], r["layout"]): r for r in results}
+    by_key = {(r["system"], r["policy"], r["n_paths"], r.get("forcefield"), r["layout"]): r for r in results}
     ratios = []
-    for (system, policy, n_paths, layout), result in by_key.items():
-        other = by_key.get((system, policy, n_paths, "ContextPerReplicaRunner"))
+    for (system, policy, n_paths, forcefield, layout), result in by_key.items():
+        other = by_key.get((system, policy, n_paths, forcefield, "ContextPerReplicaRunner"))
         if layout == "OneContextRunner" and other is not None:
-            ratios.append({"system": system, "policy": policy, "n_paths": n_paths,
+            ratios.append({"system": system, "policy": policy, "n_paths": n_paths, "forcefield": forcefield,
                            "per_replica_over_one_context":
                                other["seconds_per_iteration"] / result["seconds_per_iteration"]})
     return ratios
@@ -137,21 +142,25 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["alanine-dipeptide"],
                         help="alanine-dipeptide, polyproline, chignolin (default alanine-dipeptide)")
     parser.add_argument("--policies", nargs="+", default=["distance-energy", "aligned-force"])
-    parser.add_argument("--layouts", nargs="+", default=["one-context"],
-                        help="replica layouts to time, interleaved: one-context, context-per-replica")
+    parser.add_argument("--layouts", nargs="+", default=[None],
+                        help="replica layouts to time, interleaved: one-context, context-per-replica (default: the "
+                             "system's)")
     parser.add_argument("--n-paths", type=int, default=None, help="paths per iteration (default: the system's)")
+    parser.add_argument("--solvents", nargs="+", default=[None],
+                        help="implicit solvents to time: gbn2, obc2 (native GBSAOBCForce), vacuum (default: the "
+                             "system's)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pips_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     results = [result for system in args.systems for policy in args.policies
                for result in measure(system, policy, args.iterations, args.threads, args.warmup, args.layouts,
-                                     args.n_paths)]
-    print("| system | policy | replicas | paths × steps | s / iteration | s / path | ms / replica-step | rollout s | "
-          "loss+update s | OpenMM | policy | Python |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+                                     args.n_paths, args.solvents)]
+    print("| system | force field | policy | replicas | paths × steps | s / iteration | s / path | ms / replica-step | "
+          "rollout s | loss+update s | OpenMM | policy | Python |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['system']} ({r['n_atoms']} atoms) | {r['policy']} | {r['layout']} | "
+        print(f"| {r['system']} ({r['n_atoms']} atoms) | {r['forcefield']} | {r['policy']} | {r['layout']} | "
               f"{r['n_paths']} × {r['n_steps']} | "
               f"{r['seconds_per_iteration']:.2f} | {r['seconds_per_path']:.3f} | {r['ms_per_replica_step']:.2f} | "
               f"{r['rollout_seconds']:.2f} | {r['loss_and_update_seconds']:.2f} | {r['rollout_fraction_openmm']:.0%} | "

@@ -39,6 +39,7 @@ import torch
 from mlpot import units
 from mlpot.pips.cost import TERMINAL_COSTS
 from mlpot.pips.dynamics import Rollout, control_weight
+from mlpot.pips.molecular.implicit_solvent import solvent_forcefield_files
 from mlpot.pips.molecular.integrator import langevin_settings
 from mlpot.pips.molecular.path_metrics import EvaluatedPaths, MolecularPathMetrics
 from mlpot.pips.molecular.peptides import peptide_transition
@@ -96,6 +97,9 @@ class MolecularTrainConfig(PiceTrainConfig):
     # implicit-solvent replicas: "one-context" (all copies in one Context, 4 nm non-periodic cutoff) or
     # "context-per-replica" (no cutoff); see mlpot.pips.molecular.replicas
     replica_layout: str = "one-context"
+    # the system's implicit solvent (None), or "gbn2", "obc2" (native GBSAOBCForce), "vacuum"; see
+    # mlpot.pips.molecular.implicit_solvent
+    implicit_solvent: Optional[str] = None
 
 
 def _heavy_atoms(topology) -> List[int]:
@@ -121,6 +125,7 @@ class MolecularTrainer(PiceTrainer):
         if config.terminal_atoms not in ("heavy", "all"):
             raise ValueError(f"terminal_atoms must be 'heavy' or 'all', got {config.terminal_atoms!r}")
         self.transition = peptide_transition(config.system)
+        self.forcefield_files = solvent_forcefield_files(self.transition.forcefield_files, config.implicit_solvent)
         self.topology, self.start_nm, target_nm = self.transition.load()
         self.target = torch.from_numpy(target_nm)
         self.heavy_atoms = _heavy_atoms(self.topology)
@@ -161,7 +166,7 @@ class MolecularTrainer(PiceTrainer):
         """The OpenMM Context holding ``n_paths`` replicas (built once per batch size)."""
         if n_paths not in self._runners:
             self._runners[n_paths] = replica_runner(self.topology, self.start_nm, n_paths, self.settings,
-                                                    self.transition.forcefield_files, self.potential,
+                                                    self.forcefield_files, self.potential,
                                                     self.platform, self.threads, layout=self.replica_layout)
         return self._runners[n_paths]
 
