@@ -81,28 +81,30 @@ def train_parent(out: Path, epochs: int, test_fraction: float, data: str = "rand
     return train(config, quiet=True).model_path
 
 
-def test_graphs(model_path: Path):
-    """The parent's test split of the ethanol frames, as graphs."""
+def test_graphs(model_path: Path, data: Path = DATA):
+    """The parent's test split of the frames of ``data`` (default: ethanol's), as graphs."""
     from mlpot.data import frames_to_graphs
     from mlpot.data.readers import read_frames
     from mlpot.deploy import read_metadata
     from mlpot.stable.evaluation import training_split
 
-    frames = read_frames(DATA)
+    frames = read_frames(data)
     metadata = read_metadata(model_path)
-    split = training_split(metadata, DATA, len(frames))
+    split = training_split(metadata, data, len(frames))
     return frames_to_graphs([frames[k] for k in split["test"]], metadata["cutoff"])
 
 
-def measure(model_path: Path, graphs, replicas: int, time_ps: float, timestep_fs: float, seed: int) -> dict:
-    """Stability (Langevin, 0.5 Å) and test force MAE of a model file."""
+def measure(model_path: Path, graphs, replicas: int, time_ps: float, timestep_fs: float, seed: int,
+            system: str = "ethanol", temperature_K: float = 500.0, reference_path: Path | None = None) -> dict:
+    """Stability (Langevin at ``temperature_K``, 0.5 Å) and test force MAE of a model file; replicas start from
+    ``system``'s reference frames, or ``reference_path``'s, whose h(r) is the reference."""
     from mlpot.stable.energy_force import force_errors
     from mlpot.stable.evaluation import StabilitySettings, measure_model_file_stability
     from mlpot.stable.parent import load_parent
 
-    settings = StabilitySettings(replicas=replicas, time_ps=time_ps, temperature_K=500.0, timestep_fs=timestep_fs,
-                                 seed=seed)
-    result = measure_model_file_stability(model_path, "ethanol", settings)
+    settings = StabilitySettings(replicas=replicas, time_ps=time_ps, temperature_K=temperature_K,
+                                 timestep_fs=timestep_fs, seed=seed)
+    result = measure_model_file_stability(model_path, system, settings, reference_path=reference_path)
     errors = force_errors(load_parent(model_path).model, graphs).result()
     return {
         "model": str(model_path), "timestep_fs": timestep_fs,
@@ -117,16 +119,19 @@ def measure(model_path: Path, graphs, replicas: int, time_ps: float, timestep_fs
     }
 
 
-def run_stable(parent: Path, out: Path, seed: int = 0):
+def run_stable(parent: Path, out: Path, seed: int = 0, data: dict | None = None):
+    """StABlE at its defaults from ``parent`` (``data``: the config's data section, default ethanol's)."""
     from mlpot.stable.config import StableConfig
     from mlpot.stable.trainer import stable_train
 
-    config = StableConfig.from_dict({"parent": str(parent), "out": str(out), "run": {"threads": 1, "seed": seed}})
+    config = StableConfig.from_dict({"parent": str(parent), "out": str(out), "run": {"threads": 1, "seed": seed},
+                                     **({"data": data} if data else {})})
     return stable_train(config, resume=(out / "checkpoint.pt").exists(), quiet=True), config
 
 
-def energy_force_control(parent: Path, out: Path, steps: int, config) -> Path:
-    """The parent fine-tuned by ``steps`` plain energy/force steps with StABlE's optimiser settings."""
+def energy_force_control(parent: Path, out: Path, steps: int, config, data: Path = DATA) -> Path:
+    """The parent fine-tuned by ``steps`` plain energy/force steps with StABlE's optimiser settings on the
+    training split of ``data``."""
     from mlpot.data import frames_to_graphs
     from mlpot.data.readers import read_frames
     from mlpot.deploy import save_model
@@ -140,8 +145,8 @@ def energy_force_control(parent: Path, out: Path, steps: int, config) -> Path:
         return path
     learning = config.learning
     loaded = load_parent(parent)
-    frames = read_frames(DATA)
-    split = training_split({"provenance": loaded.provenance}, DATA, len(frames))
+    frames = read_frames(data)
+    split = training_split({"provenance": loaded.provenance}, data, len(frames))
     graphs = frames_to_graphs([frames[k] for k in split["train"]], loaded.description["cutoff"])
     training = loaded.provenance["training"]["config"]["training"]
     weights = LossWeights(energy=training["energy_weight"], forces=training["forces_weight"], kind=training["loss"])

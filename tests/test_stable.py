@@ -866,3 +866,30 @@ def test_parent_comes_from_a_model_file_or_the_best_ema_weights_of_a_training_ch
         load_parent(tmp_path / "notes.txt")
     with pytest.raises(FileNotFoundError, match="parent model .*missing.pt not found"):
         load_parent(tmp_path / "missing.pt")
+
+
+def test_observable_file_sets_the_reference_histogram_and_a_foreign_molecule_is_refused(tmp_path):
+    import ase.io
+
+    from mlpot.data.readers import read_frames
+    from mlpot.md.reference import molecule_reference
+    from mlpot.stable.trainer import StableTrainer
+
+    _tiny_parent(tmp_path / "parent.pt")
+    hot = [atoms for atoms in ase.io.read(ETHANOL_DFT, index=":") if float(atoms.info["temperature_K"]) >= 500.0]
+    ase.io.write(tmp_path / "hot.extxyz", hot[:20])
+    config = _tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run", 1)
+    config.data.observable_file = str(tmp_path / "hot.extxyz")
+    trainer = StableTrainer(config, quiet=True)
+    trainer._build(None)
+    expected = molecule_reference(read_frames(tmp_path / "hot.extxyz"), trainer.bins).distance_histogram
+    assert torch.allclose(trainer.reference.distance_histogram, expected)
+    default = StableTrainer(_tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run2", 1), quiet=True)
+    default._build(None)
+    assert not torch.allclose(default.reference.distance_histogram, expected)
+
+    ase.io.write(tmp_path / "reordered.extxyz", [hot[0][::-1]])  # the same atoms in another order
+    config = _tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run3", 1)
+    config.data.observable_file = str(tmp_path / "reordered.extxyz")
+    with pytest.raises(ValueError, match=r"data.observable_file .*reordered.extxyz holds another molecule than"):
+        StableTrainer(config, quiet=True)._build(None)

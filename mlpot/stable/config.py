@@ -43,10 +43,14 @@ class StableDataConfig:
 
     The parent model's own train/test split of that file is used when its provenance records it;
     otherwise a random split with ``val_fraction``/``test_fraction`` and ``split_seed``.
+    The reference h(r) is that of the file's non-test frames, or of every frame of
+    ``observable_file`` when given (e.g. reference MD at the simulation temperature, when the
+    training frames come from another one); its molecule must be the data's.
     """
 
     system: str = "ethanol"
     file: str | None = None
+    observable_file: str | None = None
     val_fraction: float = 0.05
     test_fraction: float = 0.1
     split_seed: int = 0

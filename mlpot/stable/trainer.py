@@ -153,6 +153,19 @@ class StableTrainer:
 
         return Path(self.config.data.file) if self.config.data.file else reference_data_file(self.config.data.system)
 
+    def _observable_frames(self, frames: list, test: set) -> list:
+        """The frames whose h(r) is the reference: ``data.observable_file``'s, else the non-test frames."""
+        path = self.config.data.observable_file
+        if path is None:
+            return [f for k, f in enumerate(frames) if k not in test] or frames
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"data.observable_file {path} not found")
+        reference_frames = read_frames(path)
+        if [int(z) for z in reference_frames[0].numbers] != [int(z) for z in frames[0].numbers]:
+            raise ValueError(f"data.observable_file {path} holds another molecule than {self.data_path} (its atoms "
+                             "differ in number, element or order)")
+        return reference_frames
+
     def _split(self, parent: ParentModel, data_path: Path, n_frames: int) -> tuple[Dict[str, List[int]], str]:
         if parent.split is not None and parent.split_file and Path(parent.split_file).is_file() \
                 and file_digest(parent.split_file) == file_digest(str(data_path)):
@@ -179,7 +192,7 @@ class StableTrainer:
         test = set(self.split["test"])
         learning = config.learning
         self.bins = DistanceBins(learning.r_max_A, learning.bin_width_A, learning.sigma_A)
-        self.reference = molecule_reference([f for k, f in enumerate(frames) if k not in test] or frames, self.bins)
+        self.reference = molecule_reference(self._observable_frames(frames, test), self.bins)
         cutoff = self.parent.description["cutoff"]
         self.train_graphs = frames_to_graphs([frames[k] for k in self.split["train"]], cutoff)
         self.test_graphs = frames_to_graphs([frames[k] for k in self.split["test"]], cutoff)
@@ -467,6 +480,9 @@ class StableTrainer:
         }
         record = {"parent": str(self.parent.path), "parent_sha256": self.parent.sha256,
                   "data_file": {"path": str(self.data_path), "sha256": file_digest(str(self.data_path))},
+                  **({"observable_file": {"path": self.config.data.observable_file,
+                                          "sha256": file_digest(self.config.data.observable_file)}}
+                     if self.config.data.observable_file else {}),
                   "config": self.config.to_dict(), "start_frames": progress["start_frames"], **metrics}
         model_path = self.out / MODEL_NAME
         save_model(self.model.cpu(), self.parent.description, model_path,
