@@ -1,9 +1,21 @@
-"""OpenMM adapter: an mlpot model file as an ``openmmtorch.TorchForce``.
+"""OpenMM adapter: an mlpot model file as an ``openmmtorch.TorchForce`` (a compiled ``.pt2`` file: an
+``openmm.PythonForce``).
 
     from mlpot.plugins.openmm import create_force
     force = create_force("model.pt", topology)              # whole system
     force = create_force("model.pt", topology, atoms=ml)    # ML/MM: only these atom indices
+    force = create_force("model.pt2", topology)             # `mlpot compile` output: faster on small molecules
     system.addForce(force)
+
+**Which route.** A TorchScript file (``model.pt``) runs in openmm-torch's ``TorchForce``; a compiled file
+(``mlpot compile model.pt -o model.pt2``, AOTInductor) runs in OpenMM 8.6's ``PythonForce``, which calls
+:meth:`mlpot.compiled.CompiledModel.compute` once per step (positions copied out of OpenMM and forces
+back in, in nm and kJ/mol through :mod:`mlpot.units`). Measured with ``benchmarks/compiled_speed.py
+--openmm`` on alanine dipeptide (NequIP-style nequip-matched, 1 thread, CPU platform): 3.7 ms per
+Langevin step through PythonForce + compiled file against 9.1 ms through TorchForce
+(``benchmarks/results/compiled_speed.json``). So the compiled file is the faster route wherever one has
+been made; a ``.pt`` file stays on TorchForce, because compiling takes about a minute and is a step
+the user chooses (``mlpot compile``). A ``PythonForce`` cannot be serialised to XML.
 
 OpenMM hands the force positions and box vectors in nm and expects energies in kJ/mol and
 forces in kJ/mol/nm. The model works in Å and eV. :class:`OpenMMForceModule` converts once, with
@@ -190,10 +202,11 @@ def create_force(
     atomic_numbers: Optional[Sequence[int]] = None,
     periodic: Optional[bool] = None,
 ):
-    """An ``openmmtorch.TorchForce`` computing the model's energy and forces.
+    """An ``openmmtorch.TorchForce`` computing the model's energy and forces (for a compiled ``.pt2`` file an
+    ``openmm.PythonForce``; module docstring).
 
     Args:
-        model: model file path (or a loaded :class:`DeployedModel`).
+        model: model file path (or a loaded :class:`DeployedModel` or :class:`mlpot.compiled.CompiledModel`).
         topology: ``openmm.app.Topology`` giving every particle's element (and the box, if periodic).
         atoms: distinct integer particle indices the model acts on (ML/MM); ``None`` means all particles.
             Empty, duplicated, non-integer or out-of-range indices raise ``ValueError``.
@@ -202,6 +215,8 @@ def create_force(
             of another size fails at its first evaluation (an ``OpenMMException`` saying so).
         periodic: use periodic boundary conditions; default: whether ``topology`` has a box.
     """
+    if _is_compiled(model):
+        return _create_python_force(model, topology, atoms, atomic_numbers, periodic)
     openmmtorch = _import_openmmtorch()
     deployed = model if isinstance(model, DeployedModel) else load_model(model)
     if topology is None and atomic_numbers is None:
@@ -225,6 +240,84 @@ def create_force(
     force.setOutputsForces(True)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
     force.__deepcopy__ = refuse_copy  # copy.deepcopy looks the method up on the instance
+    return force
+
+
+class CompiledForceComputation:
+    """The ``openmm.PythonForce`` callback of a compiled model: ``(state) -> (energy kJ/mol, forces kJ/mol/nm)``.
+
+    Args:
+        model: the loaded compiled file (:class:`mlpot.compiled.CompiledModel`).
+        atomic_numbers: of the atoms the model acts on, in the order of ``indices``.
+        indices: OpenMM particle indices the model acts on (all particles when ``None``).
+        periodic: use OpenMM's box (all three axes periodic).
+        num_particles: particles the System must have.
+    """
+
+    def __init__(self, model, atomic_numbers: Sequence[int], indices: Optional[Sequence[int]], periodic: bool,
+                 num_particles: int):
+        import numpy as np
+
+        self.model = model
+        self.atomic_numbers = torch.tensor(list(atomic_numbers), dtype=torch.long)
+        self.indices = None if indices is None else np.asarray(list(indices), dtype=np.int64)
+        self.periodic = periodic
+        self.pbc = torch.tensor([periodic] * 3)
+        self.zero_cell_A = torch.zeros(3, 3, dtype=torch.float64)
+        self.num_particles = num_particles
+
+    def __call__(self, state):
+        import numpy as np
+        from openmm import unit
+
+        positions_nm = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        if len(positions_nm) != self.num_particles:
+            raise ValueError(f"mlpot: the force was created for {self.num_particles} particles but the System has "
+                             f"{len(positions_nm)}; give create_force the atomic_numbers of every particle")
+        selected_nm = positions_nm if self.indices is None else positions_nm[self.indices]
+        cell_A = self.zero_cell_A
+        if self.periodic:
+            box_nm = np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+            cell_A = torch.from_numpy(box_nm) * ANGSTROM_PER_NM
+        results = self.model.compute(torch.from_numpy(selected_nm) * ANGSTROM_PER_NM, self.atomic_numbers, cell_A,
+                                     self.pbc)
+        model_forces = results["forces"].detach().double().cpu().numpy() * (KJ_PER_MOL_PER_EV * ANGSTROM_PER_NM)
+        if self.indices is None:
+            forces_kj_nm = model_forces
+        else:
+            forces_kj_nm = np.zeros_like(positions_nm)
+            forces_kj_nm[self.indices] = model_forces
+        return float(results["energy"]) * KJ_PER_MOL_PER_EV, forces_kj_nm
+
+
+def _is_compiled(model) -> bool:
+    from mlpot.compiled import CompiledModel, is_compiled_file
+
+    if isinstance(model, CompiledModel):
+        return True
+    return not isinstance(model, DeployedModel) and Path(model).is_file() and is_compiled_file(model)
+
+
+def _create_python_force(model, topology, atoms, atomic_numbers, periodic):
+    """:func:`create_force` for a compiled file: an ``openmm.PythonForce`` (module docstring)."""
+    import openmm
+
+    from mlpot.compiled import CompiledModel, load_compiled
+
+    compiled = model if isinstance(model, CompiledModel) else load_compiled(model)
+    if topology is None and atomic_numbers is None:
+        raise TypeError("create_force needs the topology (or the atomic_numbers of all particles)")
+    all_numbers = _checked_atomic_numbers(topology, atomic_numbers)
+    indices = None if atoms is None else _checked_atom_indices(atoms, len(all_numbers))
+    numbers = all_numbers if indices is None else [all_numbers[i] for i in indices]
+    compiled.check_elements(numbers)
+    box = None if topology is None else topology.getPeriodicBoxVectors()
+    if periodic is None:
+        periodic = box is not None
+    if periodic and box is not None:
+        check_box(compiled, box)
+    force = openmm.PythonForce(CompiledForceComputation(compiled, numbers, indices, bool(periodic), len(all_numbers)))
+    force.setUsesPeriodicBoundaryConditions(bool(periodic))
     return force
 
 

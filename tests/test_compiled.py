@@ -204,3 +204,56 @@ def test_replica_engine_gives_the_same_forces_with_the_compiled_file(compiled_fi
     _assert_close(got[1].numpy(), expected[1].numpy())
     with pytest.raises(TypeError, match="compiled"):
         ReplicaPotential(load_compiled(compiled), numbers).energies(positions)
+
+
+def _openmm_energy_forces(system, positions):
+    import openmm
+    from openmm import unit
+
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    state = context.getState(getEnergy=True, getForces=True)
+    return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+
+
+@pytest.mark.parametrize("system", ["alanine-dipeptide", "water-192"])
+def test_compiled_file_in_openmm_is_a_python_force_with_the_torch_forces_numbers(compiled_files, system):
+    import openmm
+
+    from mlpot.plugins.openmm import create_system
+    from mlpot.systems import load_openmm
+
+    source, compiled = compiled_files["nequip"]
+    topology, positions = load_openmm(system)
+    python_system = create_system(compiled, topology)
+    assert any(isinstance(force, openmm.PythonForce) for force in python_system.getForces())
+    energy, forces = _openmm_energy_forces(python_system, positions)
+    expected_energy, expected_forces = _openmm_energy_forces(create_system(source, topology), positions)
+    assert energy == pytest.approx(expected_energy, rel=2e-5, abs=1e-3)
+    _assert_close(forces, expected_forces)
+
+
+def test_compiled_file_in_openmm_acts_on_the_ml_atoms_only(compiled_files):
+    import openmm
+
+    from mlpot.plugins.openmm import create_force
+    from mlpot.systems import load_openmm
+
+    source, compiled = compiled_files["egnn"]
+    topology, positions = load_openmm("alanine-dipeptide")
+    ml_atoms = list(range(6, 16))
+    results = []
+    for model in (source, compiled):
+        system = openmm.System()
+        for atom in topology.atoms():
+            system.addParticle(atom.element.mass)
+        system.addForce(create_force(model, topology, atoms=ml_atoms))
+        results.append(_openmm_energy_forces(system, positions))
+    (expected_energy, expected_forces), (energy, forces) = results
+    assert energy == pytest.approx(expected_energy, rel=2e-5, abs=1e-3)
+    _assert_close(forces, expected_forces)
+    outside = [i for i in range(topology.getNumAtoms()) if i not in ml_atoms]
+    assert np.all(forces[outside] == 0.0)
+    with pytest.raises(ValueError, match="Si"):
+        create_force(compiled, atomic_numbers=[14, 14], topology=None)
