@@ -257,3 +257,21 @@ def test_compiled_file_in_openmm_acts_on_the_ml_atoms_only(compiled_files):
     assert np.all(forces[outside] == 0.0)
     with pytest.raises(ValueError, match="Si"):
         create_force(compiled, atomic_numbers=[14, 14], topology=None)
+
+
+@pytest.mark.parametrize("route", ["torchscript", "compiled"])
+def test_pips_replicas_of_a_model_potential_each_get_the_single_copys_energy_and_forces(compiled_files, route):
+    """16 copies in one Context (TorchForce for a .pt file, PythonForce for a .pt2 file) act as independent copies."""
+    from mlpot.pips.molecular.peptides import peptide_transition
+    from mlpot.pips.molecular.replicas import build_replica_system
+
+    source, compiled = compiled_files["nequip"]
+    topology, start_nm, target_nm = peptide_transition("alanine-dipeptide").load()
+    jiggled = start_nm + 0.005 * np.random.default_rng(0).standard_normal(start_nm.shape)
+    frames = np.stack([start_nm, target_nm, jiggled])
+    replicas = build_replica_system(topology, start_nm, 3, model=source if route == "torchscript" else compiled)
+    total, stacked_forces = _openmm_energy_forces(replicas.system, replicas.stacked_positions(frames))
+    singles = [_openmm_energy_forces(replicas.single_system, frame) for frame in frames]
+    assert total == pytest.approx(sum(energy for energy, _ in singles), rel=1e-5)
+    for copy_forces, (_, single_forces) in zip(np.asarray(stacked_forces).reshape(frames.shape), singles):
+        _assert_close(copy_forces, single_forces)

@@ -2,10 +2,14 @@
 
 Runs in the project's own venv. Sizes map to the presets in ``mlpot/models/__init__.py``:
 ``small`` = the ``default`` preset, ``default`` = ``nequip-matched`` (the NequIP size of peers.md).
+
+ase-compiled = the model file compiled by ``mlpot compile`` (:func:`mlpot.compiled.compile_model_file`, a ``.pt2``
+file: torch.export + AOTInductor, the neighbour list outside the compiled graph) in our ASE calculator.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from pathlib import Path
 from typing import Any, Callable, Dict
@@ -13,6 +17,7 @@ from typing import Any, Callable, Dict
 import numpy as np
 import torch
 
+import mlpot
 from mlpot.deploy import load_model, save_model
 from mlpot.models import build_model, describe
 from worker import SEED, TRAIN_BATCH, perturbed_copies
@@ -29,6 +34,7 @@ class Peer:
     """A random-init mlpot model of one size, saved as a model file and loaded back as users do."""
 
     arch = ARCH
+    COMPILED_SUFFIX = ".pt2"  # mlpot compile's
 
     def __init__(self, size: str, workdir: Path, threads: int):
         self.size = size
@@ -51,8 +57,30 @@ class Peer:
             "hyperparameters": self.description["hyperparameters"],
             "routes": {"raw": "DeployedModel.module.compute (TorchScript; includes the neighbour list)",
                        "ase": "mlpot.plugins.ase.MLPotCalculator",
+                       "ase-compiled": "mlpot.plugins.ase.MLPotCalculator on the `mlpot compile` file (.pt2, "
+                                       "AOTInductor)",
                        "openmm": "openmmml MLPotential('mlpot') -> openmm-torch TorchForce (no Python in the step)"},
         }
+
+    def compile_key(self) -> Dict[str, Any]:
+        """What fixes the compiled file: the weights, the model description and the source that exports it."""
+        package = Path(mlpot.__file__).parent
+        source = hashlib.sha256()
+        for path in [package / "compiled.py", package / "deploy.py", *sorted((package / "models").glob("*.py"))]:
+            source.update(path.read_bytes())
+        return {"content_hash": self.deployed.metadata["content_hash"], "description": self.description,
+                "mlpot_source_sha256": source.hexdigest()[:16]}
+
+    def compile(self, path: Path, example_xyz: str) -> None:
+        """``mlpot compile MODEL.pt -o PATH`` (it traces with its own example structure, not ``example_xyz``)."""
+        from mlpot.compiled import compile_model_file
+
+        compile_model_file(self.path, path, device="cpu")
+
+    def compiled_calculator(self, path: Path):
+        from mlpot.plugins.ase import MLPotCalculator
+
+        return MLPotCalculator(str(path), device="cpu")
 
     def raw_step(self, atoms) -> Callable[[], Any]:
         """Energy + forces of the compiled model on perturbed positions (neighbour list included)."""

@@ -3,6 +3,7 @@
     bash benchmarks/peers/setup_envs.sh                       # once: the peers' own virtualenvs (~10 min each)
     python benchmarks/peers/run.py                            # MD speed, small models, 2 then 1 threads
     python benchmarks/peers/run.py --quick                    # alanine dipeptide and water-192, 2 threads, 3 rounds
+    python benchmarks/peers/run.py --engines ase ase-compiled # ASE: eager/TorchScript against compiled files
     python benchmarks/peers/run.py --sizes small default --train
     python benchmarks/peers/run.py --engines --accuracy 20    # accuracy only: 20 min of training each, default size
 
@@ -17,12 +18,27 @@ faster) is the median over rounds of the ratio of the two packages' medians *in 
 burst of load from other processes hits both sides of a ratio alike.
 
 Engines (``--engines``): ``raw`` (the model's forward + backward on prepared inputs), ``ase`` (one
-energy + forces call through the package's ASE calculator on new positions), ``openmm`` (one
+energy + forces call through the package's ASE calculator on new positions), ``ase-compiled`` (the same call
+through the package's compiled deployment, where it has one: NequIP's ``nequip-compile --mode aotinductor
+--target ase`` file in ``NequIPCalculator.from_compiled_model``, mlpot's ``mlpot compile`` ``.pt2`` file in our
+calculator, and MACE's ``MACECalculator(compile_mode="default")``, which runs ``torch.compile`` at its first
+call: mace-torch has no compiled file, see ``peer_mace.py``), ``openmm`` (one
 LangevinMiddleIntegrator step, 300 K, 1/ps, 1 fs, CPU platform; mlpot through openmm-ml's
 ``MLPotential('mlpot')``, which is openmm-torch's TorchForce, the peers through ``MLPotential('mace')`` and
 ``MLPotential('nequip')``), and with ``--train`` ``train`` (one training step, batch 5, on the ethanol
 DFT set: forward, force loss, double backward, Adam). Models are random-initialised (seed 0), float32,
 cutoff 5 Å, elements H C N O; their hyperparameters and parameter counts are in the output.
+
+Compiled files are built from the same random-init models, traced on the first frame of the ethanol DFT set where
+the compiler takes an example, and kept in ``--compiled-dir`` (default ``benchmarks/peers/.venvs/compiled``, beside
+the venvs whose torch they are tied to), named by a hash of what fixes them (package and torch versions, model
+hyperparameters, seed, options), so a rerun loads them instead of compiling again; the output records each file's
+size, the seconds its compile took (in the run that made it) and whether it came from the cache. MACE compiles in
+its worker at the first call on each system (no file); Inductor's cache for every worker lives in the same folder
+(``inductor-<package>``), so MACE's reruns skip code generation. The ASE routes of
+one system (``ase``, ``ase-compiled``) are prepared together and timed in the same interleaved rounds, so every
+package's *fastest* ASE route can be paired with ours round by round: the table "fastest ASE route" and the JSON's
+``fastest`` give mlpot's fastest route ÷ each peer's fastest route per system, next to the per-route ratios.
 
 ``--accuracy MINUTES`` trains every package's ``--accuracy-size`` model (default ``default``; ``mlpot=small`` and
 the like set one package's size, e.g. ``--accuracy-size default mlpot=small``) from scratch on the
@@ -60,7 +76,8 @@ LABELS = {"mlpot": "mlpot", "mace": "MACE", "nequip": "NequIP"}
 SYSTEMS = ("alanine-dipeptide", "water-192", "water-1536")
 SIZES = ("small", "default")
 QUICK_SYSTEMS = ("alanine-dipeptide", "water-192")
-ENGINES = ("raw", "ase", "openmm")
+ENGINES = ("raw", "ase", "ase-compiled", "openmm")
+ASE_ROUTES = ("ase", "ase-compiled")  # timed together per system; a package's fastest of them is its best ASE route
 TRAIN_SYSTEM = "ethanol-dft"
 TRAIN_DATA = ROOT / "systems" / "ethanol" / "dft.extxyz"
 ACCURACY_SPLIT = {"val_fraction": 0.05, "test_fraction": 0.1, "seed": 0}  # mlpot train's defaults
@@ -68,6 +85,14 @@ LARGE_SYSTEM_ATOMS = 1000
 
 sys.path.insert(0, str(HERE))
 from worker import TIMESTEP_FS, TRAIN_BATCH, TRAIN_FRAMES  # noqa: E402  (the workers' settings, stdlib + numpy only)
+
+
+def repository_path(path: str) -> str:
+    """``path`` relative to the repository root where it lies inside it (as the outputs name files)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def python_of(package: str) -> Path:
@@ -83,10 +108,12 @@ def python_of(package: str) -> Path:
 class WorkerProcess:
     """A ``worker.py`` subprocess under the package's interpreter, spoken to in JSON lines."""
 
-    def __init__(self, package: str, threads: int, log_dir: Path):
+    def __init__(self, package: str, threads: int, log_dir: Path, compiled_dir: Optional[Path] = None):
         self.package = package
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    PYTHONPATH=str(HERE), PYTHONUNBUFFERED="1")
+        if compiled_dir is not None:  # Inductor's on-disk cache with the compiled files (what MACE's route reuses)
+            env["TORCHINDUCTOR_CACHE_DIR"] = str(compiled_dir / f"inductor-{package}")
         self.log_path = log_dir / f"{package}-{threads}threads.log"
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
@@ -156,51 +183,65 @@ def machine_info() -> Dict[str, Any]:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def measure_case(workers: Dict[str, WorkerProcess], engine: str, system: str, inputs: Dict[str, Any],
-                 args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
-    """Prepare and warm up every package, then time interleaved blocks; per-package records."""
+def measure_case(workers: Dict[str, WorkerProcess], engines: Sequence[str], system: str, inputs: Dict[str, Any],
+                 args: argparse.Namespace) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Prepare and warm up every package on every engine of ``engines``, then time interleaved blocks, each round
+    every (package, engine) once; per-engine, per-package records. Engines timed together share rounds, so their
+    per-round medians can be paired across engines (what :func:`fastest_routes` does for the ASE routes)."""
     large = inputs["n_atoms"] >= LARGE_SYSTEM_ATOMS
     warmup = args.warmup_large if large else args.warmup
-    records: Dict[str, Dict[str, Any]] = {}
-    for package, worker in workers.items():
-        print(f"  {package}: preparing {engine} on {system} ...", file=sys.stderr, flush=True)
-        answer = worker.ask(cmd="prepare", engine=engine, system=system, xyz=inputs["xyz"], pdb=inputs["pdb"],
-                            warmup=warmup)
-        if not answer["ok"]:
-            print(f"  {package}: {answer['error']}", file=sys.stderr, flush=True)
-            records[package] = {"error": answer["error"]}
-            continue
-        records[package] = {"setup_s": answer["setup_s"], "warmup_ms": answer["warmup_ms"], "rounds": []}
-    live = [p for p in workers if "error" not in records[p]]
+    records: Dict[str, Dict[str, Dict[str, Any]]] = {engine: {} for engine in engines}
+    for engine in engines:
+        for package, worker in workers.items():
+            print(f"  {package}: preparing {engine} on {system} ...", file=sys.stderr, flush=True)
+            answer = worker.ask(cmd="prepare", engine=engine, system=system, xyz=inputs["xyz"], pdb=inputs["pdb"],
+                                warmup=warmup)
+            if not answer["ok"]:
+                print(f"  {package}: {answer['error']}", file=sys.stderr, flush=True)
+                records[engine][package] = {"error": answer["error"]}
+                continue
+            records[engine][package] = {"setup_s": answer["setup_s"], "warmup_ms": answer["warmup_ms"], "rounds": []}
+            if "compiled" in answer:
+                compiled = answer["compiled"]
+                records[engine][package]["compiled"] = {
+                    **compiled, **({"path": repository_path(compiled["path"])} if compiled["path"] else {}),
+                    **({"inductor_cache": repository_path(compiled["inductor_cache"])}
+                       if compiled.get("inductor_cache") else {})}
+    live = [(package, engine) for engine in engines for package in workers if "rounds" in records[engine][package]]
     rounds = args.rounds_large if large else args.rounds
     for r in range(rounds):
         order = live[r % len(live):] + live[:r % len(live)] if live else []
-        for package in order:
+        for package, engine in order:
+            record = records[engine][package]
+            if "error" in record:
+                continue
             load = os.getloadavg()[0]
             answer = workers[package].ask(cmd="time", engine=engine, system=system, calls=1,
                                           seconds=args.block_s, max_calls=args.max_calls)
             if not answer["ok"]:
-                records[package]["error"] = answer["error"]
+                record["error"] = answer["error"]
                 continue
-            records[package]["rounds"].append(
+            record["rounds"].append(
                 {"samples_ms": answer["samples_ms"], "cpu_per_wall": answer["cpu_per_wall"], "load1_before": load}
             )
         print(f"  round {r + 1}/{rounds}: " + ", ".join(
-            f"{p} {statistics.median(records[p]['rounds'][-1]['samples_ms']):.1f} ms"
-            for p in live if records[p]["rounds"]), file=sys.stderr, flush=True)
-    for package in workers:
-        workers[package].ask(cmd="release", engine=engine, system=system)
-        record = records[package]
-        samples = [s for block in record.get("rounds", []) for s in block["samples_ms"]]
-        if samples:
-            record["median_ms"] = statistics.median(samples)
-            record["min_ms"] = min(samples)
-            record["per_s"] = 1000.0 / record["median_ms"]
-            if engine == "openmm":
-                record["ns_per_day"] = record["per_s"] * 86400 * TIMESTEP_FS * 1e-6
-            if engine == "train":
-                record["frames_per_s"] = TRAIN_BATCH * record["per_s"]
-            record["cpu_per_wall"] = statistics.median(b["cpu_per_wall"] for b in record["rounds"])
+            f"{p if len(engines) == 1 else p + ' ' + e} "
+            f"{statistics.median(records[e][p]['rounds'][-1]['samples_ms']):.1f} ms"
+            for p, e in live if records[e][p]["rounds"]), file=sys.stderr, flush=True)
+    for engine in engines:
+        for package in workers:
+            workers[package].ask(cmd="release", engine=engine, system=system)
+            record = records[engine][package]
+            samples = [s for block in record.get("rounds", []) for s in block["samples_ms"]]
+            if samples:
+                record["median_ms"] = statistics.median(samples)
+                record["min_ms"] = min(samples)
+                record["per_s"] = 1000.0 / record["median_ms"]
+                if engine == "openmm":
+                    record["ns_per_day"] = record["per_s"] * 86400 * TIMESTEP_FS * 1e-6
+                if engine == "train":
+                    record["frames_per_s"] = TRAIN_BATCH * record["per_s"]
+                record["cpu_per_wall"] = statistics.median(b["cpu_per_wall"] for b in record["rounds"])
     return records
 
 
@@ -300,6 +341,28 @@ def paired_ratios(records: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any
     return ratios
 
 
+def fastest_routes(cases: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per thread count, size and system: each package's fastest ASE route (the lowest median ms among
+    ``ASE_ROUTES``) and ours/theirs between those routes (mlpot's fastest ÷ each peer's fastest), paired round by
+    round as :func:`paired_ratios` does (the ASE routes of a system are timed in the same rounds)."""
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for case in cases:
+        if case["engine"] in ASE_ROUTES:
+            groups.setdefault((case["threads"], case["size"], case["system"]), []).append(case)
+    summaries = []
+    for (threads, size, system), group in groups.items():
+        best: Dict[str, Dict[str, Any]] = {}
+        routes: Dict[str, str] = {}
+        for case in group:
+            for package, record in case["packages"].items():
+                if "median_ms" in record and (package not in best or record["median_ms"] < best[package]["median_ms"]):
+                    best[package], routes[package] = record, case["engine"]
+        summaries.append({"threads": threads, "size": size, "system": system, "n_atoms": group[0]["n_atoms"],
+                          "routes": routes, "median_ms": {p: r["median_ms"] for p, r in best.items()},
+                          "ratios": paired_ratios(best)})
+    return summaries
+
+
 def format_markdown(report: Dict[str, Any]) -> str:
     packages = report["settings"]["packages"]
     peers = [p for p in packages if p != OURS]
@@ -332,9 +395,42 @@ def format_markdown(report: Dict[str, Any]) -> str:
                   if p in case["ratios"] else "–" for p in peers]
         lines.append(f"| {case['threads']} | {case['size']} | {case['engine']} | {case['system']} | "
                      f"{case['n_atoms']} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-    lines += ["", "OpenMM ns/day (1 fs):", "",
-              "| threads | size | system | " + " | ".join(LABELS[p] for p in packages) + " |",
-              "|---:|---|---|" + "---:|" * len(packages)]
+    fastest = [f for f in report.get("fastest", []) if len(f["routes"]) > 1]
+    if any(case["engine"] == "ase-compiled" for case in report["results"]) and fastest:
+        lines += ["", "Fastest ASE route of each package (eager/TorchScript `ase` or compiled `ase-compiled`, by "
+                  "median ms): ratio = mlpot's fastest route ÷ the peer's fastest, paired by round as above "
+                  "(in brackets the fastest single calls).", "",
+                  "| threads | size | system | atoms | " + " | ".join(f"{LABELS[p]} route (ms)" for p in packages)
+                  + " | " + " | ".join(f"mlpot/{LABELS[p]}" for p in peers) + " |",
+                  "|---:|---|---|---:|" + "---|" * len(packages) + "---:|" * len(peers)]
+        for summary in fastest:
+            cells = [f"{summary['routes'][p]} ({summary['median_ms'][p]:.4g})" if p in summary["routes"] else "–"
+                     for p in packages]
+            ratios = [f"{summary['ratios'][p]['median']:.2f} ({summary['ratios'][p]['of_fastest_calls']:.2f})"
+                      if p in summary["ratios"] else "–" for p in peers]
+            lines.append(f"| {summary['threads']} | {summary['size']} | {summary['system']} | {summary['n_atoms']} | "
+                         + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    compiled: Dict[tuple, Dict[str, Any]] = {}  # one row per file, or per system where the route compiles in-process
+    for case in report["results"]:
+        for package, record in case["packages"].items():
+            info = record.get("compiled")
+            if info is not None:
+                compiled.setdefault((package, case["size"], info["path"] or case["system"]), info)
+    if compiled:
+        lines += ["", "Compiled routes (compile s: in the run that built the file, or the first call where the "
+                  "package compiles in its process; cached: the file was loaded from "
+                  f"`{repository_path(report['settings'].get('compiled_dir', ''))}`, or Inductor's cache there "
+                  "held code):", "",
+                  "| package | size | compiled file | MB | compile s | cached |", "|---|---|---|---:|---:|---|"]
+        for (package, size, where), info in sorted(compiled.items(), key=lambda item: packages.index(item[0][0])):
+            name = Path(info["path"]).name if info["path"] else f"none (torch.compile in the process, {where})"
+            megabytes = f"{info['file_bytes'] / 1e6:.2f}" if info["file_bytes"] else "–"
+            lines.append(f"| {LABELS[package]} | {size} | {name} | {megabytes} | {info['compile_s']:.0f} | "
+                         f"{'yes' if info['cached'] else 'no'} |")
+    if any(case["engine"] == "openmm" for case in report["results"]):
+        lines += ["", "OpenMM ns/day (1 fs):", "",
+                  "| threads | size | system | " + " | ".join(LABELS[p] for p in packages) + " |",
+                  "|---:|---|---|" + "---:|" * len(packages)]
     for case in report["results"]:
         if case["engine"] == "openmm":
             lines.append(f"| {case['threads']} | {case['size']} | {case['system']} | " + " | ".join(
@@ -408,8 +504,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--systems", nargs="+", default=None, help=f"default: {' '.join(SYSTEMS)}")
     parser.add_argument("--engines", nargs="*", default=list(ENGINES), choices=ENGINES,
                         help="speed engines; none (`--engines` alone) with --accuracy for accuracy only")
-    parser.add_argument("--threads", nargs="+", type=int, default=[2, 1])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case (default 5)")
+    parser.add_argument("--threads", nargs="+", type=int, default=None, help="default: 2 1 (--quick: 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case (default 5, --quick 3)")
     parser.add_argument("--rounds-large", type=int, default=3,
                         help=f"rounds for systems of {LARGE_SYSTEM_ATOMS}+ atoms")
     parser.add_argument("--warmup", type=int, default=10,
@@ -427,7 +523,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--accuracy-threads", type=int, default=1)
     parser.add_argument("--accuracy-block-s", type=float, default=30.0,
                         help="seconds of training per interleaved block in --accuracy")
-    parser.add_argument("--quick", action="store_true", help="alanine dipeptide and water-192, 2 threads, 3 rounds")
+    parser.add_argument("--quick", action="store_true",
+                        help="alanine dipeptide and water-192, 2 threads, 3 rounds (unless given)")
+    parser.add_argument("--compiled-dir", type=Path, default=VENVS / "compiled",
+                        help="cache of compiled model files for ase-compiled "
+                             "(default: benchmarks/peers/.venvs/compiled)")
     parser.add_argument("--render", type=Path, default=None,
                         help="only rewrite the table and plot from this results JSON (e.g. an interrupted run's)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "peers",
@@ -435,9 +535,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.systems = args.systems or list(QUICK_SYSTEMS)
-        args.threads = [2]
-        args.rounds = 3
+        args.threads = args.threads or [2]
+        args.rounds = args.rounds or 3
     args.systems = args.systems or list(SYSTEMS)
+    args.threads = args.threads or [2, 1]
+    args.rounds = args.rounds or 5
     if OURS not in args.packages:
         parser.error("mlpot must be one of the packages (the ratios are relative to it)")
     return args
@@ -448,6 +550,7 @@ def render(path: Path, stem: Path) -> None:
     report = json.loads(path.read_text())
     for case in report["results"]:
         case["ratios"] = paired_ratios(case["packages"])
+    report["fastest"] = fastest_routes(report["results"])
     markdown = format_markdown(report)
     print(markdown)
     Path(f"{stem}.md").write_text(markdown + "\n")
@@ -482,7 +585,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    "max": max(loads) if loads else float("nan"),
                                    "note": "1-minute load average read before each timed block; 2 cores"},
             "wall_s": time.perf_counter() - started,
-            "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "settings": {**{k: (repository_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                          "timestep_fs": TIMESTEP_FS, "temperature_K": 300.0, "friction_per_ps": 1.0,
                          "train_batch": TRAIN_BATCH, "train_frames": TRAIN_FRAMES, "seed": 0,
                          "worker_logs": str(log_dir),
@@ -490,35 +593,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "inputs": inputs,
             "models": models,
             "results": cases,
+            "fastest": fastest_routes(cases),
         }
 
     json_path = Path(f"{args.out}.json")
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    plan = [(engine, system) for system in args.systems for engine in args.engines]
+    plan = []  # (engines timed together, system): the ASE routes of a system as one case, the others alone
+    for system in args.systems:
+        for engine in args.engines:
+            if engine not in ASE_ROUTES:
+                plan.append(((engine,), system))
+            elif engine == next(e for e in args.engines if e in ASE_ROUTES):
+                plan.append((tuple(e for e in args.engines if e in ASE_ROUTES), system))
     if args.train:
         import ase.io
 
         first = log_dir / f"ethanol-first{TRAIN_FRAMES}.extxyz"
         ase.io.write(first, ase.io.read(TRAIN_DATA, index=f":{TRAIN_FRAMES}"), format="extxyz")
         inputs[TRAIN_SYSTEM] = {"xyz": str(first), "pdb": "", "n_atoms": 9, "n_edges": None, "periodic": False}
-        plan.append(("train", TRAIN_SYSTEM))
+        plan.append((("train",), TRAIN_SYSTEM))
     for threads in args.threads if plan else []:
-        workers = {p: WorkerProcess(p, threads, log_dir) for p in args.packages}
+        workers = {p: WorkerProcess(p, threads, log_dir, args.compiled_dir) for p in args.packages}
         try:
             for size in args.sizes:
                 for package, worker in workers.items():
-                    answer = worker.ask(cmd="build", size=size, threads=threads, workdir=str(log_dir))
+                    answer = worker.ask(cmd="build", size=size, threads=threads, workdir=str(log_dir),
+                                        compiled_dir=str(args.compiled_dir), example_xyz=str(TRAIN_DATA))
                     if not answer.pop("ok"):
                         raise RuntimeError(f"{package} could not build its {size} model: {answer['error']}")
                     if threads == args.threads[0]:
                         models.append({"package": package, "size": size, **answer})
-                for engine, system in plan:
-                    print(f"[{threads} threads, {size}] {engine} on {system}", file=sys.stderr, flush=True)
-                    records = measure_case(workers, engine, system, inputs[system], args)
-                    loads += [b["load1_before"] for r in records.values() for b in r.get("rounds", [])]
-                    cases.append({"threads": threads, "size": size, "engine": engine, "system": system,
-                                  "n_atoms": inputs[system]["n_atoms"], "n_edges": inputs[system]["n_edges"],
-                                  "packages": records, "ratios": paired_ratios(records)})
+                for engines, system in plan:
+                    print(f"[{threads} threads, {size}] {' + '.join(engines)} on {system}", file=sys.stderr,
+                          flush=True)
+                    by_engine = measure_case(workers, engines, system, inputs[system], args)
+                    for engine, records in by_engine.items():
+                        loads += [b["load1_before"] for r in records.values() for b in r.get("rounds", [])]
+                        cases.append({"threads": threads, "size": size, "engine": engine, "system": system,
+                                      "n_atoms": inputs[system]["n_atoms"], "n_edges": inputs[system]["n_edges"],
+                                      "packages": records, "ratios": paired_ratios(records)})
                     json_path.write_text(json.dumps(report(), indent=1) + "\n")  # partial results survive a crash
         finally:
             for worker in workers.values():

@@ -5,15 +5,20 @@
 It runs in the package's own virtualenv (``.venvs/<package>``, or our ``.venv`` for mlpot), so it must
 not import mlpot unless the package *is* mlpot. The package-specific part lives in ``peer_<package>.py``
 beside this file: a class with ``build(size)``, ``raw_step(atoms)``, ``calculator()``,
-``openmm_system(topology)`` and ``train_step(xyz)`` (whose ``calculator()`` gives the trained model);
-everything timed the same way for every package (the perturbed positions, the ASE calls, the OpenMM
-integrator and context) is here.
+``openmm_system(topology)`` and ``train_step(xyz)`` (whose ``calculator()`` gives the trained model), and for
+the ``ase-compiled`` engine ``compile_key()``, ``compile(path, example_xyz)`` and ``compiled_calculator(path)``
+with the file suffix in ``COMPILED_SUFFIX`` (``None``, and ``compiled_calculator()`` alone, for a calculator that
+compiles itself at its first call); everything timed the same way for every package (the perturbed positions, the
+ASE calls, the OpenMM integrator and context) and the cache of compiled files is here.
 
 Protocol: one JSON object per line on stdin, one JSON answer per line on the process's original stdout
 (anything the libraries print goes to stderr):
 
-    {"cmd": "build", "size": "small", "threads": 2}                       -> model hyperparameters, parameters
+    {"cmd": "build", "size": "small", "threads": 2, "workdir": ..., "compiled_dir": ..., "example_xyz": ...}
+                                              -> model hyperparameters, parameters
     {"cmd": "prepare", "engine": "openmm", "system": "water-192", "xyz": ..., "pdb": ..., "warmup": 5}
+                                              -> setup_s, warmup_ms; for ase-compiled also "compiled" (file,
+                                                 bytes, compile_s, cached)
     {"cmd": "time", "engine": "openmm", "system": "water-192", "seconds": 3, "max_calls": 50}
                                               -> samples_ms (at least one call), cpu_per_wall
     {"cmd": "evaluate", "engine": "fit", "system": ..., "xyz": test frames}  -> energy and force MAE (meV)
@@ -25,6 +30,7 @@ Units at this boundary: positions in Å (extxyz), OpenMM in nm/kJ/mol, times in 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import itertools
@@ -34,7 +40,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -130,6 +136,49 @@ def openmm_stepper(system, pdb_path: str, threads: int) -> Callable[[], Any]:
     return step
 
 
+def compiled_file(peer, package: str, folder: Path, example_xyz: str) -> Dict[str, Any]:
+    """The peer's compiled model file, from ``folder`` when one with the same key is there, else compiled now.
+
+    The key is the peer's ``compile_key()`` (what fixes the model and the compilation: hyperparameters, seed,
+    package versions) plus torch's version; the file is ``<package>-<size>-<hash of the key><suffix>``, with a
+    ``.json`` beside it that keeps the key, the compile seconds of the run that made it and the date. Compiling
+    writes under a temporary name first, so an interrupted compile leaves no file that a rerun would trust.
+    Returns ``path``, ``file_bytes``, ``compile_s`` (of the run that compiled it), ``cached`` and ``key``."""
+    key = {"package": package, "torch": versions().get("torch"), **peer.compile_key()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    path = folder / f"{package}-{peer.size}-{digest}{peer.COMPILED_SUFFIX}"
+    record_path = path.with_name(path.name + ".json")
+    cached = path.exists() and record_path.exists()
+    if cached:
+        record = json.loads(record_path.read_text())
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name[:-len(peer.COMPILED_SUFFIX)]}.partial{peer.COMPILED_SUFFIX}")
+        started = time.perf_counter()
+        peer.compile(partial, example_xyz)
+        compile_s = time.perf_counter() - started
+        os.replace(partial, path)
+        record = {"key": key, "compile_s": compile_s, "example_xyz": Path(example_xyz).name,
+                  "compiled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        record_path.write_text(json.dumps(record, indent=1) + "\n")
+    return {"path": str(path), "file_bytes": path.stat().st_size, "compile_s": record["compile_s"], "cached": cached,
+            "compiled_at": record["compiled_at"], "key": key}
+
+
+def compiled_in_process(atoms, calculator) -> Tuple[Callable[[], Any], Dict[str, Any]]:
+    """The ASE stepper of a calculator that compiles itself at its first call (``torch.compile``), after that first
+    call; ``compile_s`` is its duration. ``cached``: whether Inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``,
+    set by the driver) held anything before, which spares code generation but not tracing."""
+    cache = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) if os.environ.get("TORCHINDUCTOR_CACHE_DIR") else None
+    cached = bool(cache and cache.is_dir() and any(cache.iterdir()))
+    step = ase_stepper(atoms, calculator)
+    started = time.perf_counter()
+    step()
+    return step, {"path": None, "file_bytes": None, "compile_s": time.perf_counter() - started, "cached": cached,
+                  "inductor_cache": str(cache) if cache else None,
+                  "note": "torch.compile inside the process at the first call; no file"}
+
+
 class Worker:
     """Holds the package's model and the prepared steppers, keyed by (engine, system)."""
 
@@ -139,11 +188,18 @@ class Worker:
         self.peer = None
         self.threads = 1
         self.steppers: Dict[Tuple[str, str], Callable[[], Any]] = {}
+        self.compiled_dir: Optional[Path] = None
+        self.example_xyz = ""
+        self.compiled: Optional[Dict[str, Any]] = None  # the current model's compiled file, once asked for
 
-    def build(self, size: str, threads: int, workdir: str) -> Dict[str, Any]:
+    def build(self, size: str, threads: int, workdir: str, compiled_dir: Optional[str] = None,
+              example_xyz: str = "") -> Dict[str, Any]:
         import torch
 
         self.threads = threads
+        self.compiled_dir = Path(compiled_dir) if compiled_dir else Path(workdir) / "compiled"
+        self.example_xyz = example_xyz
+        self.compiled = None
         torch.set_num_threads(threads)
         self.steppers.clear()
         started = time.perf_counter()
@@ -163,6 +219,13 @@ class Worker:
             step = self.peer.raw_step(atoms)
         elif engine == "ase":
             step = ase_stepper(atoms, self.peer.calculator())
+        elif engine == "ase-compiled":
+            if self.peer.COMPILED_SUFFIX is None:  # compiled in this process by its first call (MACE)
+                step, self.compiled = compiled_in_process(atoms, self.peer.compiled_calculator())
+            else:
+                if self.compiled is None:
+                    self.compiled = compiled_file(self.peer, self.package, self.compiled_dir, self.example_xyz)
+                step = ase_stepper(atoms, self.peer.compiled_calculator(Path(self.compiled["path"])))
         elif engine == "openmm":
             from openmm import app
 
@@ -171,7 +234,10 @@ class Worker:
             raise ValueError(f"unknown engine {engine!r}")
         setup_s = time.perf_counter() - started
         self.steppers[(engine, system)] = step
-        return {"setup_s": setup_s, "warmup_ms": self.time_calls(step, warmup)["samples_ms"]}
+        answer = {"setup_s": setup_s, "warmup_ms": self.time_calls(step, warmup)["samples_ms"]}
+        if engine == "ase-compiled":
+            answer["compiled"] = self.compiled
+        return answer
 
     @staticmethod
     def time_calls(step: Callable[[], Any], calls: int, seconds: float = 0.0, max_calls: int = 0) -> Dict[str, Any]:
@@ -189,7 +255,8 @@ class Worker:
     def handle(self, request: Dict[str, Any]) -> Dict[str, Any]:
         command = request["cmd"]
         if command == "build":
-            return self.build(request["size"], request["threads"], request["workdir"])
+            return self.build(request["size"], request["threads"], request["workdir"], request.get("compiled_dir"),
+                              request.get("example_xyz", ""))
         if command == "prepare":
             return self.prepare(request["engine"], request["system"], request["xyz"], request["pdb"],
                                 request.get("warmup", 0))

@@ -193,10 +193,11 @@ def _masses_amu(system: openmm.System) -> np.ndarray:
 def _model_system(model: Path, topology: app.Topology) -> openmm.System:
     import torch  # noqa: F401  (openmmtorch needs torch imported first)
 
-    from mlpot.deploy import load_model
+    from mlpot.compiled import load_model_or_compiled
     from mlpot.plugins.openmm import create_system
 
-    return create_system(load_model(model), topology, remove_cm_motion=False)
+    # a TorchScript file runs as a TorchForce, a compiled (.pt2) one as a PythonForce (mlpot.plugins.openmm)
+    return create_system(load_model_or_compiled(model), topology, remove_cm_motion=False)
 
 
 def _slot_x_nm(positions_nm: np.ndarray, spacing_nm: float, cutoff_nm: float) -> tuple[float, float]:
@@ -272,12 +273,12 @@ def _offsets(n_copies: int, spacing_nm: float) -> np.ndarray:
 
 def _model_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: int, model: Path,
                     spacing_nm: float) -> ReplicaSystem:
-    from mlpot.deploy import load_model
+    from mlpot.deploy import read_metadata
 
     extent = float(np.ptp(positions_nm, axis=0).max())
     if extent > 0.3 * spacing_nm:
         raise ValueError(f"the molecule spans {extent:.2f} nm; copies {spacing_nm} nm apart could interact")
-    cutoff_nm = load_model(model).cutoff * units.NM_PER_ANGSTROM
+    cutoff_nm = float(read_metadata(model)["cutoff"]) * units.NM_PER_ANGSTROM
     if cutoff_nm > spacing_nm - extent:
         raise ValueError(f"model cutoff {cutoff_nm} nm reaches across copies {spacing_nm} nm apart")
     merged = replicated_topology(topology, positions_nm, n_copies, spacing_nm)
