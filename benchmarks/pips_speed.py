@@ -23,6 +23,8 @@ one Context per replica (the reference code's layout, and ours for implicit solv
         --layouts one-context context-per-replica --iterations 1
     python benchmarks/pips_speed.py --systems polyproline chignolin --policies aligned-force --n-paths 16 \
         --solvents gbn2 obc2 --layouts one-context context-per-replica --iterations 2
+    python benchmarks/pips_speed.py --policies aligned-force \
+        --potentials systems/alanine-dipeptide/model_xtb.pt model_xtb.pt2 --iterations 2   # learned potential
 
 Updates ``benchmarks/results/pips_speed.json`` (the entries of the systems and policies measured
 are replaced, the others kept) and prints a markdown table of what it measured.
@@ -64,7 +66,7 @@ def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float
 
 
 def trainer_with_layout(system: str, policy: str, threads: int, layout: str | None, n_paths: int | None = None,
-                        solvent: str | None = None):
+                        solvent: str | None = None, potential: str | None = None):
     """A :class:`MolecularTrainer` with the system's default batch (``n_paths`` if given) whose
     rollouts run in replica ``layout``, in implicit ``solvent`` (None: the system's default for either)."""
     from mlpot.pips.molecular.peptides import peptide_transition
@@ -77,15 +79,16 @@ def trainer_with_layout(system: str, policy: str, threads: int, layout: str | No
         defaults["replica_layout"] = layout
     if solvent is not None:
         defaults["implicit_solvent"] = solvent
-    return MolecularTrainer(MolecularTrainConfig(system=system, policy=policy, **defaults), threads=threads)
+    return MolecularTrainer(MolecularTrainConfig(system=system, policy=policy, potential=potential, **defaults),
+                            threads=threads)
 
 
 def measure(system: str, policy: str, iterations: int, threads: int, warmup: int = 1,
-            layouts=(None,), n_paths: int | None = None, solvents=(None,)) -> list[dict]:
-    """One result per (solvent, layout); their iterations interleaved, so load hits all alike."""
+            layouts=(None,), n_paths: int | None = None, solvents=(None,), potentials=(None,)) -> list[dict]:
+    """One result per (potential, solvent, layout); their iterations interleaved, so load hits all alike."""
     # after the first update the controls are non-zero (their cost does not depend on their values anyway)
-    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths, solvent)
-                for solvent in solvents for layout in layouts]
+    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths, solvent, potential)
+                for potential in potentials for solvent in solvents for layout in layouts]
     rows = [[] for _ in trainers]
     for _ in range(iterations + warmup):
         for trainer_rows, trainer in zip(rows, trainers):
@@ -100,7 +103,8 @@ def summary(system: str, policy: str, trainer, rows: list, iterations: int, warm
     n_paths, n_steps = trainer.config.n_paths, trainer.config.n_steps
     return {
         "system": system, "policy": policy, "layout": type(trainer.runner(n_paths)).__name__,
-        "forcefield": " + ".join(trainer.forcefield_files),
+        "forcefield": (" + ".join(trainer.forcefield_files) if trainer.potential is None
+                       else f"mlpot model {trainer.potential.name}"),
         "n_atoms": trainer.topology.getNumAtoms(), "n_paths": n_paths, "n_steps": n_steps,
         "iterations_timed": iterations, "warmup_iterations": warmup,
         "seconds_per_iteration": median["seconds"], "seconds_per_path": median["seconds"] / n_paths,
@@ -146,6 +150,9 @@ def main() -> None:
                         help="replica layouts to time, interleaved: one-context, context-per-replica (default: the "
                              "system's)")
     parser.add_argument("--n-paths", type=int, default=None, help="paths per iteration (default: the system's)")
+    parser.add_argument("--potentials", nargs="+", default=[None],
+                        help="mlpot model files (.pt: TorchForce, .pt2: PythonForce) as the physics, timed "
+                             "interleaved (default: the force field)")
     parser.add_argument("--solvents", nargs="+", default=[None],
                         help="implicit solvents to time: gbn2, obc2 (native GBSAOBCForce), vacuum (default: the "
                              "system's)")
@@ -155,7 +162,7 @@ def main() -> None:
 
     results = [result for system in args.systems for policy in args.policies
                for result in measure(system, policy, args.iterations, args.threads, args.warmup, args.layouts,
-                                     args.n_paths, args.solvents)]
+                                     args.n_paths, args.solvents, args.potentials)]
     print("| system | force field | policy | replicas | paths × steps | s / iteration | s / path | ms / replica-step | "
           "rollout s | loss+update s | OpenMM | policy | Python |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -4,6 +4,8 @@ refused in one line, with no file changed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -115,3 +117,32 @@ def test_unknown_systems_and_newer_formats_are_refused_in_one_line(alanine_run, 
     capsys.readouterr()
     assert main(["pips", "sample", str(tmp_path), "--system", "trp-cage"]) == 2  # no run there at all
     assert "no checkpoint at" in one_line_error(capsys)
+
+
+SHIPPED_ALANINE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pips_alanine_dipeptide"
+
+
+def test_the_shipped_alanine_policy_samples_and_refuses_another_system(tmp_path, capsys):
+    """The policy in benchmarks/results/pips_alanine_dipeptide draws paths without training; polyproline is refused."""
+    import mdtraj
+
+    out = tmp_path / "paths.dcd"
+    assert main(["pips", "sample", str(SHIPPED_ALANINE), "--paths", "2", "--out", str(out),
+                 "--system", "alanine-dipeptide"]) == 0
+    frames = mdtraj.load(str(out), top=str(out.with_suffix(".pdb")))
+    assert frames.n_atoms == 22 and frames.n_frames == 2 * 501
+    capsys.readouterr()
+    assert main(["pips", "sample", str(SHIPPED_ALANINE), "--paths", "2", "--system", "polyproline"]) == 2
+    assert "alanine-dipeptide" in one_line_error(capsys)
+
+
+@pytest.mark.slow
+def test_the_shipped_alanine_policy_hits_c7ax_more_often_than_steered_md_by_the_literature_test():
+    from mlpot.pips.molecular.baselines import steered_md
+    from mlpot.pips.runs import load_run
+
+    trainer = load_run(SHIPPED_ALANINE, system="alanine-dipeptide")
+    policy = trainer.evaluate(32, seed=7).metrics
+    steered = steered_md(trainer, 32, seed=7, spring_kj_mol_nm2=1e4).metrics
+    assert policy["thp_literature"] >= 0.5 and policy["thp_literature"] > steered["thp_literature"]
+    assert policy["ets_literature_kj_mol"] < steered["ets_literature_kj_mol"]
