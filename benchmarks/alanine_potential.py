@@ -15,7 +15,7 @@ alanine-dipeptide --potential M``), keeps the paths that end within 0.75 rad of 
 recomputes GFN2-xTB energies (tblite, the level of the training data) of the frames around each path's
 highest model energy. It reports the model's error there in kJ/mol, absolute and relative to the path's
 first frame, in ``benchmarks/results/alanine_potential/path_errors.json``, and writes the xTB-labelled
-frames as extxyz so they can be added to the training data (``mlpot train --init-from``).
+frames (energies and forces) as extxyz so they can be added to the training data (``mlpot train --init-from``).
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch  # noqa: F401  before openmm: openmm-torch's plugin needs torch's libraries
 
+from mlpot.units import ANGSTROM_PER_NM, KJ_PER_MOL_PER_EV
+
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_DIR = REPO / "systems" / "alanine-dipeptide"
 RESULTS = REPO / "benchmarks" / "results" / "alanine_potential"
 PHI_ATOMS, PSI_ATOMS = (4, 6, 8, 14), (6, 8, 14, 16)  # 0-based, tleap order (systems/alanine-dipeptide/README.md)
-KJ_PER_MOL_PER_EV = 96.48533212
 
 
 def dihedrals_deg(positions_A: np.ndarray, atoms) -> np.ndarray:
@@ -67,7 +68,7 @@ def region_fractions(phi_deg: np.ndarray, psi_deg: np.ndarray) -> dict:
 def read_dcd_positions_A(dcd: Path, pdb: Path) -> np.ndarray:
     import mdtraj
 
-    return mdtraj.load(str(dcd), top=str(pdb)).xyz * 10.0  # mdtraj: nm
+    return mdtraj.load(str(dcd), top=str(pdb)).xyz * ANGSTROM_PER_NM  # mdtraj: nm
 
 
 def amber14_md(temperature_K: float, time_ps: float, seed: int, interval: int = 500) -> np.ndarray:
@@ -158,18 +159,20 @@ def plot_ramachandran(angles: dict, training: tuple, path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def xtb_energies_eV(numbers: np.ndarray, positions_A: np.ndarray) -> np.ndarray:
-    """GFN2-xTB total energies (eV) of frames (n_frames, n_atoms, 3) Å, as the training data was labelled."""
+def xtb_labels(numbers: np.ndarray, positions_A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """GFN2-xTB total energies (eV) and forces (eV/Å) of frames (n_frames, n_atoms, 3) Å, as the training data was
+    labelled (tblite, atomic units converted with ASE's constants)."""
+    from ase.units import Bohr, Hartree
     from tblite.interface import Calculator
 
-    bohr_per_A = 1.0 / 0.52917721067
-    hartree_eV = 27.211386245988
-    energies = []
+    energies, forces = [], []
     for positions in positions_A:
-        calculator = Calculator("GFN2-xTB", numbers, positions * bohr_per_A)
+        calculator = Calculator("GFN2-xTB", numbers, positions / Bohr)
         calculator.set("verbosity", 0)
-        energies.append(calculator.singlepoint().get("energy") * hartree_eV)
-    return np.array(energies)
+        result = calculator.singlepoint()
+        energies.append(result.get("energy") * Hartree)
+        forces.append(-result.get("gradient") * Hartree / Bohr)
+    return np.array(energies), np.array(forces)
 
 
 def command_path_errors(args) -> None:
@@ -183,7 +186,7 @@ def command_path_errors(args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     trainer = resume_run(Path(args.run), purpose="path-errors")
     rollout = trainer.evaluate(args.paths, seed=args.seed).rollout
-    paths_A = np.asarray(rollout.positions[rollout.finite_paths()], dtype=float) * 10.0  # nm -> Å
+    paths_A = np.asarray(rollout.positions[rollout.finite_paths()], dtype=float) * ANGSTROM_PER_NM
     target = read_dcd_like_pdb(SYSTEM_DIR / "c7ax.pdb")
     target_phi, target_psi = (np.radians(dihedrals_deg(target[None], a))[0] for a in (PHI_ATOMS, PSI_ATOMS))
     numbers = np.array([atom.element.atomic_number for atom in trainer.topology.atoms()])
@@ -202,7 +205,7 @@ def command_path_errors(args) -> None:
         model_eV = np.array(model_eV)
         peak = int(np.argmax(model_eV))
         chosen = sorted({0, *range(max(peak - args.around, 0), min(peak + args.around + 1, len(path)))})
-        xtb_eV = xtb_energies_eV(numbers, path[chosen])
+        xtb_eV, xtb_forces_eV_A = xtb_labels(numbers, path[chosen])
         error_kj = (model_eV[chosen] - xtb_eV) * KJ_PER_MOL_PER_EV
         at_peak = chosen.index(peak)
         rows.append({"path": index, "frames": len(path), "peak_frame": peak,
@@ -211,9 +214,10 @@ def command_path_errors(args) -> None:
                      "abs_error_at_peak_kj_mol": round(float(abs(error_kj[at_peak])), 2),
                      "relative_error_at_peak_kj_mol": round(float(abs(error_kj[at_peak] - error_kj[0])), 2),
                      "mean_abs_error_around_peak_kj_mol": round(float(np.mean(np.abs(error_kj[1:]))), 2)})
-        for frame, energy in zip(path[chosen], xtb_eV):
+        for frame, energy, forces in zip(path[chosen], xtb_eV, xtb_forces_eV_A):
             atoms = Atoms(numbers=numbers, positions=frame)
-            atoms.calc = SinglePointCalculator(atoms, energy=float(energy))
+            atoms.info.update(source="PIPS path, learned potential", level_of_theory="GFN2-xTB")
+            atoms.calc = SinglePointCalculator(atoms, energy=float(energy), forces=forces)
             labelled.append(atoms)
         print(json.dumps(rows[-1]), flush=True)
     summary = {"run": str(args.run), "model": str(args.model), "paths": int(len(paths_A)), "hits": len(rows),
