@@ -136,11 +136,34 @@ def command_md(args) -> None:
     psi = np.array([float(f.info["psi_deg"]) for f in data])
     training = {"frames": len(data), "fractions": region_fractions(phi, psi),
                 "note": "biased sampling (metadynamics + short xTB MD): coverage of the training data, "
-                        "not Boltzmann populations"}
-    result = {"model": str(args.model), "command": " ".join(sys.argv), "runs": runs, "training_data": training}
+                        "not Boltzmann populations",
+                **xtb_md_populations(data)}
+    result = {"model": str(args.model), **compiled_source(args.model), "command": " ".join(sys.argv), "runs": runs,
+              "training_data": training}
     (RESULTS / "md.json").write_text(json.dumps(result, indent=1))
     plot_ramachandran(angles, (phi, psi), RESULTS / "ramachandran_md.png")
     print(f"wrote {RESULTS / 'md.json'} and ramachandran_md.png")
+
+
+def xtb_md_populations(data) -> dict:
+    """Region fractions of the unbiased GFN2-xTB MD frames of the data (``source`` "GFN2-xTB MD <T> K"): short
+    trajectories from the generator's starts, so a reference for the regions visited, not converged populations."""
+    populations = {}
+    for temperature in (300, 500):
+        frames = [f for f in data if f.info.get("source") == f"GFN2-xTB MD {temperature} K"]
+        if frames:
+            phi = np.array([float(f.info["phi_deg"]) for f in frames])
+            psi = np.array([float(f.info["psi_deg"]) for f in frames])
+            populations[f"xtb_md_{temperature}K"] = {"frames": len(frames), "populations": region_fractions(phi, psi)}
+    return populations
+
+
+def compiled_source(model: str) -> dict:
+    """For a compiled (.pt2) model: the model file it was compiled from (its metadata), else nothing."""
+    from mlpot.deploy import read_metadata
+
+    compiled = read_metadata(model).get("compiled")
+    return {"compiled_from": compiled.get("source", {})} if compiled else {}
 
 
 def plot_ramachandran(angles: dict, training: tuple, path: Path) -> None:
