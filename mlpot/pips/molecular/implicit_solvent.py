@@ -12,9 +12,11 @@ functional form (offset 0.009 nm, tanh(ψ − 0.8ψ² + 4.85ψ³), ACE surface t
 2.25936 kJ/mol/nm²). :func:`use_native_obc2` replaces the custom force by the native one with the
 same per-atom parameters (the file's offset radius ``or`` and scaled offset radius ``sr`` become
 radius ``or + 0.009`` nm and scale ``sr / or``), so the energy is the file's to single-precision
-round-off (tested), and a step is several times cheaper (chignolin, 138 atoms, 1 CPU thread:
-0.8 against 3.7 ms per step with ``NoCutoff``, ``benchmarks/pips_speed.py``). GBn2 has no native
-force and stays a ``CustomGBForce``.
+round-off (tested), and a step is several times cheaper: one chignolin copy (138 atoms, 1 CPU thread,
+``NoCutoff``) took 0.8 against 3.7 ms per step, and a PIPS iteration of 16 × 1000 steps 12.4 s against
+53.5 s for GBn2 (``benchmarks/pips_speed.py --solvents gbn2 obc2``). Under a cutoff the native
+force loses much of its lead (24.7 s in one Context), so the peptides run it one Context per replica.
+GBn2 has no native force and stays a ``CustomGBForce``.
 
 Units: nm, kJ/mol (OpenMM's).
 """
