@@ -3,6 +3,7 @@ and the model's error along its own PIPS transition paths against GFN2-xTB (issu
 
     python benchmarks/alanine_potential.py md [--model M] [--ps-300 200] [--ps-600 50]
     python benchmarks/alanine_potential.py path-errors RUN_DIR [--paths 32]
+    python benchmarks/alanine_potential.py refine RUN_DIR [--minutes 10]
 
 ``md`` runs OpenMM Langevin MD (1 fs, friction 1/ps, no constraints) with the model through
 openmm-torch's TorchForce at 300 K and 600 K, with `mlpot md`'s blow-up checks (bond change > 1 Å,
@@ -239,7 +240,7 @@ def command_path_errors(args) -> None:
                      "mean_abs_error_around_peak_kj_mol": round(float(np.mean(np.abs(error_kj[1:]))), 2)})
         for frame, energy, forces in zip(path[chosen], xtb_eV, xtb_forces_eV_A):
             atoms = Atoms(numbers=numbers, positions=frame)
-            atoms.info.update(source="PIPS path, learned potential", level_of_theory="GFN2-xTB")
+            atoms.info.update(source="PIPS path, learned potential", level_of_theory="GFN2-xTB", path=int(index))
             atoms.calc = SinglePointCalculator(atoms, energy=float(energy), forces=forces)
             labelled.append(atoms)
         print(json.dumps(rows[-1]), flush=True)
@@ -252,6 +253,62 @@ def command_path_errors(args) -> None:
     if labelled:
         ase.io.write(str(Path(args.run) / "path_frames_xtb_energies.extxyz"), labelled)
     print({k: v for k, v in summary.items() if k != "per_path"})
+
+
+def command_refine(args) -> None:
+    """Close the loop: fine-tune the model (``mlpot train --init-from``) on the xTB set plus the xTB-labelled frames of
+    half of the hit paths (``path-errors``' extxyz), and compare the model's error on the other half's frames before
+    and after. The error that matters along a path is relative to its first frame (the barrier the model sees)."""
+    import ase.io
+
+    from mlpot.plugins.ase import MLPotCalculator
+    from mlpot.train import TrainConfig, train
+
+    frames = ase.io.read(str(Path(args.run) / "path_frames_xtb_energies.extxyz"), index=":")
+    paths = sorted({int(atoms.info["path"]) for atoms in frames})
+    held_out = set(paths[1::2])
+    tuning = [atoms for atoms in frames if int(atoms.info["path"]) not in held_out]
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    ase.io.write(str(work / "path_frames_train.extxyz"), tuning * args.repeat)  # repeated: weight in the mix
+    config = TrainConfig.from_dict({
+        "data": {"files": [str(SYSTEM_DIR / "xtb.extxyz.gz"), str(work / "path_frames_train.extxyz")],
+                 "val_fraction": 0.05, "test_fraction": 0.0, "split_seed": 0},
+        "model": {"arch": "nequip", "size": "default", "cutoff": 5.0, "init_from": str(args.model),
+                  "refit_references": False},
+        "training": {"epochs": 1000, "batch_size": 5, "lr": args.lr, "energy_weight": 1.0, "forces_weight": 10.0,
+                     "max_minutes": args.minutes, "threads": 1, "seed": 0},
+        "out": str(work / "train"),
+    })
+    tuned = train(config, quiet=True).model_path
+
+    def relative_errors_kj_mol(model: Path) -> list:
+        calculator = MLPotCalculator(str(model))
+        errors = []
+        for path in sorted(held_out):
+            chosen = [atoms for atoms in frames if int(atoms.info["path"]) == path]
+            model_eV, xtb_eV = [], []
+            for atoms in chosen:
+                calculator.calculate(atoms, ["energy"])
+                model_eV.append(calculator.results["energy"])
+                xtb_eV.append(atoms.get_potential_energy())
+            error = (np.array(model_eV) - np.array(xtb_eV)) * KJ_PER_MOL_PER_EV
+            errors.append(float(np.max(np.abs(error[1:] - error[0]))))  # worst frame around the peak, vs the start
+        return errors
+
+    before, after = relative_errors_kj_mol(Path(args.model)), relative_errors_kj_mol(tuned)
+    summary = {"command": " ".join(sys.argv), "model": str(args.model), "tuned_model": str(tuned),
+               "tuning_paths": len(paths) - len(held_out), "tuning_frames": len(tuning),
+               "held_out_paths": len(held_out),
+               "repeat": args.repeat, "minutes": args.minutes, "lr": args.lr,
+               "held_out_max_relative_error_kj_mol": {"before": {"mean": round(float(np.mean(before)), 2),
+                                                                 "per_path": [round(e, 2) for e in before]},
+                                                      "after": {"mean": round(float(np.mean(after)), 2),
+                                                                "per_path": [round(e, 2) for e in after]}}}
+    (RESULTS / f"path_refine{'' if args.repeat == 1 else f'_repeat{args.repeat}'}.json").write_text(
+        json.dumps(summary, indent=1))
+    print({k: v for k, v in summary.items() if k != "held_out_max_relative_error_kj_mol"},
+          {k: v["mean"] for k, v in summary["held_out_max_relative_error_kj_mol"].items()})
 
 
 def read_dcd_like_pdb(pdb: Path) -> np.ndarray:
@@ -277,6 +334,14 @@ def main() -> None:
     p.add_argument("--around", type=int, default=2, help="frames each side of the peak that are labelled")
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=command_path_errors)
+    p = sub.add_parser("refine", help="fine-tune on half of the hit paths' xTB frames, error on the other half")
+    p.add_argument("run", help="the run of path-errors (holds path_frames_xtb_energies.extxyz)")
+    p.add_argument("--model", default=str(SYSTEM_DIR / "model_xtb.pt"))
+    p.add_argument("--minutes", type=float, default=10.0, help="fine-tuning wall time")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--repeat", type=int, default=1, help="copies of each path frame in the fine-tuning data")
+    p.add_argument("--work", default="runs/alanine_potential_refine")
+    p.set_defaults(func=command_refine)
     args = parser.parse_args()
     args.func(args)
 

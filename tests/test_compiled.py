@@ -274,4 +274,6 @@ def test_pips_replicas_of_a_model_potential_each_get_the_single_copys_energy_and
     singles = [_openmm_energy_forces(replicas.single_system, frame) for frame in frames]
     assert total == pytest.approx(sum(energy for energy, _ in singles), rel=1e-5)
     for copy_forces, (_, single_forces) in zip(np.asarray(stacked_forces).reshape(frames.shape), singles):
-        _assert_close(copy_forces, single_forces)
+        # float32 model: a batched graph sums in another order than a single copy (measured: 2e-5 of the largest
+        # force); a neighbour copy within reach would change the forces by O(1)
+        _assert_close(copy_forces, single_forces, relative=1e-4)
