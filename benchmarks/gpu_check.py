@@ -10,6 +10,8 @@ Checks (each PASS, FAIL or SKIPPED with the reason; one failing check does not s
   pairs and cell shifts as on the CPU.
 * **train**: the first ``Trainer.train_step`` (float64) has the same loss on the device as on the
   CPU; the device's ms per step after a few steps is reported.
+* **compiled**: ``mlpot compile`` for the device (NequIP float32): the ``.pt2`` file's energy and forces on
+  the device against the CPU TorchScript model, and its ms per call beside the TorchScript file's on the device.
 * **openmm**: when ``openmm`` and ``openmmtorch`` import, MD steps on OpenMM's CUDA platform and
   ``benchmarks/md_speed.py --quick`` for both architectures; otherwise SKIPPED with the import error
   (openmm-torch's wheels are built for one torch version; see the README's install notes).
@@ -157,6 +159,30 @@ def check_ase(path: Path, device: torch.device) -> Dict:
     return {"check": "ase calculator (nequip float64, water-192)",
             "status": "PASS" if worst <= TOLERANCE["float64"] else "FAIL",
             "detail": ", ".join(f"{k} {v:.1e}" for k, v in differences.items()), "differences": differences}
+
+
+def check_compiled(path: Path, device: torch.device, folder: Path, quick: bool) -> Dict:
+    """The compiled route on ``device``: compile, compare with the CPU TorchScript model, time both on the device."""
+    from mlpot.compiled import compile_model_file, load_compiled
+    from mlpot.deploy import load_model
+
+    compiled_path = folder / f"compiled-{device.type}.pt2"
+    metadata = compile_model_file(path, compiled_path, device=device)
+    compiled, scripted = load_compiled(compiled_path, device=device), load_model(path, device=device)
+    reference = load_model(path).compute(*system_tensors("water-192", torch.float32, torch.device("cpu")), True, True)
+    inputs = system_tensors("water-192", torch.float32, device)
+    result = compiled.compute(*inputs, True, True)
+    differences = {key: relative_difference(result[key], reference[key]) for key in ("energy", "forces", "stress")}
+    repeats = 5 if quick else 20
+    compiled_ms = median_ms(lambda: compiled.compute(*inputs, True, True), device, 3, repeats)
+    scripted_ms = median_ms(lambda: scripted.compute(*inputs, True, True), device, 3, repeats)
+    worst = max(differences.values())
+    return {"check": "compiled .pt2 (nequip float32, water-192)",
+            "status": "PASS" if worst <= TOLERANCE["float32"] else "FAIL",
+            "detail": ", ".join(f"{k} {v:.1e}" for k, v in differences.items())
+            + f"; {compiled_ms:.2f} ms compiled vs {scripted_ms:.2f} ms TorchScript per call, compiled in "
+              f"{metadata['compiled']['compile_time_s']:.0f} s",
+            "differences": differences, "ms_per_call": compiled_ms, "torchscript_ms_per_call": scripted_ms}
 
 
 def check_vesin(device: torch.device) -> Dict:
@@ -324,6 +350,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     rows.append(guarded(f"model {arch} {dtype} {system}",
                                         lambda: check_model(path, arch, dtype, system, device, args.quick)))
         rows.append(guarded("ase calculator", lambda: check_ase(files[("nequip", "float64")], device)))
+        rows.append(guarded("compiled .pt2", lambda: check_compiled(files[("nequip", "float32")], device,
+                                                                    Path(folder), args.quick)))
         rows.append(guarded("vesin neighbour list", lambda: check_vesin(device)))
         rows.append(guarded("training step", lambda: check_train(device, args.quick)))
         reason = openmm_import_error()
