@@ -138,21 +138,23 @@ def main() -> None:
                        "wall_s": stable.metrics["wall_s"], **unit_costs(work / "log.csv")}
         print(f"seed {seed}:\n{table({'parent': parent_row, **rows})}", flush=True)
 
-    def times(label: str) -> list:
-        return [next(row for name, row in s["rows"].items() if name.startswith(label))["time_to_instability_ps"]["mean"]
-                for s in seeds.values()]
+    def per_seed(label: str, value) -> np.ndarray:
+        """``value(row)`` of the row whose name starts with ``label``, for every seed."""
+        return np.array([value(next(row for name, row in s["rows"].items() if name.startswith(label)))
+                         for s in seeds.values()])
 
-    def force_maes(label: str) -> list:
-        return [next(row for name, row in s["rows"].items() if name.startswith(label))["test_forces_mae_meV_A"]
-                for s in seeds.values()]
+    def times(label: str) -> np.ndarray:
+        return per_seed(label, lambda row: row["time_to_instability_ps"]["mean"])
+
+    def force_maes(label: str) -> np.ndarray:
+        return per_seed(label, lambda row: row["test_forces_mae_meV_A"])
 
     parent_time = parent_row["time_to_instability_ps"]["mean"]
     summary = {
-        "stability_ratio": mean_std(np.array(times("after StABlE")) / parent_time),
-        "control_stability_ratio": mean_std(np.array(times("control")) / parent_time),
-        "force_mae_change": mean_std(np.array(force_maes("after StABlE")) / parent_row["test_forces_mae_meV_A"] - 1),
-        "control_force_mae_change": mean_std(np.array(force_maes("control")) / parent_row["test_forces_mae_meV_A"]
-                                             - 1),
+        "stability_ratio": mean_std(times("after StABlE") / parent_time),
+        "control_stability_ratio": mean_std(times("control") / parent_time),
+        "force_mae_change": mean_std(force_maes("after StABlE") / parent_row["test_forces_mae_meV_A"] - 1),
+        "control_force_mae_change": mean_std(force_maes("control") / parent_row["test_forces_mae_meV_A"] - 1),
     }
     summary["passed"] = bool(summary["stability_ratio"]["mean"] >= 5.0
                              and summary["stability_ratio"]["mean"] > summary["control_stability_ratio"]["mean"]

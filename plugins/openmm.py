@@ -195,6 +195,24 @@ def check_box(model: DeployedModel, box_vectors_nm) -> None:
         )
 
 
+def _checked_selection(model: DeployedModel, topology, atoms, atomic_numbers, periodic):
+    """The checked inputs of :func:`create_force` for a loaded model (TorchScript or compiled): the atomic numbers
+    of every particle, the ML atom indices (None: all), the atomic numbers the model acts on, and whether the
+    force is periodic (default: whether ``topology`` has a box, which must then fit the cutoff)."""
+    if topology is None and atomic_numbers is None:
+        raise TypeError("create_force needs the topology (or the atomic_numbers of all particles)")
+    all_numbers = _checked_atomic_numbers(topology, atomic_numbers)
+    indices = None if atoms is None else _checked_atom_indices(atoms, len(all_numbers))
+    numbers = all_numbers if indices is None else [all_numbers[i] for i in indices]
+    model.check_elements(numbers)
+    box = None if topology is None else topology.getPeriodicBoxVectors()
+    if periodic is None:
+        periodic = box is not None
+    if periodic and box is not None:
+        check_box(model, box)
+    return all_numbers, indices, numbers, periodic
+
+
 def create_force(
     model: Union[str, Path, DeployedModel],
     topology=None,
@@ -219,16 +237,7 @@ def create_force(
         return _create_python_force(model, topology, atoms, atomic_numbers, periodic)
     openmmtorch = _import_openmmtorch()
     deployed = model if isinstance(model, DeployedModel) else load_model(model)
-    if topology is None and atomic_numbers is None:
-        raise TypeError("create_force needs the topology (or the atomic_numbers of all particles)")
-    all_numbers = _checked_atomic_numbers(topology, atomic_numbers)
-    indices = None if atoms is None else _checked_atom_indices(atoms, len(all_numbers))
-    numbers = all_numbers if indices is None else [all_numbers[i] for i in indices]
-    deployed.check_elements(numbers)
-    if periodic is None:
-        periodic = topology is not None and topology.getPeriodicBoxVectors() is not None
-    if periodic and topology is not None and topology.getPeriodicBoxVectors() is not None:
-        check_box(deployed, topology.getPeriodicBoxVectors())
+    all_numbers, indices, numbers, periodic = _checked_selection(deployed, topology, atoms, atomic_numbers, periodic)
     # Without a topology the particle count is only known when OpenMM first calls the force.
     num_particles = len(all_numbers) if topology is None else -1
     module = OpenMMForceModule(deployed.module, numbers, indices, periodic, num_particles)
@@ -305,17 +314,7 @@ def _create_python_force(model, topology, atoms, atomic_numbers, periodic):
     from mlpot.compiled import CompiledModel, load_compiled
 
     compiled = model if isinstance(model, CompiledModel) else load_compiled(model)
-    if topology is None and atomic_numbers is None:
-        raise TypeError("create_force needs the topology (or the atomic_numbers of all particles)")
-    all_numbers = _checked_atomic_numbers(topology, atomic_numbers)
-    indices = None if atoms is None else _checked_atom_indices(atoms, len(all_numbers))
-    numbers = all_numbers if indices is None else [all_numbers[i] for i in indices]
-    compiled.check_elements(numbers)
-    box = None if topology is None else topology.getPeriodicBoxVectors()
-    if periodic is None:
-        periodic = box is not None
-    if periodic and box is not None:
-        check_box(compiled, box)
+    all_numbers, indices, numbers, periodic = _checked_selection(compiled, topology, atoms, atomic_numbers, periodic)
     force = openmm.PythonForce(CompiledForceComputation(compiled, numbers, indices, bool(periodic), len(all_numbers)))
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
     return force

@@ -190,14 +190,21 @@ def _masses_amu(system: openmm.System) -> np.ndarray:
                      for i in range(system.getNumParticles())])
 
 
-def _model_system(model: Path, topology: app.Topology) -> openmm.System:
+def _load_potential(model: Path):
+    """The model file, loaded: TorchScript, or compiled (.pt2; mlpot.compiled)."""
     import torch  # noqa: F401  (openmmtorch needs torch imported first)
 
     from mlpot.compiled import load_model_or_compiled
+
+    return load_model_or_compiled(model)
+
+
+def _model_system(potential, topology: app.Topology) -> openmm.System:
+    """A System of ``topology`` whose only force is the loaded ``potential``: a TorchScript model as a
+    TorchForce, a compiled one as a PythonForce (mlpot.plugins.openmm)."""
     from mlpot.plugins.openmm import create_system
 
-    # a TorchScript file runs as a TorchForce, a compiled (.pt2) one as a PythonForce (mlpot.plugins.openmm)
-    return create_system(load_model_or_compiled(model), topology, remove_cm_motion=False)
+    return create_system(potential, topology, remove_cm_motion=False)
 
 
 def _slot_x_nm(positions_nm: np.ndarray, spacing_nm: float, cutoff_nm: float) -> tuple[float, float]:
@@ -273,16 +280,15 @@ def _offsets(n_copies: int, spacing_nm: float) -> np.ndarray:
 
 def _model_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: int, model: Path,
                     spacing_nm: float) -> ReplicaSystem:
-    from mlpot.deploy import read_metadata
-
     extent = float(np.ptp(positions_nm, axis=0).max())
     if extent > 0.3 * spacing_nm:
         raise ValueError(f"the molecule spans {extent:.2f} nm; copies {spacing_nm} nm apart could interact")
-    cutoff_nm = float(read_metadata(model)["cutoff"]) * units.NM_PER_ANGSTROM
+    potential = _load_potential(model)  # once, for the N-copy System and the single copy
+    cutoff_nm = potential.cutoff * units.NM_PER_ANGSTROM
     if cutoff_nm > spacing_nm - extent:
         raise ValueError(f"model cutoff {cutoff_nm} nm reaches across copies {spacing_nm} nm apart")
     merged = replicated_topology(topology, positions_nm, n_copies, spacing_nm)
-    system, single = _model_system(model, merged), _model_system(model, topology)
+    system, single = _model_system(potential, merged), _model_system(potential, topology)
     return ReplicaSystem(system=system, single_system=single, topology=topology, n_copies=n_copies,
                          n_atoms=topology.getNumAtoms(), offsets_nm=_offsets(n_copies, spacing_nm),
                          masses_amu=_masses_amu(single), copy_system=single, interaction_cutoff_nm=cutoff_nm,
@@ -326,7 +332,7 @@ def build_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: i
         if model is None:
             single = _forcefield_system(forcefield_files, topology)
         else:
-            single = _model_system(Path(model), topology)
+            single = _model_system(_load_potential(Path(model)), topology)
         return SeparateReplicas(single_system=single, topology=topology, n_copies=n_copies,
                                 n_atoms=topology.getNumAtoms(), masses_amu=_masses_amu(single))
     if model is None and couples_every_pair(_forcefield_system(forcefield_files, topology)):
