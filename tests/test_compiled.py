@@ -257,6 +257,14 @@ def test_compiled_file_in_openmm_acts_on_the_ml_atoms_only(compiled_files):
     assert np.all(forces[outside] == 0.0)
     with pytest.raises(ValueError, match="Si"):
         create_force(compiled, atomic_numbers=[14, 14], topology=None)
+    wrong_size = openmm.System()  # the force was made for alanine dipeptide's 22 particles
+    for _ in range(3):
+        wrong_size.addParticle(1.0)
+    wrong_size.addForce(create_force(compiled, atomic_numbers=[1, 6, 8] + [1] * 19))
+    context = openmm.Context(wrong_size, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(np.zeros((3, 3)))
+    with pytest.raises(Exception, match="the force was created for 22 particles but the System has 3"):
+        context.getState(getEnergy=True)
 
 
 @pytest.mark.parametrize("route", ["torchscript", "compiled"])

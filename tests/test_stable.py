@@ -893,3 +893,7 @@ def test_observable_file_sets_the_reference_histogram_and_a_foreign_molecule_is_
     config.data.observable_file = str(tmp_path / "reordered.extxyz")
     with pytest.raises(ValueError, match=r"data.observable_file .*reordered.extxyz holds another molecule than"):
         StableTrainer(config, quiet=True)._build(None)
+    config = _tiny_stable_config(tmp_path / "parent.pt", tmp_path / "run4", 1)
+    config.data.observable_file = str(tmp_path / "missing.extxyz")
+    with pytest.raises(FileNotFoundError, match=r"^data.observable_file .*missing.extxyz not found$"):
+        StableTrainer(config, quiet=True)._build(None)
