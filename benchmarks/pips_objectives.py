@@ -16,6 +16,7 @@ until it has spent ``--minutes`` of its own wall time in training iterations. Th
 
     python benchmarks/pips_objectives.py --minutes 3                # alanine dipeptide, 3 + 3 minutes
     python benchmarks/pips_objectives.py --minutes 30 --log-variance-set replay_updates=4
+    python benchmarks/pips_objectives.py --minutes 30 --runs runs/objectives --out results/pips_objectives_30min.json
 
 Writes ``benchmarks/results/pips_objectives.json`` and prints a markdown table. Short runs on a
 loaded machine say little about the end of training; the JSON records the load average.
@@ -74,12 +75,17 @@ def main() -> None:
     parser.add_argument("--log-variance-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting of the log-variance run only, value read as YAML")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=100_000,
+                        help="iteration cap of both runs (default: so many that --minutes decides)")
+    parser.add_argument("--runs", default=None, help="keep both runs, resumable and exportable, in RUNS/pice and "
+                                                     "RUNS/log-variance (default: not kept)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pips_objectives.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     extra = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.log_variance_set)}
-    trainers = {objective: new_run(args.system, None, seed=args.seed, objective=objective,
+    trainers = {objective: new_run(args.system, None if args.runs is None else Path(args.runs) / objective,
+                                   seed=args.seed, objective=objective, iterations=args.iterations,
                                    **(extra if objective == "log-variance" else {})) for objective in OBJECTIVES}
     spent = {objective: 0.0 for objective in OBJECTIVES}
     budget = 60.0 * args.minutes

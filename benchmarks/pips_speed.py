@@ -36,7 +36,7 @@ import argparse
 import datetime
 import json
 import os
-import platform
+import platform as host
 import statistics
 from pathlib import Path
 
@@ -66,7 +66,7 @@ def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float
 
 
 def trainer_with_layout(system: str, policy: str, threads: int, layout: str | None, n_paths: int | None = None,
-                        solvent: str | None = None, potential: str | None = None):
+                        solvent: str | None = None, potential: str | None = None, platform: str = "auto"):
     """A :class:`MolecularTrainer` with the system's default batch (``n_paths`` if given) whose
     rollouts run in replica ``layout``, in implicit ``solvent`` (None: the system's default for either)."""
     from mlpot.pips.molecular.peptides import peptide_transition
@@ -80,15 +80,17 @@ def trainer_with_layout(system: str, policy: str, threads: int, layout: str | No
     if solvent is not None:
         defaults["implicit_solvent"] = solvent
     return MolecularTrainer(MolecularTrainConfig(system=system, policy=policy, potential=potential, **defaults),
-                            threads=threads)
+                            platform=platform, threads=threads)
 
 
 def measure(system: str, policy: str, iterations: int, threads: int, warmup: int = 1,
-            layouts=(None,), n_paths: int | None = None, solvents=(None,), potentials=(None,)) -> list[dict]:
-    """One result per (potential, solvent, layout); their iterations interleaved, so load hits all alike."""
+            layouts=(None,), n_paths: int | None = None, solvents=(None,), potentials=(None,),
+            platforms=("auto",)) -> list[dict]:
+    """One result per (potential, solvent, layout, platform); their iterations interleaved, so load hits all
+    alike."""
     # after the first update the controls are non-zero (their cost does not depend on their values anyway)
-    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths, solvent, potential)
-                for potential in potentials for solvent in solvents for layout in layouts]
+    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths, solvent, potential, platform)
+                for potential in potentials for solvent in solvents for layout in layouts for platform in platforms]
     rows = [[] for _ in trainers]
     for _ in range(iterations + warmup):
         for trainer_rows, trainer in zip(rows, trainers):
@@ -103,6 +105,7 @@ def summary(system: str, policy: str, trainer, rows: list, iterations: int, warm
     n_paths, n_steps = trainer.config.n_paths, trainer.config.n_steps
     return {
         "system": system, "policy": policy, "layout": type(trainer.runner(n_paths)).__name__,
+        "platform": trainer.runner(n_paths).platform_choice.name,
         "forcefield": (" + ".join(trainer.forcefield_files) if trainer.potential is None
                        else f"mlpot model {trainer.potential.name}"),
         "n_atoms": trainer.topology.getNumAtoms(), "n_paths": n_paths, "n_steps": n_steps,
@@ -121,7 +124,7 @@ def _key(result: dict) -> tuple:
     """What a result measured: system, policy, layout, batch and force field (older records: default layout and
     the system's force field)."""
     return (result.get("system", "alanine-dipeptide"), result["policy"], result.get("layout"), result.get("n_paths"),
-            result.get("forcefield"))
+            result.get("forcefield"), result.get("platform", "CPU"))
 
 
 def _layout_ratios(results: list[dict]) -> list[dict]:
@@ -156,19 +159,22 @@ def main() -> None:
     parser.add_argument("--solvents", nargs="+", default=[None],
                         help="implicit solvents to time: gbn2, obc2 (native GBSAOBCForce), vacuum (default: the "
                              "system's)")
+    parser.add_argument("--platforms", nargs="+", default=["auto"],
+                        help="OpenMM platforms to time, interleaved: CPU, Reference, CUDA, ... (default auto: the "
+                             "fastest one for the replicas, timed at start-up)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pips_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     results = [result for system in args.systems for policy in args.policies
                for result in measure(system, policy, args.iterations, args.threads, args.warmup, args.layouts,
-                                     args.n_paths, args.solvents, args.potentials)]
-    print("| system | force field | policy | replicas | paths × steps | s / iteration | s / path | ms / replica-step | "
-          "rollout s | loss+update s | OpenMM | policy | Python |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                                     args.n_paths, args.solvents, args.potentials, args.platforms)]
+    print("| system | force field | policy | replicas | platform | paths × steps | s / iteration | s / path | "
+          "ms / replica-step | rollout s | loss+update s | OpenMM | policy | Python |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['system']} ({r['n_atoms']} atoms) | {r['forcefield']} | {r['policy']} | {r['layout']} | "
-              f"{r['n_paths']} × {r['n_steps']} | "
+              f"{r['platform']} | {r['n_paths']} × {r['n_steps']} | "
               f"{r['seconds_per_iteration']:.2f} | {r['seconds_per_path']:.3f} | {r['ms_per_replica_step']:.2f} | "
               f"{r['rollout_seconds']:.2f} | {r['loss_and_update_seconds']:.2f} | {r['rollout_fraction_openmm']:.0%} | "
               f"{r['rollout_fraction_policy']:.0%} | {r['rollout_fraction_python']:.0%} |")
@@ -185,7 +191,7 @@ def main() -> None:
               f"= {ratio['per_replica_over_one_context']:.2f} (s per iteration, same run, interleaved)")
     record.update({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.processor() or platform.machine(), "threads": args.threads,
+        "machine": host.processor() or host.machine(), "threads": args.threads,
         "load_average_1min": os.getloadavg()[0], "results": kept + results,
     })
     if ratios:

@@ -150,3 +150,35 @@ def test_context_per_replica_layout_runs_without_any_cutoff():
     methods = {type(force).__name__: force.getNonbondedMethod() for force in replicas.single_system.getForces()
                if hasattr(force, "getNonbondedMethod")}
     assert methods == {"NonbondedForce": openmm.NonbondedForce.NoCutoff, "CustomGBForce": openmm.CustomGBForce.NoCutoff}
+
+
+def test_auto_platform_times_the_platforms_here_and_takes_the_fastest():
+    from mlpot.pips.molecular.integrator import langevin_settings
+    from mlpot.pips.molecular.replicas import build_replicas, choose_platform
+    from mlpot.pips.molecular.rollout import replica_runner
+
+    _, topology, start_nm, _ = transition_and_frames("polyproline")
+    replicas = build_replicas(topology, start_nm, 2, ("amber14-all.xml", "implicit/obc2.xml"),
+                              layout="context-per-replica")
+    choice = choose_platform(replicas.single_system, start_nm, "auto", trial_steps=5)
+    assert {"CPU", "Reference"} <= set(choice.ms_per_step)
+    assert choice.ms_per_step[choice.name] == min(choice.ms_per_step.values())
+    assert all(ms > 0 for ms in choice.ms_per_step.values())
+    assert choice.name in choice.describe() and "fastest" in choice.describe()
+    named = choose_platform(replicas.single_system, start_nm, "Reference")
+    assert named.name == "Reference" and named.ms_per_step == {}
+    runner = replica_runner(topology, start_nm, 2, langevin_settings(0.001, 1.0, 300.0),
+                            ("amber14-all.xml", "implicit/obc2.xml"), platform="Reference",
+                            layout="context-per-replica")
+    assert runner.platform_choice.name == "Reference"
+    assert all(context.getPlatform().getName() == "Reference" for context in runner.contexts)
+
+
+def test_an_unknown_openmm_platform_is_refused_in_one_line_naming_those_here():
+    from mlpot.pips.molecular.replicas import choose_platform
+
+    _, topology, start_nm, _ = transition_and_frames("alanine-dipeptide")
+    system = openmm.System()
+    with pytest.raises(ValueError, match=r"unknown OpenMM platform 'Quantum'; available here: .*Reference") as error:
+        choose_platform(system, start_nm, "Quantum")
+    assert "\n" not in str(error.value)

@@ -120,6 +120,8 @@ def _cmd_pips_train(args) -> int:
                                     f"the PIPS run in {config.out}")
     else:
         trainer = start_run(config)
+    if system_kind(trainer.config.system) == "molecular" and not args.quiet:
+        print(trainer.runner(trainer.config.n_paths).platform_choice.describe())
 
     def print_row(row) -> None:
         if not args.quiet:

@@ -45,6 +45,7 @@ Units: nm, amu (OpenMM's).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -60,6 +61,7 @@ DEFAULT_SPACING_NM = 10.0  # copies of a vacuum force field or an mlpot model
 DEFAULT_IMPLICIT_CUTOFF_NM = 4.0  # above chignolin's 3.12 nm extent, the largest shipped molecule
 SLOT_MARGIN_NM = 1.0  # default room on each side of a copy's slot (drift, unfolding) under a cutoff
 REPLICA_LAYOUTS = ("one-context", "context-per-replica")
+AUTO_PLATFORMS = ("CUDA", "OpenCL", "CPU", "Reference")  # what ``platform="auto"`` times (choose_platform)
 
 
 @dataclass
@@ -341,10 +343,61 @@ def build_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: i
 
 
 def openmm_platform(name: str = "CPU", threads: int = 1) -> tuple[openmm.Platform, dict]:
-    """The platform and its properties (CPU: ``Threads``)."""
+    """The platform and its properties (CPU: ``Threads``); a one-line error names the platforms OpenMM has here."""
+    available = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    if name not in available:
+        raise ValueError(f"unknown OpenMM platform {name!r}; available here: {', '.join(available)} (or 'auto')")
     platform = openmm.Platform.getPlatformByName(name)
     properties = {"Threads": str(threads)} if name == "CPU" else {}
     return platform, properties
+
+
+@dataclass(frozen=True)
+class PlatformChoice:
+    """The OpenMM platform a runner uses, and the ms per step measured for each candidate (empty when the
+    user named the platform)."""
+
+    name: str
+    ms_per_step: dict
+
+    def describe(self) -> str:
+        if not self.ms_per_step:
+            return f"OpenMM platform {self.name} (as asked)"
+        timed = ", ".join(f"{name} {ms:.3f}" for name, ms in sorted(self.ms_per_step.items(), key=lambda kv: kv[1]))
+        return f"OpenMM platform {self.name}, the fastest here (ms per step: {timed})"
+
+
+def choose_platform(system: openmm.System, positions_nm: np.ndarray, name: str = "auto", threads: int = 1,
+                    trial_steps: int = 40) -> PlatformChoice:
+    """``name``, checked, or for ``"auto"`` the fastest platform for this System here: each platform OpenMM
+    has among :data:`AUTO_PLATFORMS` runs ``trial_steps`` Verlet steps from ``positions_nm`` twice, interleaved,
+    and the best time counts. For a peptide the per-step overhead decides: on one core Reference takes
+    0.15 ms per polyproline step in OBC2 against the CPU platform's 0.94 ms, 0.008 against 0.57 ms for
+    alanine dipeptide in vacuum (2026-12-05), while larger Systems and GPUs favour CPU, CUDA or OpenCL.
+    Platforms whose Context cannot be created here (no GPU, no kernel for a force) are skipped."""
+    if name != "auto":
+        openmm_platform(name, threads)
+        return PlatformChoice(name, {})
+    contexts = {}
+    for candidate in AUTO_PLATFORMS:
+        try:
+            platform, properties = openmm_platform(candidate, threads)
+            context = openmm.Context(system, openmm.VerletIntegrator(0.0005), platform, properties)
+            context.setPositions(positions_nm)
+            context.getIntegrator().step(2)
+        except Exception:  # noqa: BLE001 - not on this machine, or no kernel for one of the forces
+            continue
+        contexts[candidate] = context
+    if not contexts:
+        raise RuntimeError(f"no OpenMM platform among {', '.join(AUTO_PLATFORMS)} can run this System here")
+    best = {candidate: float("inf") for candidate in contexts}
+    for _ in range(2):
+        for candidate, context in contexts.items():
+            context.setPositions(positions_nm)
+            clock = time.perf_counter()
+            context.getIntegrator().step(trial_steps)
+            best[candidate] = min(best[candidate], (time.perf_counter() - clock) / trial_steps * 1e3)
+    return PlatformChoice(min(best, key=best.get), best)
 
 
 def potential_energies_kj_mol(system: openmm.System, frames_nm: np.ndarray, platform: str = "CPU",

@@ -59,9 +59,11 @@ from mlpot.pips.molecular.integrator import (
 )
 from mlpot.pips.molecular.replicas import (
     DEFAULT_IMPLICIT_CUTOFF_NM,
+    PlatformChoice,
     Replicas,
     ReplicaSystem,
     build_replicas,
+    choose_platform,
     openmm_platform,
 )
 
@@ -106,6 +108,7 @@ class ReplicaRunner:
         self.settings = settings
         self.blowup_kinetic_factor = blowup_kinetic_factor
         self.mass = torch.tensor(replicas.masses_amu, dtype=torch.float64)[:, None]  # (n_atoms, 1)
+        self.platform_choice: Optional[PlatformChoice] = None  # set by replica_runner
 
     # ---- engine calls (positions (n_copies, n_atoms, 3) nm, velocities nm/ps, forces kJ/mol/nm)
     def _start(self, positions_nm: np.ndarray, temperature_K: float, seed: int) -> None:
@@ -273,14 +276,24 @@ class ContextPerReplicaRunner(ReplicaRunner):
 
 def replica_runner(topology: app.Topology, start_positions_nm: np.ndarray, n_copies: int,
                    settings: LangevinSettings, forcefield_files=("amber14-all.xml",), model: Optional[Path] = None,
-                   platform: str = "CPU", threads: int = 1, layout: str = "one-context",
+                   platform: str = "auto", threads: int = 1, layout: str = "one-context",
                    cutoff_nm: float = DEFAULT_IMPLICIT_CUTOFF_NM) -> ReplicaRunner:
     """The runner for ``n_copies`` replicas of ``topology`` in the force field ``forcefield_files``
     (or the mlpot ``model`` file) in ``layout``: ``"one-context"`` (implicit solvent under
     ``CutoffNonPeriodic`` at ``cutoff_nm``) or ``"context-per-replica"`` (no cutoff); see
-    :func:`~mlpot.pips.molecular.replicas.build_replicas`. ``start_positions_nm`` (n_atoms, 3) sizes the molecule."""
+    :func:`~mlpot.pips.molecular.replicas.build_replicas`. ``start_positions_nm`` (n_atoms, 3) sizes the molecule.
+    ``platform``: an OpenMM platform name, or ``"auto"`` for the fastest one for these replicas here
+    (:func:`~mlpot.pips.molecular.replicas.choose_platform`; the runner's ``platform_choice`` says which)."""
     replicas = build_replicas(topology, start_positions_nm, n_copies, forcefield_files, model, layout=layout,
                               cutoff_nm=cutoff_nm)
+    start = np.asarray(start_positions_nm, dtype=float)
     if isinstance(replicas, ReplicaSystem):
-        return OneContextRunner(replicas, settings, platform, threads)
-    return ContextPerReplicaRunner(replicas, settings, platform, threads)
+        choice = choose_platform(replicas.system, replicas.stacked_positions(np.broadcast_to(start, (n_copies,
+                                                                                                   *start.shape))),
+                                 platform, threads)
+        runner = OneContextRunner(replicas, settings, choice.name, threads)
+    else:
+        choice = choose_platform(replicas.single_system, start, platform, threads)
+        runner = ContextPerReplicaRunner(replicas, settings, choice.name, threads)
+    runner.platform_choice = choice
+    return runner

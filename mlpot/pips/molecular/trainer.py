@@ -110,12 +110,13 @@ class MolecularTrainer(PiceTrainer):
     """Trains a molecular policy; ``out`` (optional) receives ``checkpoint.pt`` after every iteration.
 
     ``platform``/``threads`` choose the OpenMM platform (they do not change the results' meaning
-    and are not part of the checkpointed configuration)."""
+    and are not part of the checkpointed configuration); ``"auto"`` times the platforms OpenMM has here on the
+    replicas and takes the fastest (:func:`~mlpot.pips.molecular.replicas.choose_platform`)."""
 
     config_type = MolecularTrainConfig
 
     def __init__(self, config: MolecularTrainConfig, out: Path | None = None, resume: bool = False,
-                 platform: str = "CPU", threads: int = 1):
+                 platform: str = "auto", threads: int = 1):
         config.validate()
         if config.policy not in MOLECULAR_POLICIES:
             raise ValueError(f"unknown molecular policy {config.policy!r}; known: {', '.join(MOLECULAR_POLICIES)}")
@@ -138,7 +139,7 @@ class MolecularTrainer(PiceTrainer):
         runner = self.runner(config.n_paths)
         self.control_weight = control_weight(self.settings, runner.mass, config.lam)  # (n_atoms, 1)
         self.path_metrics = MolecularPathMetrics(self.transition, self.target, self.heavy_atoms,
-                                                 runner.replicas.single_system, platform, threads)
+                                                 runner.replicas.single_system, runner.platform_choice.name, threads)
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
             self.policy = self._build_policy(config, target_nm).double()
