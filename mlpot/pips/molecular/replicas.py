@@ -48,7 +48,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import openmm
@@ -368,13 +368,19 @@ class PlatformChoice:
 
 
 def choose_platform(system: openmm.System, positions_nm: np.ndarray, name: str = "auto", threads: int = 1,
-                    trial_steps: int = 40) -> PlatformChoice:
-    """``name``, checked, or for ``"auto"`` the fastest platform for this System here: each platform OpenMM
-    has among :data:`AUTO_PLATFORMS` runs ``trial_steps`` Verlet steps from ``positions_nm`` twice, interleaved,
-    and the best time counts. For a peptide the per-step overhead decides: on one core Reference takes
-    0.15 ms per polyproline step in OBC2 against the CPU platform's 0.94 ms, 0.008 against 0.57 ms for
-    alanine dipeptide in vacuum (2026-12-05), while larger Systems and GPUs favour CPU, CUDA or OpenCL.
-    Platforms whose Context cannot be created here (no GPU, no kernel for a force) are skipped."""
+                    trial_steps: int = 40, integrator: Optional[Callable[[], openmm.Integrator]] = None
+                    ) -> PlatformChoice:
+    """``name``, checked, or for ``"auto"`` the fastest platform for this System here: on each platform OpenMM
+    has among :data:`AUTO_PLATFORMS`, ``integrator()`` (default: Verlet, 0.5 fs) runs ``trial_steps`` steps from
+    ``positions_nm`` twice, interleaved, and the best time counts. Platforms whose Context cannot be created
+    here (no GPU, no kernel for a force) are skipped.
+
+    Why measure: for a peptide the per-step overhead decides, and it depends on the machine's state. The CPU
+    platform hands every force evaluation to a worker thread even with ``Threads`` = 1; on an idle machine
+    that thread sleeps between steps and waking it dominates. Measured on the 2-core machine (2026-12-05,
+    polyproline in OBC2, the controlled integrator, ms per step): idle, CPU ~0.9 and Reference 0.26; with
+    two busy jobs beside it, CPU 0.20 and Reference 0.26. Larger Systems and GPUs favour CPU, CUDA or
+    OpenCL. The choice is made once, when the runner is built."""
     if name != "auto":
         openmm_platform(name, threads)
         return PlatformChoice(name, {})
@@ -382,7 +388,8 @@ def choose_platform(system: openmm.System, positions_nm: np.ndarray, name: str =
     for candidate in AUTO_PLATFORMS:
         try:
             platform, properties = openmm_platform(candidate, threads)
-            context = openmm.Context(system, openmm.VerletIntegrator(0.0005), platform, properties)
+            context = openmm.Context(system, integrator() if integrator else openmm.VerletIntegrator(0.0005),
+                                     platform, properties)
             context.setPositions(positions_nm)
             context.getIntegrator().step(2)
         except Exception:  # noqa: BLE001 - not on this machine, or no kernel for one of the forces

@@ -290,10 +290,11 @@ def replica_runner(topology: app.Topology, start_positions_nm: np.ndarray, n_cop
     if isinstance(replicas, ReplicaSystem):
         choice = choose_platform(replicas.system, replicas.stacked_positions(np.broadcast_to(start, (n_copies,
                                                                                                    *start.shape))),
-                                 platform, threads)
+                                 platform, threads, integrator=lambda: controlled_langevin_integrator(settings))
         runner = OneContextRunner(replicas, settings, choice.name, threads)
     else:
-        choice = choose_platform(replicas.single_system, start, platform, threads)
+        choice = choose_platform(replicas.single_system, start, platform, threads,
+                                 integrator=lambda: controlled_langevin_integrator(settings))
         runner = ContextPerReplicaRunner(replicas, settings, choice.name, threads)
     runner.platform_choice = choice
     return runner
