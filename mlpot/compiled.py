@@ -390,11 +390,3 @@ def load_compiled(path: Union[str, Path], device: Union[str, torch.device] = "cp
 def _first_line(error: BaseException) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
-
-
-def load_model_or_compiled(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> DeployedModel:
-    """A TorchScript model file (:func:`mlpot.deploy.load_model`) or a compiled one (:func:`load_compiled`), by
-    what the file's metadata says it is; both give the same ``compute`` interface."""
-    if is_compiled_file(path):
-        return load_compiled(path, device=device)
-    return load_model(path, device=device)

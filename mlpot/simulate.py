@@ -386,14 +386,16 @@ class TrajectoryWriter:
 
 # -------------------------------------------------------------------------------------------- engines
 class _OpenMMEngine:
-    """LangevinMiddleIntegrator with the model as a TorchForce."""
+    """LangevinMiddleIntegrator with the model as a force: on the CPU and Reference platforms the model's compiled
+    twin in a PythonForce (:mod:`mlpot.compile_cache`, unless ``compile`` is ``"off"``), else a TorchForce."""
 
     name = "openmm"
 
-    def __init__(self, model, system, temperature_K, timestep_fs, friction_per_ps, seed, platform):
+    def __init__(self, model, system, temperature_K, timestep_fs, friction_per_ps, seed, platform, compile=None):
         import openmm
         from openmm import app, unit
 
+        from mlpot.compile_cache import compile_mode, load_for_inference
         from mlpot.plugins.openmm import create_system
         from mlpot.systems import load_openmm
         from mlpot.units import KJ_PER_MOL_PER_EV
@@ -408,6 +410,8 @@ class _OpenMMEngine:
             temperature_K * unit.kelvin, friction_per_ps / unit.picosecond, timestep_fs * unit.femtosecond
         )
         integrator.setRandomNumberSeed(self.seed)
+        if platform in ("CPU", "Reference") and compile_mode(compile) != "off":
+            model = load_for_inference(model, "cpu", compile)
         self.simulation = app.Simulation(self.topology, create_system(model, self.topology), integrator,
                                          openmm.Platform.getPlatformByName(platform))
         self.n_dof = 3 * self.topology.getNumAtoms() - 3
@@ -450,7 +454,7 @@ class _ASEEngine:
 
     name = "ase"
 
-    def __init__(self, model, system, temperature_K, timestep_fs, friction_per_ps, seed, device):
+    def __init__(self, model, system, temperature_K, timestep_fs, friction_per_ps, seed, device, compile=None):
         from ase import units as ase_units
         from ase.constraints import FixCom
         from ase.md.langevin import Langevin
@@ -461,7 +465,7 @@ class _ASEEngine:
 
         self.topology, self.start_positions = load_openmm(system)
         atoms = load_atoms(system)
-        atoms.calc = MLPotCalculator(model, device=device)
+        atoms.calc = MLPotCalculator(model, device=device, compile=compile)
         rng = np.random.default_rng(seed)
         thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
         Stationary(atoms)
@@ -553,13 +557,15 @@ def run_md(
     overwrite: bool = False,
     progress: bool = True,
     bond_change_limit_A: Optional[float] = BOND_CHANGE_LIMIT_A,
+    compile: Optional[str] = None,
 ) -> MDResult:
     """Simulate the named system (or a PDB path) with the model; see the module docstring.
 
     Args:
         model: model file.
         system: a name from :mod:`mlpot.systems` or a PDB path.
-        engine: ``openmm`` (TorchForce; no Python in the force loop) or ``ase`` (MLPotCalculator).
+        engine: ``openmm`` (the compiled twin in a PythonForce on CPU, a TorchForce on a GPU) or ``ase``
+            (MLPotCalculator).
         steps: total steps of the run (a resumed run continues up to it).
         timestep_fs, temperature_K, friction_per_ps: Langevin dynamics settings (fs, K, 1/ps).
         out: DCD path; the topology goes to the same path with suffix ``.pdb``, the run record and checkpoint
@@ -571,6 +577,8 @@ def run_md(
         resume: continue the run of ``out`` from its checkpoint (OpenMM), with the same settings.
         overwrite: a new run may replace the files of an earlier one at ``out``.
         bond_change_limit_A: the bond check's limit, Å; None switches it off (for runs meant to break bonds).
+        compile: ``auto`` (default, or ``$MLPOT_COMPILE``), ``on`` or ``off``: run the model's compiled twin
+            (:mod:`mlpot.compile_cache`) with the ASE engine and on OpenMM's CPU/Reference platforms.
 
     Raises:
         SimulationUnstableError: the run blew up (the trajectory keeps the frames before it).
@@ -611,9 +619,9 @@ def run_md(
             _refuse_existing(files, overwrite)
         if engine == "openmm":
             runner = _OpenMMEngine(model, system, temperature_K, timestep_fs, friction_per_ps, seed,
-                                   settings["platform"])
+                                   settings["platform"], compile)
         else:
-            runner = _ASEEngine(model, system, temperature_K, timestep_fs, friction_per_ps, seed, device)
+            runner = _ASEEngine(model, system, temperature_K, timestep_fs, friction_per_ps, seed, device, compile)
         if resume:
             first_step, frames = _resume(runner, files, record, steps, len(atoms))
         else:

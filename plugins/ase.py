@@ -16,20 +16,25 @@ one whose parameters changed in between. :meth:`MLPotCalculator.todict` returns 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from mlpot.compiled import CompiledModel, load_model_or_compiled
+from mlpot.compile_cache import compile_mode, load_for_inference
+from mlpot.compiled import CompiledModel
 from mlpot.deploy import DeployedModel, ModelFileError
 from mlpot.neighbors import check_positions_and_cell
 
 
 class MLPotCalculator(Calculator):
     """Energies, forces and stress from an mlpot model file, TorchScript (``.pt``) or compiled (``.pt2``), or an
-    already loaded :class:`DeployedModel` or :class:`mlpot.compiled.CompiledModel`."""
+    already loaded :class:`DeployedModel` or :class:`mlpot.compiled.CompiledModel`.
+
+    A TorchScript file runs as its compiled twin (:mod:`mlpot.compile_cache`): ``compile="auto"`` (the default, or
+    ``$MLPOT_COMPILE``) compiles it once and caches it, falling back to the TorchScript with a warning if it cannot;
+    ``"on"`` makes that an error, ``"off"`` runs the TorchScript."""
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
@@ -37,11 +42,14 @@ class MLPotCalculator(Calculator):
         self,
         model: Union[str, Path, DeployedModel],
         device: Union[str, torch.device] = "cpu",
+        compile: Optional[str] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.device = torch.device(device)
-        self.model = model if isinstance(model, DeployedModel) else load_model_or_compiled(model, device=self.device)
+        self.compile = compile_mode(compile)
+        self.model = model if isinstance(model, DeployedModel) else load_for_inference(model, self.device,
+                                                                                       self.compile)
         if not isinstance(self.model, CompiledModel):  # compiled code runs on the device it was compiled for
             self.model.module.to(self.device)
 
@@ -65,7 +73,7 @@ class MLPotCalculator(Calculator):
         state = dict(state)
         settings = state.pop("model_settings")
         self.__dict__.update(state)
-        self.model = load_model_or_compiled(settings["model"], device=self.device)
+        self.model = load_for_inference(settings["model"], self.device, getattr(self, "compile", "auto"))
         if self.model.metadata["content_hash"] != settings["content_hash"]:
             raise ModelFileError(
                 f"{settings['model']} changed since this calculator was pickled (its parameters differ); "

@@ -27,6 +27,9 @@ TEST_HYPERPARAMETERS = {
 torch.set_num_threads(2)
 # the suite's thread count is fixed, so the thread policy's "machine is busy" warning never lands in a captured stderr
 os.environ.setdefault("MLPOT_NUM_THREADS", "2")
+# model files run as TorchScript unless a test asks for the compiled twin (compiling takes a minute per model);
+# tests/test_compile_cache.py checks the default mode with its own cache folder
+os.environ.setdefault("MLPOT_COMPILE", "off")
 
 
 def small_description(arch: str, dtype: str = "float64", cutoff: float = CUTOFF_A) -> dict:
@@ -89,3 +92,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def compiled_files(tmp_path_factory, model_files):
+    """arch -> (TorchScript file, compiled file), float32: EGNN through the command line, NequIP through the
+    library."""
+    from mlpot.cli import main
+    from mlpot.compiled import compile_model_file
+
+    folder = tmp_path_factory.mktemp("compiled")
+    files = {}
+    for arch in ARCHITECTURES:
+        source = model_files[(arch, "float32")]
+        out = folder / f"{arch}.pt2"
+        if arch == "egnn":
+            assert main(["compile", str(source), "-o", str(out)]) == 0
+        else:
+            compile_model_file(source, out)
+        files[arch] = (source, out)
+    return files

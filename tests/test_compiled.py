@@ -1,8 +1,8 @@
 """Compiled model files (mlpot.compiled, ``mlpot compile``): the TorchScript file's numbers, equivariance, one file
 for every size, and refusals of edited, foreign-version and wrong-device files.
 
-Each architecture is compiled once per session (tens of seconds each on 2 cores; torch's inductor cache makes a
-second run faster).
+Each architecture is compiled once per session (the ``compiled_files`` fixture of conftest.py; tens of seconds each
+on 2 cores; torch's inductor cache makes a second run faster).
 """
 
 from __future__ import annotations
@@ -19,30 +19,11 @@ import torch
 from ase import Atoms
 from ase.build import molecule
 
-from mlpot.compiled import CompiledModel, compile_model_file, load_compiled
+from mlpot.compiled import CompiledModel, load_compiled
 from mlpot.deploy import METADATA_ENTRY, SEAL_ENTRY, ModelFileError, _seal_of, load_model
 from mlpot.plugins.ase import MLPotCalculator
 
 ARCHITECTURES = ["egnn", "nequip"]
-
-
-@pytest.fixture(scope="module")
-def compiled_files(tmp_path_factory, model_files):
-    """arch -> (TorchScript file, compiled file), float32: EGNN through the command line, NequIP through the
-    library."""
-    from mlpot.cli import main
-
-    folder = tmp_path_factory.mktemp("compiled")
-    files = {}
-    for arch in ARCHITECTURES:
-        source = model_files[(arch, "float32")]
-        out = folder / f"{arch}.pt2"
-        if arch == "egnn":
-            assert main(["compile", str(source), "-o", str(out)]) == 0
-        else:
-            compile_model_file(source, out)
-        files[arch] = (source, out)
-    return files
 
 
 def _results(calculator, atoms, properties=("energy", "forces")):

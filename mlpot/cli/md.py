@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the start velocities and the thermostat")
     p.add_argument("--platform", default=None, help="OpenMM platform (default CUDA if present, else CPU)")
     p.add_argument("--device", default="cpu", help="torch device for the ASE engine")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default=None,
+                   help="run the model's compiled twin, built once and cached (default auto, or $MLPOT_COMPILE: "
+                        "compile if needed, fall back to TorchScript with a warning; on CPU only for OpenMM)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run of OUT from its checkpoint OUT.chk, with the same settings (OpenMM)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run at OUT")
@@ -60,7 +63,8 @@ def _cmd_md(args) -> int:
         result = run_md(args.model, args.system, engine=args.engine, steps=args.steps,
                         temperature_K=args.temperature, timestep_fs=args.timestep, friction_per_ps=args.friction,
                         out=args.out, report_interval=args.report_interval, seed=args.seed, platform=args.platform,
-                        device=args.device, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+                        device=args.device, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                        compile=args.compile)
     _print_md_result(result)
     return 0
 
@@ -96,7 +100,7 @@ def _cmd_demo(args) -> int:
     print(format_metrics(result.metrics["test"]))
     print(f"[2/2] {args.steps} steps of OpenMM Langevin MD of ethanol at 300 K through openmm-torch's TorchForce")
     md = run_md(result.model_path, "ethanol", engine="openmm", steps=args.steps, temperature_K=300.0,
-                timestep_fs=0.5, out=out / "traj.dcd", report_interval=100,
-                overwrite=True)  # each demo's MD starts afresh from the (continued) model
+                timestep_fs=0.5, out=out / "traj.dcd", report_interval=100, compile="off",
+                overwrite=True)  # each demo's MD starts afresh from the (continued) model; TorchForce, as said
     _print_md_result(md)
     return 0

@@ -228,12 +228,13 @@ def measure_model_file_stability(model_path: str | Path, system: str = "ethanol"
                                  reference_path: str | Path | None = None,
                                  progress: Optional[ProgressCallback] = None) -> StabilityResult:
     """:func:`measure_stability` of a model file on a shipped system (or on ``reference_path``'s frames)."""
-    from mlpot.compiled import CompiledModel, load_model_or_compiled
+    from mlpot.compile_cache import load_for_inference
+    from mlpot.compiled import CompiledModel
     from mlpot.data.readers import read_frames
     from mlpot.md.reference import molecule_reference
     from mlpot.systems import reference_data_file
 
-    deployed = load_model_or_compiled(model_path, device=settings.device)  # a .pt2 file runs its native code
+    deployed = load_for_inference(model_path, device=settings.device)  # the compiled twin (mlpot.compile_cache)
     path = Path(reference_path) if reference_path is not None else reference_data_file(system)
     frames = read_frames(path)
     deployed.check_elements(frames[0].numbers.tolist())
