@@ -112,6 +112,8 @@ class PipsRunConfig:
         from mlpot.pips.molecular.trainer import MolecularTrainConfig
 
         values = {**peptide_transition(self.system).run_defaults, **self.training}  # the system's, then the caller's
+        if self.potential is not None:  # a learned potential's own minima, not the force field's (endpoints.py)
+            values.setdefault("endpoints", "minimised")
         config = config_section(MolecularTrainConfig, {**values, "system": self.system, "potential": self.potential},
                                 TRAINING_SECTION)
         config.validate()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Dict, Optional, Sequence
 
+import numpy as np
 import openmm
 import torch
 
@@ -65,28 +66,32 @@ class EvaluatedPaths:
 
 class MolecularPathMetrics:
     """Judges paths of ``transition``: target positions (n_atoms, 3) nm, RMSD over ``heavy_atoms``,
-    energies from ``unbiased_system`` (one copy of the molecule, no bias) on ``platform``."""
+    energies from ``unbiased_system`` (one copy of the molecule, no bias) on ``platform``; E₀ at ``start_nm``
+    (default: the shipped start; a run's relaxed start, :mod:`mlpot.pips.molecular.endpoints`)."""
 
     def __init__(self, transition: PeptideTransition, target_nm: torch.Tensor, heavy_atoms: Sequence[int],
-                 unbiased_system: openmm.System, platform: str = "CPU", threads: int = 1):
+                 unbiased_system: openmm.System, platform: str = "CPU", threads: int = 1,
+                 start_nm: Optional[np.ndarray] = None):
         self.transition = transition
         self.target_nm = target_nm
+        self.start_nm = transition.start_positions_nm if start_nm is None else start_nm
         self.heavy_atoms = list(heavy_atoms)
         self.unbiased_system = unbiased_system
         self.platform, self.threads = platform, threads
 
     @cached_property
     def start_energy_kj_mol(self) -> float:
-        """Unbiased energy (kJ/mol) of the transition's minimised start structure (its shipped file)."""
-        return float(self.energies_kj_mol(torch.from_numpy(self.transition.start_positions_nm.copy())))
+        """Unbiased energy (kJ/mol) of the run's start structure: the shipped minimum, or its relaxation on the
+        run's potential (:mod:`mlpot.pips.molecular.endpoints`)."""
+        return float(self.energies_kj_mol(torch.from_numpy(np.array(self.start_nm, dtype=float))))
 
     def final_frames(self, rollout: Rollout) -> Dict[str, float]:
         """``thp``, ``thp_literature``, ``rmsd_A``, ``rmsd_std_A`` and ``epd`` from the last frames
         (cheap: no energies)."""
         final = rollout.final_positions[rollout.finite_paths()]
         heavy = self.heavy_atoms
-        hits = self.transition.in_target_basin(final)
-        literature_hits = self.transition.in_literature_basin(final)
+        hits = self.transition.in_target_basin(final, self.target_nm)
+        literature_hits = self.transition.in_literature_basin(final, self.target_nm)
         rmsd_A = aligned_rmsd(final[:, heavy], self.target_nm[heavy]) * units.ANGSTROM_PER_NM
         return {"thp": float(hits.double().sum()) / rollout.n_paths,
                 "thp_literature": float(literature_hits.double().sum()) / rollout.n_paths,
@@ -104,8 +109,8 @@ class MolecularPathMetrics:
         finite = rollout.finite_paths()
         paths = rollout.positions[finite]
         energies = self.energies_kj_mol(paths)
-        hits = self.transition.in_target_basin(paths[:, -1])
-        literature_hits = self.transition.in_literature_basin(paths[:, -1])
+        hits = self.transition.in_target_basin(paths[:, -1], self.target_nm)
+        literature_hits = self.transition.in_literature_basin(paths[:, -1], self.target_nm)
         start_energy = self.start_energy_kj_mol
         ets = transition_state_energy(energies, hits)
         ets_literature = transition_state_energy(energies, literature_hits)

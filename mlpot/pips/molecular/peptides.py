@@ -181,9 +181,17 @@ class PeptideTransition:
         """(φ, ψ) in degrees of the chosen residue, positions (..., n_atoms, 3)."""
         return dihedral_degrees(positions, self.phi), dihedral_degrees(positions, self.psi)
 
-    def in_target_basin(self, positions: torch.Tensor) -> torch.Tensor:
-        """bool (...): positions (..., n_atoms, 3) nm lie in the target basin."""
-        target = torch.tensor(_positions_nm(self.target), dtype=positions.dtype)
+    def _target(self, positions: torch.Tensor, target_nm: Optional[torch.Tensor]) -> torch.Tensor:
+        """The target structure (n_atoms, 3) nm: ``target_nm`` (a run's relaxed target,
+        :mod:`mlpot.pips.molecular.endpoints`) or the shipped file's."""
+        if target_nm is None:
+            return torch.tensor(_positions_nm(self.target), dtype=positions.dtype)
+        return torch.as_tensor(target_nm, dtype=positions.dtype)
+
+    def in_target_basin(self, positions: torch.Tensor, target_nm: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """bool (...): positions (..., n_atoms, 3) nm lie in the target basin (of ``target_nm``, default the
+        shipped target)."""
+        target = self._target(positions, target_nm)
         if positions.shape[-2:] != target.shape:
             raise ValueError(f"positions of shape {tuple(positions.shape)} do not end in the {self.name} "
                              f"molecule's {tuple(target.shape)}")
@@ -194,13 +202,13 @@ class PeptideTransition:
         """The start structure's positions (n_atoms, 3) nm, as shipped (minimised; read-only)."""
         return _positions_nm(self.start)
 
-    def in_literature_basin(self, positions: torch.Tensor) -> torch.Tensor:
+    def in_literature_basin(self, positions: torch.Tensor, target_nm: Optional[torch.Tensor] = None) -> torch.Tensor:
         """bool (...): positions (..., n_atoms, 3) nm pass the published codes' hit test
-        (:attr:`literature_basin`); all False when the transition has none."""
+        (:attr:`literature_basin`, around ``target_nm``, default the shipped target); all False when the
+        transition has none."""
         if self.literature_basin is None:
             return torch.zeros(positions.shape[:-2], dtype=torch.bool)
-        target = torch.tensor(_positions_nm(self.target), dtype=positions.dtype)
-        return self.literature_basin.contains(positions, target)
+        return self.literature_basin.contains(positions, self._target(positions, target_nm))
 
     @property
     def literature_circle_rad(self) -> Optional[float]:

@@ -39,11 +39,13 @@ import torch
 from mlpot import units
 from mlpot.pips.cost import TERMINAL_COSTS
 from mlpot.pips.dynamics import Rollout, control_weight
+from mlpot.pips.molecular.endpoints import ENDPOINTS, Endpoints, transition_endpoints
 from mlpot.pips.molecular.implicit_solvent import solvent_forcefield_files
 from mlpot.pips.molecular.integrator import langevin_settings
 from mlpot.pips.molecular.path_metrics import EvaluatedPaths, MolecularPathMetrics
 from mlpot.pips.molecular.peptides import peptide_transition
 from mlpot.pips.molecular.policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
+from mlpot.pips.molecular.replicas import build_replicas
 from mlpot.pips.molecular.rollout import ControlFunction, ReplicaRunner, replica_runner
 from mlpot.pips.trainer import PathEvaluation, PiceTrainConfig, PiceTrainer
 
@@ -100,6 +102,9 @@ class MolecularTrainConfig(PiceTrainConfig):
     # the system's implicit solvent (None), or "gbn2", "obc2" (native GBSAOBCForce), "vacuum"; see
     # mlpot.pips.molecular.implicit_solvent
     implicit_solvent: Optional[str] = None
+    # start and target: "as-shipped" (minima of the shipped force field) or "minimised" on the run's physics, the
+    # default of runs with a learned potential (mlpot.pips.runs); see mlpot.pips.molecular.endpoints
+    endpoints: str = "as-shipped"
 
 
 def _heavy_atoms(topology) -> List[int]:
@@ -127,23 +132,37 @@ class MolecularTrainer(PiceTrainer):
             raise ValueError(f"terminal_atoms must be 'heavy' or 'all', got {config.terminal_atoms!r}")
         self.transition = peptide_transition(config.system)
         self.forcefield_files = solvent_forcefield_files(self.transition.forcefield_files, config.implicit_solvent)
-        self.topology, self.start_nm, target_nm = self.transition.load()
+        self.potential = None if config.potential is None else Path(config.potential)
+        self.topology = self.transition.load()[0]
+        self.endpoints = self._endpoints(config)
+        self.start_nm, target_nm = self.endpoints.start_nm, self.endpoints.target_nm
         self.target = torch.from_numpy(target_nm)
         self.heavy_atoms = _heavy_atoms(self.topology)
         self.terminal_atoms = self.heavy_atoms if config.terminal_atoms == "heavy" else list(range(len(target_nm)))
         self.settings = langevin_settings(config.timestep_fs * PS_PER_FS, config.friction_per_ps,
                                           config.temperature_K, config.controlled_noise_fraction)
         self.platform, self.threads, self.replica_layout = platform, threads, config.replica_layout
-        self.potential = None if config.potential is None else Path(config.potential)
         self._runners: Dict[int, ReplicaRunner] = {}
         runner = self.runner(config.n_paths)
         self.control_weight = control_weight(self.settings, runner.mass, config.lam)  # (n_atoms, 1)
         self.path_metrics = MolecularPathMetrics(self.transition, self.target, self.heavy_atoms,
-                                                 runner.replicas.single_system, runner.platform_choice.name, threads)
+                                                 runner.replicas.single_system, runner.platform_choice.name, threads,
+                                                 start_nm=self.start_nm)
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
             self.policy = self._build_policy(config, target_nm).double()
         self._start_training(config, out, resume)
+
+    def _endpoints(self, config: MolecularTrainConfig) -> Endpoints:
+        """Start and target as shipped, or relaxed on the run's physics (one copy of the molecule)."""
+        if config.endpoints not in ENDPOINTS:
+            raise ValueError(f"endpoints must be one of {', '.join(ENDPOINTS)}, got {config.endpoints!r}")
+        system = None
+        if config.endpoints == "minimised":
+            shipped_start = self.transition.start_positions_nm
+            system = build_replicas(self.topology, shipped_start, 1, self.forcefield_files, self.potential,
+                                    layout="context-per-replica").single_system
+        return transition_endpoints(self.transition, system, config.endpoints)
 
     def _build_policy(self, config: MolecularTrainConfig, target_nm: np.ndarray) -> torch.nn.Module:
         if config.policy == "distance-energy":
