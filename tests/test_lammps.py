@@ -50,8 +50,9 @@ def lammps_single_point(model, atoms, workdir, ranks: int) -> dict:
     write_data(atoms, workdir / "water.data", ELEMENTS)
     process = run_lammps(single_point_input(model), workdir, ranks=ranks, timeout_s=600)
     assert process.returncode == 0, error_message(workdir, process)
-    results = {}
-    for line in (workdir / "log.lammps").read_text().splitlines():
+    log = (workdir / "log.lammps").read_text()
+    results = {"log": log}
+    for line in log.splitlines():
         if line.startswith(("energy_eV", "virial_bar")):
             key, *values = line.split()
             results[key] = np.array([float(v) for v in values])
@@ -80,6 +81,10 @@ def test_water_box_energy_forces_stress_equal_ase_on_one_and_two_ranks(arch, ran
     np.testing.assert_allclose(got["forces"], expected["forces"], atol=1e-9)
     # LAMMPS's pressure is positive under compression, ASE's stress under tension
     np.testing.assert_allclose(-got["virial_bar"] / BAR_PER_EV_PER_A3, expected["stress"], atol=1e-9)
+    # one rank: every ghost is an image of a local atom and shares its node, so one cutoff of ghosts is enough;
+    # several ranks: num_layers cutoffs of the other rank's atoms
+    layers = 1 if ranks == 1 else 2  # TEST_HYPERPARAMETERS' num_layers
+    assert f"= {layers} layer(s) x 5 Å cutoff" in got["log"]
 
 
 def test_float32_model_agrees_with_ase_on_two_ranks(model_files, water_box, tmp_path):

@@ -1,10 +1,16 @@
 /* pair_style mlpot: see pair_mlpot.h and docs/lammps.md.
 
-   Where the physics happens: compute() gathers every pair of atoms (local or ghost) closer than the
-   model's cutoff, runs the model's atom_energies(species, edges, edge vectors) on them, sums the energies
-   of the local atoms, and differentiates that sum by the pair vectors. A pair vector r_ij = x_j - x_i
-   with gradient g = dE/dr_ij puts +g on atom i and -g on atom j (ghosts included: LAMMPS adds a ghost's
-   force to its owner by reverse communication) and -r_ij (x) g into the virial. */
+   Where the physics happens: compute() builds the model's graph and runs its atom_energies(species, edges,
+   edge vectors), sums the energies of the local atoms, and differentiates that sum by the edge vectors.
+
+   The graph's nodes are the local atoms plus the ghost atoms that are *not* periodic images of a local atom
+   (ghosts owned by another rank). A ghost that is an image of local atom l (same tag) is node l: the model
+   then sees the periodic structure itself, as in ASE and OpenMM, instead of computing the image again. Its
+   edges: every directed pair (i, j) closer than the cutoff, from every atom i that is a node of its own (a
+   local atom, or another rank's ghost, which needs its own neighbours for message passing), to the node of j,
+   with the vector r_ij = x_j - x_i of the actual atoms. An edge's gradient g = dE/dr_ij puts +g on atom i and
+   -g on atom j (a ghost's force reaches its owner by LAMMPS's reverse communication) and -r_ij (x) g into the
+   virial. */
 
 #include "pair_mlpot.h"
 
@@ -28,6 +34,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <unordered_map>
 
 using namespace LAMMPS_NS;
 
@@ -174,17 +181,19 @@ void PairMLPot::init_style()
                "owners by reverse communication");
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
 
-  // Ghost atoms out to num_layers * cutoff: a local atom's energy after N layers depends on atoms up to N
-  // cutoffs away (each layer passes messages one cutoff further), and atoms move by up to the skin
-  // between neighbour-list builds.
-  const double needed = num_layers * cutoff_A + neighbor->skin;
+  // Ghost atoms out to num_layers * cutoff on several ranks: a local atom's energy after N layers depends on
+  // atoms up to N cutoffs away (each layer passes messages one cutoff further), and another rank's atoms are
+  // only seen as ghosts. On one rank every ghost is an image of a local atom (compute() uses that atom's
+  // node), so one cutoff is enough. Atoms move by up to the skin between neighbour-list builds.
+  const int layers_in_shell = comm->nprocs > 1 ? num_layers : 1;
+  const double needed = layers_in_shell * cutoff_A + neighbor->skin;
   if (comm->mode != 0)
     error->all(FLERR, "pair_style mlpot supports comm_modify mode single only");
   if (comm->cutghostuser < needed) {
     if (comm->me == 0)
       utils::logmesg(lmp,
-                     "mlpot: communication cutoff raised to {:.3f} Å = {} layers x {} Å cutoff + {} Å skin\n",
-                     needed, num_layers, cutoff_A, neighbor->skin);
+                     "mlpot: communication cutoff raised to {:.3f} Å = {} layer(s) x {} Å cutoff + {} Å skin\n",
+                     needed, layers_in_shell, cutoff_A, neighbor->skin);
     comm->cutghostuser = needed;
   }
 }
@@ -211,15 +220,39 @@ void PairMLPot::compute(int eflag, int vflag)
   int **firstneigh = list->firstneigh;
   const double cutoff_sq = cutoff_A * cutoff_A;
 
-  // every pair (i < j) closer than the cutoff, once; the model gets both directions (mirrored halves)
-  std::vector<int64_t> first, second;
+  // the node of every atom: local atoms are nodes 0..nlocal-1; a ghost is the node of the local atom it images,
+  // or a node of its own (another rank's atom), numbered from nlocal
+  const tagint *tag = atom->tag;
+  std::unordered_map<tagint, int> local_of_tag;
+  local_of_tag.reserve(2 * (size_t) nlocal);
+  for (int i = 0; i < nlocal; i++) local_of_tag.emplace(tag[i], i);
+  std::vector<int64_t> node_of(nall);
+  std::vector<int64_t> species_of_node;
+  species_of_node.reserve(nall);
+  for (int i = 0; i < nlocal; i++) {
+    node_of[i] = i;
+    species_of_node.push_back(species_of_type[type[i]]);
+  }
+  for (int a = nlocal; a < nall; a++) {
+    const auto owner = local_of_tag.find(tag[a]);
+    if (owner != local_of_tag.end()) {
+      node_of[a] = owner->second;
+    } else {
+      node_of[a] = (int64_t) species_of_node.size();
+      species_of_node.push_back(species_of_type[type[a]]);
+    }
+  }
+  const int64_t n_nodes = (int64_t) species_of_node.size();
+
+  // directed edges from every atom that is a node of its own to all its neighbours closer than the cutoff
+  std::vector<int64_t> centre_node, neighbour_node, centre_atom, neighbour_atom;
   std::vector<double> pair_vectors;
   for (int ii = 0; ii < nlisted; ii++) {
     const int i = ilist[ii];
+    if (i >= nlocal && node_of[i] < nlocal) continue;    // an image of a local atom: that atom's edges stand for it
     const int *jlist = firstneigh[i];
     for (int jj = 0; jj < numneigh[i]; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
-      if (j <= i) continue;
       const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
       const double rsq = dx * dx + dy * dy + dz * dz;
       if (rsq >= cutoff_sq) continue;
@@ -228,34 +261,31 @@ void PairMLPot::compute(int eflag, int vflag)
                    "mlpot: atoms {} and {} are {:.4g} Å apart (closer than {} Å): the structure is broken, "
                    "e.g. an atom listed twice or a collapsed simulation",
                    atom->tag[i], atom->tag[j], std::sqrt(rsq), MIN_PAIR_DISTANCE_A);
-      first.push_back(i);
-      second.push_back(j);
+      centre_node.push_back(node_of[i]);
+      neighbour_node.push_back(node_of[j]);
+      centre_atom.push_back(i);
+      neighbour_atom.push_back(j);
       pair_vectors.push_back(dx);
       pair_vectors.push_back(dy);
       pair_vectors.push_back(dz);
     }
   }
-  const int64_t n_pairs = (int64_t) first.size();
-
-  std::vector<int64_t> species_of_atom(nall);
-  for (int i = 0; i < nall; i++) species_of_atom[i] = species_of_type[type[i]];
+  const int64_t n_pairs = (int64_t) centre_node.size();
 
   const auto longs = torch::TensorOptions().dtype(torch::kLong);
   const auto doubles = torch::TensorOptions().dtype(torch::kFloat64);
-  torch::Tensor species_t = torch::from_blob(species_of_atom.data(), {nall}, longs).to(device);
-  torch::Tensor first_t = torch::from_blob(first.data(), {n_pairs}, longs);
-  torch::Tensor second_t = torch::from_blob(second.data(), {n_pairs}, longs);
-  torch::Tensor edge_index =
-      torch::stack({torch::cat({first_t, second_t}), torch::cat({second_t, first_t})}).to(device);
+  torch::Tensor species_t = torch::from_blob(species_of_node.data(), {n_nodes}, longs).to(device);
+  torch::Tensor edge_index = torch::stack({torch::from_blob(centre_node.data(), {n_pairs}, longs),
+                                           torch::from_blob(neighbour_node.data(), {n_pairs}, longs)})
+                                 .to(device);
   torch::Tensor vectors = torch::from_blob(pair_vectors.data(), {n_pairs, 3}, doubles)
                               .to(device, dtype)
                               .detach()
                               .requires_grad_(true);
-  torch::Tensor edge_vectors = torch::cat({vectors, -vectors});
 
   torch::Tensor energies, gradient;
   try {
-    energies = model.get_method("atom_energies")({species_t, edge_index, edge_vectors}).toTensor();
+    energies = model.get_method("atom_energies")({species_t, edge_index, vectors}).toTensor();
     torch::Tensor local_energy = energies.narrow(0, 0, nlocal).sum();
     auto gradients = torch::autograd::grad({local_energy}, {vectors}, {}, false, false, true);
     gradient = gradients[0].defined() ? gradients[0] : torch::zeros_like(vectors);
@@ -268,7 +298,7 @@ void PairMLPot::compute(int eflag, int vflag)
   const double *g = gradient_cpu.data_ptr<double>();
 
   for (int64_t p = 0; p < n_pairs; p++) {
-    const int64_t i = first[p], j = second[p];
+    const int64_t i = centre_atom[p], j = neighbour_atom[p];
     const double *gp = g + 3 * p;
     for (int k = 0; k < 3; k++) {
       f[i][k] += gp[k];
