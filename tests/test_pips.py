@@ -902,6 +902,37 @@ def test_molecular_training_runs_on_an_mlpot_model_potential(model_files, tmp_pa
     assert math.isfinite(trainer.evaluate(2, seed=1).metrics["mean_max_energy_kj_mol"])
 
 
+def test_a_policy_is_refused_with_a_potential_other_than_the_one_it_was_trained_with(model_files, tmp_path,
+                                                                                    one_thread):
+    import shutil
+
+    import openmmtorch  # noqa: F401  (after torch)
+
+    from mlpot.pips.runs import load_run, new_run
+
+    potential = tmp_path / "potential.pt"
+    shutil.copyfile(model_files[("egnn", "float64")], potential)
+    new_run("alanine-dipeptide", tmp_path / "run", potential=str(potential), n_paths=2, n_steps=3, iterations=1).step()
+    assert load_run(tmp_path / "run").potential == potential
+    shutil.copyfile(model_files[("nequip", "float64")], potential)  # same path, another model
+    with pytest.raises(ValueError, match="is not the model this policy was trained with") as error:
+        load_run(tmp_path / "run", purpose="pips sample")
+    assert "\n" not in str(error.value)
+
+
+def test_a_runs_potential_is_found_in_the_repository_from_any_directory(tmp_path, monkeypatch):
+    from mlpot.pips.molecular.trainer import resolve_potential
+    from mlpot.systems import SYSTEMS_DIR
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_potential("systems/alanine-dipeptide/model_xtb.pt") == SYSTEMS_DIR / "alanine-dipeptide" / \
+        "model_xtb.pt"
+    with pytest.raises(FileNotFoundError, match="potential missing.pt exists neither in the working directory nor"):
+        resolve_potential("missing.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_potential(str(tmp_path / "absent.pt"))
+
+
 def test_resuming_a_missing_corrupt_or_foreign_checkpoint_names_the_problem(tmp_path, capsys):
     from mlpot.cli import main
 

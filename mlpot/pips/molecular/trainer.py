@@ -47,7 +47,15 @@ from mlpot.pips.molecular.peptides import peptide_transition
 from mlpot.pips.molecular.policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
 from mlpot.pips.molecular.replicas import build_replicas
 from mlpot.pips.molecular.rollout import ControlFunction, ReplicaRunner, replica_runner
-from mlpot.pips.trainer import PathEvaluation, PiceTrainConfig, PiceTrainer
+from mlpot.pips.trainer import (
+    CHECKPOINT_KIND,
+    CHECKPOINT_NAME,
+    CHECKPOINT_VERSION,
+    PathEvaluation,
+    PiceTrainConfig,
+    PiceTrainer,
+)
+from mlpot.runs import read_checkpoint
 
 MOLECULAR_POLICIES = ("distance-energy", "aligned-force")
 PS_PER_FS = 1e-3
@@ -107,6 +115,31 @@ class MolecularTrainConfig(PiceTrainConfig):
     endpoints: str = "as-shipped"
 
 
+def resolve_potential(potential: str) -> Path:
+    """The model file of a run's ``potential``: the path as given (absolute, or relative to the working directory),
+    else relative to this repository (where shipped potentials live, e.g. ``systems/alanine-dipeptide/model_xtb.pt``,
+    so that a shipped run samples from any directory). FileNotFoundError in one line when neither exists."""
+    from mlpot.systems import SYSTEMS_DIR
+
+    repository = SYSTEMS_DIR.parent
+    path = Path(potential)
+    if path.exists() or path.is_absolute():
+        if not path.exists():
+            raise FileNotFoundError(f"the run's potential {potential} does not exist")
+        return path
+    shipped = repository / path
+    if shipped.exists():
+        return shipped
+    raise FileNotFoundError(f"the run's potential {potential} exists neither in the working directory nor in the "
+                            f"repository ({repository})")
+
+
+def _content_hash(model_file: Path) -> str:
+    from mlpot.deploy import read_metadata
+
+    return str(read_metadata(model_file)["content_hash"])
+
+
 def _heavy_atoms(topology) -> List[int]:
     return [atom.index for atom in topology.atoms() if atom.element is None or atom.element.symbol != "H"]
 
@@ -132,7 +165,7 @@ class MolecularTrainer(PiceTrainer):
             raise ValueError(f"terminal_atoms must be 'heavy' or 'all', got {config.terminal_atoms!r}")
         self.transition = peptide_transition(config.system)
         self.forcefield_files = solvent_forcefield_files(self.transition.forcefield_files, config.implicit_solvent)
-        self.potential = None if config.potential is None else Path(config.potential)
+        self.potential = None if config.potential is None else resolve_potential(config.potential)
         self.topology = self.transition.load()[0]
         self.endpoints = self._endpoints(config)
         self.start_nm, target_nm = self.endpoints.start_nm, self.endpoints.target_nm
@@ -177,6 +210,31 @@ class MolecularTrainer(PiceTrainer):
             return policy
         return TargetGuidedPolicy(torch.from_numpy(target_nm), self.terminal_atoms, policy,
                                   config.guide_strength_kj_mol_nm2, config.guide_knots)
+
+    def state(self) -> Dict:
+        """The checkpoint (:meth:`PiceTrainer.state`), with the content hash of the run's potential, if any."""
+        state = super().state()
+        if self.potential is not None:
+            state["potential_content_hash"] = self._potential_content_hash()
+        return state
+
+    def _potential_content_hash(self) -> str:
+        return _content_hash(self.potential)
+
+    @classmethod
+    def resume(cls, out: Path, state: Dict | None = None, purpose: str = "--resume"):
+        """:meth:`PiceTrainer.resume`, after checking that the run's potential file (if any) is still the model the
+        policy was trained with (before anything is built on it)."""
+        if state is None:
+            state = read_checkpoint(Path(out) / CHECKPOINT_NAME, CHECKPOINT_VERSION, CHECKPOINT_KIND, purpose)
+        saved, potential = state.get("potential_content_hash"), state.get("config", {}).get("potential")
+        if saved is not None and potential is not None:
+            path = resolve_potential(potential)
+            if _content_hash(path) != saved:
+                raise ValueError(f"{purpose}: the potential {path} is not the model this policy was trained with "
+                                 f"(its parameters differ: content hash {_content_hash(path)[:12]}, trained with "
+                                 f"{str(saved)[:12]})")
+        return super().resume(out, state, purpose)
 
     def system_atoms(self) -> List[str]:
         """``residue:atom`` names of the molecule, in order (checkpoints record them)."""
