@@ -81,10 +81,21 @@ def test_water_box_energy_forces_stress_equal_ase_on_one_and_two_ranks(arch, ran
     np.testing.assert_allclose(got["forces"], expected["forces"], atol=1e-9)
     # LAMMPS's pressure is positive under compression, ASE's stress under tension
     np.testing.assert_allclose(-got["virial_bar"] / BAR_PER_EV_PER_A3, expected["stress"], atol=1e-9)
-    # one rank: every ghost is an image of a local atom and shares its node, so one cutoff of ghosts is enough;
-    # several ranks: num_layers cutoffs of the other rank's atoms
-    layers = 1 if ranks == 1 else 2  # TEST_HYPERPARAMETERS' num_layers
-    assert f"= {layers} layer(s) x 5 Å cutoff" in got["log"]
+    # one cutoff of ghosts either way: on one rank every ghost images a local atom and shares its node; on two the
+    # ghosts' node states come from their owners after each layer
+    assert "= 1 layer(s) x 5 Å cutoff" in got["log"]
+    assert ("exchange the ghosts' node states after each of the 2 layers" in got["log"]) == (ranks == 2)
+
+
+def test_a_model_file_without_layer_entry_points_runs_on_two_ranks_with_a_deep_ghost_shell(water_box, tmp_path):
+    from pathlib import Path
+
+    legacy = Path(__file__).resolve().parent / "fixtures" / "legacy" / "stable" / "parent.pt"  # H, C, O; older format
+    expected = ase_single_point(legacy, water_box)
+    got = lammps_single_point(legacy, water_box, tmp_path, ranks=2)
+    assert "has no layer-by-layer entry points" in got["log"]
+    assert got["energy_eV"][0] == pytest.approx(expected["energy"], rel=1e-6)
+    np.testing.assert_allclose(got["forces"], expected["forces"], atol=1e-4)
 
 
 def test_float32_model_agrees_with_ase_on_two_ranks(model_files, water_box, tmp_path):

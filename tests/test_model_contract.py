@@ -156,3 +156,39 @@ def test_periodic_energy_is_sum_over_cells_when_the_box_is_replicated(arch, eage
     single = _compute(model, *as_tensors(dilute_water_box))
     doubled = _compute(model, *as_tensors(dilute_water_box.repeat((2, 1, 1))))
     assert float(doubled["energy"]) == pytest.approx(2 * float(single["energy"]), rel=1e-10)
+
+
+@pytest.mark.parametrize("arch", ["egnn", "nequip"])
+def test_the_layer_by_layer_entry_points_compose_to_the_model_in_its_file(arch, model_files, dilute_water_box):
+    """What LAMMPS runs over MPI ranks (graph_layer, one layer at a time, node states exchanged in between) is the
+    model itself: the same per-atom energies and edge-vector gradients as atom_energies, through the TorchScript
+    file, on directed edges."""
+    from mlpot.deploy import load_model
+    from mlpot.neighbors import edge_vectors, neighbor_pairs
+
+    module = load_model(model_files[(arch, "float64")]).module
+    atoms = dilute_water_box
+    positions = torch.tensor(atoms.positions)
+    cell = torch.tensor(atoms.cell.array)
+    edge_index, shifts = neighbor_pairs(positions, cell, torch.tensor([True] * 3), module.cutoff)
+    species = module.species_table[torch.tensor(atoms.numbers)]
+    vectors = edge_vectors(positions, cell, edge_index, shifts.to(positions.dtype)).detach().requires_grad_(True)
+    whole = module.atom_energies(species, edge_index, vectors)
+    (whole_gradient,) = torch.autograd.grad(whole.sum(), vectors)
+
+    widths = module.graph_state_widths()
+    state = module.graph_layer(-1, torch.zeros(0), species, edge_index, vectors)
+    assert state.shape == (len(atoms), widths[0])
+    for layer in range(len(widths) - 1):
+        state = module.graph_layer(layer, state, species, edge_index, vectors)
+        assert state.shape == (len(atoms), widths[layer + 1])
+    layered = module.graph_energies(state, species)
+    (layered_gradient,) = torch.autograd.grad(layered.sum(), vectors)
+    torch.testing.assert_close(layered, whole, rtol=1e-12, atol=1e-12)
+
+    def forces(gradient):  # an edge's gradient g = dE/dr_ij pushes +g on its centre i and -g on its neighbour j
+        return (torch.zeros(len(atoms), 3, dtype=gradient.dtype).index_add_(0, edge_index[0], gradient)
+                .index_add_(0, edge_index[1], -gradient))
+
+    # per edge the two differ (atom_energies takes a mirrored pair's distance from its first half only), per atom not
+    torch.testing.assert_close(forces(layered_gradient), forces(whole_gradient), rtol=1e-10, atol=1e-12)

@@ -15,7 +15,7 @@ With ``edge_chunk_size`` > 0 each layer takes the edges that many at a time on a
 systems' per-edge tensors in cache (``chunking.py``); the results are the same.
 """
 
-from typing import Final, Tuple
+from typing import Final, List, Tuple
 
 import torch
 from torch import nn
@@ -201,3 +201,38 @@ class EGNN(nn.Module):
                 features, displacements, edge_index, edge_vectors, radial_features, cutoff_weights
             )
         return self.readout(features).squeeze(-1)
+
+    # ---- layer by layer, for engines that exchange node states between layers (LAMMPS over MPI ranks)
+    @torch.jit.export
+    def state_widths(self) -> List[int]:
+        """Columns of the node state (features, then the 3 coordinate displacements, Å) before the first layer
+        and after each layer (:meth:`layer_state`)."""
+        return [self.embedding.embedding_dim + 3] * (len(self.layers) + 1)
+
+    @torch.jit.export
+    def layer_state(self, layer: int, state: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                    edge_vectors: torch.Tensor) -> torch.Tensor:
+        """The node state after layer ``layer`` (0-based) from the state before it; ``layer`` -1: the first state
+        (embedding, zero displacements; ``state`` unused). Composing -1, 0, ..., num_layers - 1 and
+        :meth:`state_scalars` gives :meth:`forward` on the same graph."""
+        if layer < 0:
+            features = self.embedding(species).to(edge_vectors.dtype)
+            zeros = torch.zeros(species.shape[0], 3, dtype=edge_vectors.dtype, device=edge_vectors.device)
+            return torch.cat([features, zeros], dim=1)
+        hidden = self.embedding.embedding_dim
+        features, displacements = state[:, :hidden], state[:, hidden:]
+        distances = torch.linalg.norm(edge_vectors, dim=1)
+        radial_features = self.basis(distances)
+        cutoff_weights = self.cutoff_fn(distances).unsqueeze(-1)
+        for index, block in enumerate(self.layers):
+            if index == layer:
+                features, displacements = block(
+                    features, displacements, edge_index, edge_vectors, radial_features, cutoff_weights
+                )
+                return torch.cat([features, displacements], dim=1)
+        raise ValueError("mlpot: no such layer")
+
+    @torch.jit.export
+    def state_scalars(self, state: torch.Tensor) -> torch.Tensor:
+        """One scalar per node from the state after the last layer (the readout of :meth:`forward`)."""
+        return self.readout(state[:, : self.embedding.embedding_dim]).squeeze(-1)

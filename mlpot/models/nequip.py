@@ -244,6 +244,7 @@ class NequIP(nn.Module):
             blocks.append(block)
             irreps = block.irreps_out
         self.layers = nn.ModuleList(blocks)
+        self.layer_widths: List[int] = [num_features] + [block.irreps_out.dim for block in blocks]
         self.readout_hidden = o3.Linear(irreps, o3.Irreps(f"{max(num_features // 2, 1)}x0e"))
         self.readout = o3.Linear(o3.Irreps(f"{max(num_features // 2, 1)}x0e"), o3.Irreps("1x0e"))
         # the embedding and the last readout map scalars to scalars, which DenseLinear always computes; the first
@@ -271,6 +272,34 @@ class NequIP(nn.Module):
         for layer in self.layers:
             features = layer(features, one_hot, edge_index, edge_sh, edge_basis, mirrored)
         return self.readout_matrix(self.read_out_hidden(features), self.readout.weight).squeeze(-1)
+
+    # ---- layer by layer, for engines that exchange node states between layers (LAMMPS over MPI ranks)
+    @torch.jit.export
+    def state_widths(self) -> List[int]:
+        """Columns of the node state before the first layer and after each layer (:meth:`layer_state`)."""
+        return self.layer_widths
+
+    @torch.jit.export
+    def layer_state(self, layer: int, state: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                    edge_vectors: torch.Tensor) -> torch.Tensor:
+        """The node state after layer ``layer`` (0-based) from the state before it; ``layer`` -1: the first state
+        (the species embedding; ``state`` unused). Directed edges, no mirrored halves: composing -1, 0, ...,
+        num_layers - 1 and :meth:`state_scalars` gives :meth:`forward` on the same graph."""
+        one_hot = torch.nn.functional.one_hot(species, self.num_species).to(edge_vectors.dtype)
+        if layer < 0:
+            return self.embedding_matrix(one_hot, self.embedding.weight)
+        edge_sh = self.spherical_harmonics(edge_vectors)
+        distances = torch.linalg.norm(edge_vectors, dim=1)
+        edge_basis = self.basis(distances) * self.cutoff_fn(distances).unsqueeze(-1)
+        for index, block in enumerate(self.layers):
+            if index == layer:
+                return block(state, one_hot, edge_index, edge_sh, edge_basis, False)
+        raise ValueError("mlpot: no such layer")
+
+    @torch.jit.export
+    def state_scalars(self, state: torch.Tensor) -> torch.Tensor:
+        """One scalar per node from the state after the last layer (the readout of :meth:`forward`)."""
+        return self.readout_matrix(self.read_out_hidden(state), self.readout.weight).squeeze(-1)
 
     def read_out_hidden(self, features: torch.Tensor) -> torch.Tensor:
         """``readout_hidden`` (as one matrix product when it is small enough)."""

@@ -116,6 +116,26 @@ class Potential(nn.Module):
                 + " Å): the structure is broken, e.g. an atom listed twice or a collapsed simulation"
             )
 
+    # ---- layer by layer: engines that split a structure over processes (LAMMPS over MPI ranks) run the layers one
+    # at a time and exchange the node states of the atoms at their borders in between
+    @torch.jit.export
+    def graph_state_widths(self) -> List[int]:
+        """Columns of the node state before the first layer and after each one (:meth:`graph_layer`)."""
+        return self.representation.state_widths()
+
+    @torch.jit.export
+    def graph_layer(self, layer: int, state: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                    vectors: torch.Tensor) -> torch.Tensor:
+        """The node state after layer ``layer`` (0-based; -1: the first state, from the species alone), from the
+        state before it, on directed edges ``(2, e)`` with vectors ``(e, 3)`` Å. Composing -1, 0, ..., and
+        :meth:`graph_energies` gives :meth:`atom_energies` on the same graph."""
+        return self.representation.layer_state(layer, state, species, edge_index, vectors.to(self.energy_shift.dtype))
+
+    @torch.jit.export
+    def graph_energies(self, state: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Per-node energies (eV) from the state after the last layer."""
+        return self.energy_scale * self.representation.state_scalars(state) + self.energy_shift[species]
+
     def atom_energies(self, species: torch.Tensor, edge_index: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """Per-atom energies (eV) of a graph: species indices ``(n,)``, edges ``(2, e)``, edge vectors ``(e, 3)`` Å.
 

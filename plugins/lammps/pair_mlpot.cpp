@@ -33,6 +33,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -42,7 +43,8 @@ static const char *const METADATA_ENTRY = "mlpot_metadata.json";
 static const double MIN_PAIR_DISTANCE_A = 0.01;    // closer than this is a broken structure (as in mlpot)
 
 PairMLPot::PairMLPot(LAMMPS *lmp) :
-    Pair(lmp), device(torch::kCPU), dtype(torch::kFloat64), cutoff_A(0.0), num_layers(0)
+    Pair(lmp), device(torch::kCPU), dtype(torch::kFloat64), cutoff_A(0.0), num_layers(0), layered(false),
+    comm_width(0)
 {
   restartinfo = 0;
   one_coeff = 1;
@@ -136,6 +138,10 @@ void PairMLPot::load_model()
     error->all(FLERR, "pair_style mlpot: the metadata of {} is unreadable: {}", model_path, e.what());
   }
   model.eval();
+  state_widths.clear();
+  if (model.find_method("graph_layer") && model.find_method("graph_state_widths")) {
+    for (const auto &width : model.get_method("graph_state_widths")({}).toIntList()) state_widths.push_back(width);
+  }
   if (comm->me == 0)
     utils::logmesg(lmp,
                    "mlpot: model {} ({} species, cutoff {} Å, {} message-passing layers, {}) on {}\n",
@@ -185,7 +191,20 @@ void PairMLPot::init_style()
   // atoms up to N cutoffs away (each layer passes messages one cutoff further), and another rank's atoms are
   // only seen as ghosts. On one rank every ghost is an image of a local atom (compute() uses that atom's
   // node), so one cutoff is enough. Atoms move by up to the skin between neighbour-list builds.
-  const int layers_in_shell = comm->nprocs > 1 ? num_layers : 1;
+  layered = comm->nprocs > 1 && !state_widths.empty();
+  if (layered) {
+    comm_forward = comm_reverse = (int) *std::max_element(state_widths.begin(), state_widths.end());
+    if (comm->me == 0)
+      utils::logmesg(lmp, "mlpot: {} ranks exchange the ghosts' node states after each of the {} layers\n",
+                     comm->nprocs, (int) state_widths.size() - 1);
+  } else {
+    comm_forward = comm_reverse = 0;
+    if (comm->nprocs > 1 && comm->me == 0)
+      utils::logmesg(lmp, "mlpot: {} has no layer-by-layer entry points (an older model file: `mlpot rebuild` "
+                          "adds them); every rank computes the other ranks' atoms in a deep ghost shell\n",
+                     model_path);
+  }
+  const int layers_in_shell = (comm->nprocs > 1 && !layered) ? num_layers : 1;
   const double needed = layers_in_shell * cutoff_A + neighbor->skin;
   if (comm->mode != 0)
     error->all(FLERR, "pair_style mlpot supports comm_modify mode single only");
@@ -208,9 +227,216 @@ double PairMLPot::init_one(int i, int j)
 void PairMLPot::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  if (layered)
+    compute_layer_by_layer(eflag, vflag);
+  else
+    compute_images_as_nodes(eflag, vflag);
+}
 
-  double **x = atom->x;
+/* Forces, virial and energies from the edges' gradients (see the top of this file). */
+
+void PairMLPot::add_edge_forces(const std::vector<int64_t> &centre_atom, const std::vector<int64_t> &neighbour_atom,
+                                const std::vector<double> &pair_vectors, const double *g)
+{
   double **f = atom->f;
+  const int64_t n_pairs = (int64_t) centre_atom.size();
+  for (int64_t p = 0; p < n_pairs; p++) {
+    const int64_t i = centre_atom[p], j = neighbour_atom[p];
+    const double *gp = g + 3 * p;
+    for (int k = 0; k < 3; k++) {
+      f[i][k] += gp[k];
+      f[j][k] -= gp[k];
+    }
+    if (vflag_either) {
+      const double *r = pair_vectors.data() + 3 * p;
+      const double w[6] = {-r[0] * gp[0], -r[1] * gp[1], -r[2] * gp[2],
+                           -r[0] * gp[1], -r[0] * gp[2], -r[1] * gp[2]};
+      if (vflag_global)
+        for (int k = 0; k < 6; k++) virial[k] += w[k];
+      if (vflag_atom)
+        for (int k = 0; k < 6; k++) {
+          vatom[i][k] += 0.5 * w[k];
+          vatom[j][k] += 0.5 * w[k];
+        }
+    }
+  }
+}
+
+/* The ghosts' rows of a node state: the local rows (nlocal x width) sent to the ranks and images that hold
+   them as ghosts (forward communication); returned as a new leaf (nghost x width) on the model's device. */
+
+torch::Tensor PairMLPot::exchanged_ghost_rows(const torch::Tensor &local_rows, int nall)
+{
+  const int nlocal = atom->nlocal;
+  comm_width = (int) local_rows.size(1);
+  comm_rows.assign((size_t) nall * comm_width, 0.0);
+  torch::Tensor rows = local_rows.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  std::memcpy(comm_rows.data(), rows.data_ptr<double>(), sizeof(double) * (size_t) nlocal * comm_width);
+  comm->forward_comm(this);
+  const auto doubles = torch::TensorOptions().dtype(torch::kFloat64);
+  return torch::from_blob(comm_rows.data() + (size_t) nlocal * comm_width, {nall - nlocal, comm_width}, doubles)
+      .to(device, dtype)
+      .clone()
+      .requires_grad_(true);
+}
+
+/* The ghosts' gradient rows (nghost x width) added onto the rows of the atoms they copy (reverse
+   communication); returned as (nlocal x width) on the model's device. */
+
+torch::Tensor PairMLPot::summed_onto_owners(const torch::Tensor &ghost_rows, int nlocal, int nall)
+{
+  comm_width = (int) ghost_rows.size(1);
+  comm_rows.assign((size_t) nall * comm_width, 0.0);
+  torch::Tensor rows = ghost_rows.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  std::memcpy(comm_rows.data() + (size_t) nlocal * comm_width, rows.data_ptr<double>(),
+              sizeof(double) * (size_t) (nall - nlocal) * comm_width);
+  comm->reverse_comm(this);
+  const auto doubles = torch::TensorOptions().dtype(torch::kFloat64);
+  return torch::from_blob(comm_rows.data(), {nlocal, comm_width}, doubles).to(device, dtype).clone();
+}
+
+int PairMLPot::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+{
+  int m = 0;
+  for (int k = 0; k < n; k++) {
+    const double *row = comm_rows.data() + (size_t) list[k] * comm_width;
+    for (int c = 0; c < comm_width; c++) buf[m++] = row[c];
+  }
+  return m;
+}
+
+void PairMLPot::unpack_forward_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  for (int k = first; k < first + n; k++) {
+    double *row = comm_rows.data() + (size_t) k * comm_width;
+    for (int c = 0; c < comm_width; c++) row[c] = buf[m++];
+  }
+}
+
+int PairMLPot::pack_reverse_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  for (int k = first; k < first + n; k++) {
+    const double *row = comm_rows.data() + (size_t) k * comm_width;
+    for (int c = 0; c < comm_width; c++) buf[m++] = row[c];
+  }
+  return m;
+}
+
+void PairMLPot::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  int m = 0;
+  for (int k = 0; k < n; k++) {
+    double *row = comm_rows.data() + (size_t) list[k] * comm_width;
+    for (int c = 0; c < comm_width; c++) row[c] += buf[m++];
+  }
+}
+
+/* Several ranks: the layers one at a time, the ghosts' node states from their owners in between. Nodes are all
+   atoms, local and ghost; edges only from local atoms (a ghost's state is its owner's, computed there). Backward,
+   layer by layer: the gradient of the energy with respect to a layer's ghost rows goes back to their owners and
+   joins the gradient of the owners' rows before it flows into the layer below. */
+
+void PairMLPot::compute_layer_by_layer(int /*eflag*/, int /*vflag*/)
+{
+  double **x = atom->x;
+  const int *type = atom->type;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int *ilist = list->ilist;
+  const int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+  const double cutoff_sq = cutoff_A * cutoff_A;
+
+  std::vector<int64_t> centre_atom, neighbour_atom;
+  std::vector<double> pair_vectors;
+  for (int ii = 0; ii < list->inum; ii++) {
+    const int i = ilist[ii];
+    const int *jlist = firstneigh[i];
+    for (int jj = 0; jj < numneigh[i]; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      const double rsq = dx * dx + dy * dy + dz * dz;
+      if (rsq >= cutoff_sq) continue;
+      if (rsq < MIN_PAIR_DISTANCE_A * MIN_PAIR_DISTANCE_A)
+        error->one(FLERR,
+                   "mlpot: atoms {} and {} are {:.4g} Å apart (closer than {} Å): the structure is broken, "
+                   "e.g. an atom listed twice or a collapsed simulation",
+                   atom->tag[i], atom->tag[j], std::sqrt(rsq), MIN_PAIR_DISTANCE_A);
+      centre_atom.push_back(i);
+      neighbour_atom.push_back(j);
+      pair_vectors.push_back(dx);
+      pair_vectors.push_back(dy);
+      pair_vectors.push_back(dz);
+    }
+  }
+  const int64_t n_pairs = (int64_t) centre_atom.size();
+  std::vector<int64_t> species_of_atom(nall);
+  for (int a = 0; a < nall; a++) species_of_atom[a] = species_of_type[type[a]];
+
+  const auto longs = torch::TensorOptions().dtype(torch::kLong);
+  const auto doubles = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::Tensor species_t = torch::from_blob(species_of_atom.data(), {nall}, longs).to(device);
+  torch::Tensor local_species = species_t.narrow(0, 0, nlocal);
+  torch::Tensor edge_index = torch::stack({torch::from_blob(centre_atom.data(), {n_pairs}, longs),
+                                           torch::from_blob(neighbour_atom.data(), {n_pairs}, longs)})
+                                 .to(device);
+  torch::Tensor vectors = torch::from_blob(pair_vectors.data(), {n_pairs, 3}, doubles)
+                              .to(device, dtype)
+                              .detach()
+                              .requires_grad_(true);
+
+  // Each layer's graph starts from leaves (its input state: local rows, ghost rows), so that differentiating one
+  // layer gives only that layer's own dependence on the edge vectors.
+  const int n_layers = (int) state_widths.size() - 1;
+  std::vector<torch::Tensor> local_in, ghost_in, local_out;    // per layer: input leaves, output local rows
+  torch::Tensor energies, vector_gradient;
+  try {
+    auto layer = model.get_method("graph_layer");
+    torch::Tensor first = layer({-1, torch::zeros({0}), species_t, edge_index, vectors}).toTensor().detach();
+    torch::Tensor local = first.narrow(0, 0, nlocal).clone().requires_grad_(true);
+    torch::Tensor ghost = first.narrow(0, nlocal, nall - nlocal).clone().requires_grad_(true);
+    for (int k = 0; k < n_layers; k++) {
+      local_in.push_back(local);
+      ghost_in.push_back(ghost);
+      torch::Tensor out = layer({k, torch::cat({local, ghost}), species_t, edge_index, vectors}).toTensor();
+      local_out.push_back(out.narrow(0, 0, nlocal));
+      local = local_out.back().detach().clone().requires_grad_(true);
+      ghost = exchanged_ghost_rows(local_out.back(), nall);
+    }
+    energies = model.get_method("graph_energies")({local, local_species}).toTensor();
+    torch::Tensor upstream = torch::autograd::grad({energies.sum()}, {local}, {}, false, false, true)[0];
+    vector_gradient = torch::zeros_like(vectors);
+    for (int k = n_layers - 1; k >= 0; k--) {
+      if (!upstream.defined()) upstream = torch::zeros_like(local_out[k]);
+      auto grads = torch::autograd::grad({local_out[k]}, {vectors, local_in[k], ghost_in[k]}, {upstream}, false,
+                                         false, true);
+      if (grads[0].defined()) vector_gradient = vector_gradient + grads[0];
+      if (k == 0) break;    // the first state depends on the species alone
+      torch::Tensor from_ghosts = grads[2].defined() ? summed_onto_owners(grads[2], nlocal, nall)
+                                                     : torch::zeros_like(local_in[k]);
+      upstream = grads[1].defined() ? grads[1] + from_ghosts : from_ghosts;
+    }
+  } catch (const std::exception &e) {
+    error->one(FLERR, "mlpot: the model failed: {}", std::string(e.what()).substr(0, 600));
+  }
+  torch::Tensor energies_cpu = energies.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  torch::Tensor gradient_cpu = vector_gradient.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  add_edge_forces(centre_atom, neighbour_atom, pair_vectors, gradient_cpu.data_ptr<double>());
+  const double *energy_of = energies_cpu.data_ptr<double>();
+  if (eflag_either)
+    for (int i = 0; i < nlocal; i++) {
+      if (eflag_global) eng_vdwl += energy_of[i];
+      if (eflag_atom) eatom[i] += energy_of[i];
+    }
+}
+
+/* One rank, or a model file without graph_layer: images of local atoms are those atoms' nodes (top of file). */
+
+void PairMLPot::compute_images_as_nodes(int /*eflag*/, int /*vflag*/)
+{
+  double **x = atom->x;
   const int *type = atom->type;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
@@ -297,26 +523,7 @@ void PairMLPot::compute(int eflag, int vflag)
   const double *energy_of = energies_cpu.data_ptr<double>();
   const double *g = gradient_cpu.data_ptr<double>();
 
-  for (int64_t p = 0; p < n_pairs; p++) {
-    const int64_t i = centre_atom[p], j = neighbour_atom[p];
-    const double *gp = g + 3 * p;
-    for (int k = 0; k < 3; k++) {
-      f[i][k] += gp[k];
-      f[j][k] -= gp[k];
-    }
-    if (vflag_either) {
-      const double *r = pair_vectors.data() + 3 * p;
-      const double w[6] = {-r[0] * gp[0], -r[1] * gp[1], -r[2] * gp[2],
-                           -r[0] * gp[1], -r[0] * gp[2], -r[1] * gp[2]};
-      if (vflag_global)
-        for (int k = 0; k < 6; k++) virial[k] += w[k];
-      if (vflag_atom)
-        for (int k = 0; k < 6; k++) {
-          vatom[i][k] += 0.5 * w[k];
-          vatom[j][k] += 0.5 * w[k];
-        }
-    }
-  }
+  add_edge_forces(centre_atom, neighbour_atom, pair_vectors, g);
   if (eflag_either)
     for (int i = 0; i < nlocal; i++) {
       if (eflag_global) eng_vdwl += energy_of[i];

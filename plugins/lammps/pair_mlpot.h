@@ -1,10 +1,14 @@
 /* pair_style mlpot: an mlpot model file (TorchScript + JSON metadata) as a LAMMPS pair style.
 
    Units: metal (Å, eV, eV/Å), the model file's own units; nothing is converted.
-   Domain decomposition: each rank evaluates the model on its local and ghost atoms, keeps the
-   energies of its local atoms only and returns the forces on ghosts through LAMMPS's reverse
-   communication (newton pair on). A model with N message-passing layers of cutoff rc needs ghost
-   atoms out to N * rc (+ the neighbour skin); init_style raises the communication cutoff to that. */
+   Domain decomposition: each rank keeps the energies of its local atoms only and returns the forces on
+   ghosts through LAMMPS's reverse communication (newton pair on). On several ranks, with a model file that
+   has the layer-by-layer entry points (graph_layer), the layers run one at a time and the ghosts' node
+   states come from their owners by forward communication after each layer (their gradients go back by
+   reverse communication), so one cutoff of ghosts is enough and each rank computes only its own atoms.
+   Otherwise a ghost that images a local atom is that atom's node and other ranks' ghosts are computed
+   too, which needs ghosts out to N * rc (+ the neighbour skin) for N layers; init_style sets the
+   communication cutoff. */
 
 #ifndef LMP_PAIR_MLPOT_H
 #define LMP_PAIR_MLPOT_H
@@ -27,10 +31,20 @@ class PairMLPot : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
 
  protected:
   void allocate();
   void load_model();
+  void compute_images_as_nodes(int eflag, int vflag);
+  void compute_layer_by_layer(int eflag, int vflag);
+  void add_edge_forces(const std::vector<int64_t> &centre_atom, const std::vector<int64_t> &neighbour_atom,
+                       const std::vector<double> &pair_vectors, const double *gradient);
+  torch::Tensor exchanged_ghost_rows(const torch::Tensor &local_rows, int nall);
+  torch::Tensor summed_onto_owners(const torch::Tensor &ghost_rows, int nlocal, int nall);
 
   std::string model_path;
   torch::Device device;
@@ -40,6 +54,10 @@ class PairMLPot : public Pair {
   int num_layers;                       // message-passing layers: ghosts are needed out to num_layers * cutoff_A
   std::vector<std::string> species;     // element symbols in species-index order (the model's)
   std::vector<long> species_of_type;    // LAMMPS type (1..ntypes) -> species index
+  bool layered;                         // several ranks and a model with graph_layer: exchange node states per layer
+  std::vector<int64_t> state_widths;    // columns of the node state before the first layer and after each
+  std::vector<double> comm_rows;        // node-state rows (nall x comm_width) exchanged by forward/reverse comm
+  int comm_width;
 };
 
 }    // namespace LAMMPS_NS
