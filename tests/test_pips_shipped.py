@@ -146,3 +146,33 @@ def test_the_shipped_alanine_policy_hits_c7ax_more_often_than_steered_md_by_the_
     steered = steered_md(trainer, 32, seed=7, spring_kj_mol_nm2=1e4).metrics
     assert policy["thp_literature"] >= 0.5 and policy["thp_literature"] > steered["thp_literature"]
     assert policy["ets_literature_kj_mol"] < steered["ets_literature_kj_mol"]
+
+
+SHIPPED_POLYPROLINE = SHIPPED_ALANINE.parent / "pips_polyproline"
+
+
+def test_the_shipped_polyproline_policy_samples_and_refuses_another_system(tmp_path, capsys):
+    """The policy in benchmarks/results/pips_polyproline draws paths without training; alanine dipeptide is
+    refused."""
+    import mdtraj
+
+    out = tmp_path / "paths.dcd"
+    assert main(["pips", "sample", str(SHIPPED_POLYPROLINE), "--paths", "2", "--out", str(out),
+                 "--system", "polyproline"]) == 0
+    frames = mdtraj.load(str(out), top=str(out.with_suffix(".pdb")))
+    assert frames.n_atoms == 54 and frames.n_frames == 2 * 1001
+    capsys.readouterr()
+    assert main(["pips", "sample", str(SHIPPED_POLYPROLINE), "--paths", "2", "--system", "alanine-dipeptide"]) == 2
+    assert "polyproline" in one_line_error(capsys)
+
+
+@pytest.mark.slow
+def test_the_shipped_polyproline_policy_reaches_ppi_more_often_than_steered_md_below_its_barrier():
+    from mlpot.pips.molecular.baselines import steered_md
+    from mlpot.pips.runs import load_run
+
+    trainer = load_run(SHIPPED_POLYPROLINE, system="polyproline")
+    policy = trainer.evaluate(16, seed=7).metrics
+    steered = steered_md(trainer, 16, seed=7, spring_kj_mol_nm2=3e4).metrics
+    assert policy["thp"] >= 0.75 and policy["thp"] > steered["thp"]
+    assert policy["ets_relative_kj_mol"] < steered["ets_relative_kj_mol"]
