@@ -254,8 +254,11 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
         basin=CisPeptideBonds(omegas=((0, 4, 6, 7), (7, 9, 20, 21), (21, 23, 34, 35))),
         phi=(9, 20, 21, 23), psi=(20, 21, 23, 34),
         # three cis-trans isomerisations need a stronger start pull than alanine's: steered MD
-        # (8 paths × 1 ps) at 1e4 kJ/mol/nm² hits 0/8, at 3e4 7/8 (through ~1000 kJ/mol: brute force)
-        run_defaults={"n_paths": 16, "n_steps": 1000, "guide_strength_kj_mol_nm2": 3e4, **_OBC2_RUNS},
+        # (8 paths × 1 ps) at 1e4 kJ/mol/nm² hits 0/8, at 3e4 7/8 (through ~1000 kJ/mol: brute force).
+        # λ 10x below alanine's: at 2e-5 a miss cost less than the control and PICE traded the hits away (THP
+        # 0.9 -> 0.5 in 776 iterations); at 2e-6 the shipped policy reached THP 0.94
+        # (benchmarks/results/pips_polyproline/README.md)
+        run_defaults={"n_paths": 16, "n_steps": 1000, "guide_strength_kj_mol_nm2": 3e4, "lam": 2e-6, **_OBC2_RUNS},
         literature_basin=DihedralDistance(dihedrals=((0, 4, 6, 7), (7, 9, 20, 21), (21, 23, 34, 35))),
         literature_criterion="√Σ Δω² < 0.75 rad over the three X–Pro ω vs the target's (TICA-free stand-in: "
                              "TPS-DPS counts tic1/tic2 within 0.75 of the target's)",
