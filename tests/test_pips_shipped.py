@@ -176,3 +176,14 @@ def test_the_shipped_polyproline_policy_reaches_ppi_more_often_than_steered_md_b
     steered = steered_md(trainer, 16, seed=7, spring_kj_mol_nm2=3e4).metrics
     assert policy["thp"] >= 0.75 and policy["thp"] > steered["thp"]
     assert policy["ets_relative_kj_mol"] < steered["ets_relative_kj_mol"]
+
+
+def test_the_shipped_chignolin_policy_samples(tmp_path):
+    """The policy in benchmarks/results/pips_chignolin draws paths without training."""
+    import mdtraj
+
+    out = tmp_path / "paths.dcd"
+    assert main(["pips", "sample", str(SHIPPED_ALANINE.parent / "pips_chignolin"), "--paths", "1", "--out", str(out),
+                 "--system", "chignolin"]) == 0
+    frames = mdtraj.load(str(out), top=str(out.with_suffix(".pdb")))
+    assert frames.n_atoms == 138 and frames.n_frames == 1001
