@@ -166,6 +166,8 @@ class MolecularTrainer(PiceTrainer):
         self.transition = peptide_transition(config.system)
         self.forcefield_files = solvent_forcefield_files(self.transition.forcefield_files, config.implicit_solvent)
         self.potential = None if config.potential is None else resolve_potential(config.potential)
+        # read once: every checkpoint records it, and reading a model file's metadata checks its whole seal
+        self.potential_content_hash = None if self.potential is None else _content_hash(self.potential)
         self.topology = self.transition.load()[0]
         self.endpoints = self._endpoints(config)
         self.start_nm, target_nm = self.endpoints.start_nm, self.endpoints.target_nm
@@ -214,12 +216,9 @@ class MolecularTrainer(PiceTrainer):
     def state(self) -> Dict:
         """The checkpoint (:meth:`PiceTrainer.state`), with the content hash of the run's potential, if any."""
         state = super().state()
-        if self.potential is not None:
-            state["potential_content_hash"] = self._potential_content_hash()
+        if self.potential_content_hash is not None:
+            state["potential_content_hash"] = self.potential_content_hash
         return state
-
-    def _potential_content_hash(self) -> str:
-        return _content_hash(self.potential)
 
     @classmethod
     def resume(cls, out: Path, state: Dict | None = None, purpose: str = "--resume"):
@@ -230,10 +229,10 @@ class MolecularTrainer(PiceTrainer):
         saved, potential = state.get("potential_content_hash"), state.get("config", {}).get("potential")
         if saved is not None and potential is not None:
             path = resolve_potential(potential)
-            if _content_hash(path) != saved:
+            found = _content_hash(path)
+            if found != saved:
                 raise ValueError(f"{purpose}: the potential {path} is not the model this policy was trained with "
-                                 f"(its parameters differ: content hash {_content_hash(path)[:12]}, trained with "
-                                 f"{str(saved)[:12]})")
+                                 f"(its parameters differ: content hash {found[:12]}, trained with {str(saved)[:12]})")
         return super().resume(out, state, purpose)
 
     def system_atoms(self) -> List[str]:
