@@ -233,6 +233,53 @@ void PairMLPot::compute(int eflag, int vflag)
     compute_images_as_nodes(eflag, vflag);
 }
 
+/* Every directed pair (i, j) closer than the cutoff, for the first n_listed atoms of the neighbour list (local
+   atoms first, then ghosts with their own lists), as atom indices and vectors r_ij = x_j - x_i (Å). With node_of,
+   a ghost that is the node of a local atom (its periodic image) is skipped: that atom's edges stand for it. */
+
+void PairMLPot::collect_edges(int n_listed, const std::vector<int64_t> *node_of, std::vector<int64_t> &centre_atom,
+                              std::vector<int64_t> &neighbour_atom, std::vector<double> &pair_vectors)
+{
+  double **x = atom->x;
+  const int nlocal = atom->nlocal;
+  const int *ilist = list->ilist;
+  const int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+  const double cutoff_sq = cutoff_A * cutoff_A;
+  for (int ii = 0; ii < n_listed; ii++) {
+    const int i = ilist[ii];
+    if (node_of && i >= nlocal && (*node_of)[i] < nlocal) continue;
+    const int *jlist = firstneigh[i];
+    for (int jj = 0; jj < numneigh[i]; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      const double rsq = dx * dx + dy * dy + dz * dz;
+      if (rsq >= cutoff_sq) continue;
+      if (rsq < MIN_PAIR_DISTANCE_A * MIN_PAIR_DISTANCE_A)
+        error->one(FLERR,
+                   "mlpot: atoms {} and {} are {:.4g} Å apart (closer than {} Å): the structure is broken, "
+                   "e.g. an atom listed twice or a collapsed simulation",
+                   atom->tag[i], atom->tag[j], std::sqrt(rsq), MIN_PAIR_DISTANCE_A);
+      centre_atom.push_back(i);
+      neighbour_atom.push_back(j);
+      pair_vectors.push_back(dx);
+      pair_vectors.push_back(dy);
+      pair_vectors.push_back(dz);
+    }
+  }
+}
+
+/* The local atoms' energies (eV) into the total and the per-atom energies, as LAMMPS asked for them. */
+
+void PairMLPot::add_local_energies(const double *energy_of, int nlocal)
+{
+  if (!eflag_either) return;
+  for (int i = 0; i < nlocal; i++) {
+    if (eflag_global) eng_vdwl += energy_of[i];
+    if (eflag_atom) eatom[i] += energy_of[i];
+  }
+}
+
 /* Forces, virial and energies from the edges' gradients (see the top of this file). */
 
 void PairMLPot::add_edge_forces(const std::vector<int64_t> &centre_atom, const std::vector<int64_t> &neighbour_atom,
@@ -340,37 +387,13 @@ void PairMLPot::unpack_reverse_comm(int n, int *list, double *buf)
 
 void PairMLPot::compute_layer_by_layer(int /*eflag*/, int /*vflag*/)
 {
-  double **x = atom->x;
   const int *type = atom->type;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
-  const int *ilist = list->ilist;
-  const int *numneigh = list->numneigh;
-  int **firstneigh = list->firstneigh;
-  const double cutoff_sq = cutoff_A * cutoff_A;
 
   std::vector<int64_t> centre_atom, neighbour_atom;
   std::vector<double> pair_vectors;
-  for (int ii = 0; ii < list->inum; ii++) {
-    const int i = ilist[ii];
-    const int *jlist = firstneigh[i];
-    for (int jj = 0; jj < numneigh[i]; jj++) {
-      const int j = jlist[jj] & NEIGHMASK;
-      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      const double rsq = dx * dx + dy * dy + dz * dz;
-      if (rsq >= cutoff_sq) continue;
-      if (rsq < MIN_PAIR_DISTANCE_A * MIN_PAIR_DISTANCE_A)
-        error->one(FLERR,
-                   "mlpot: atoms {} and {} are {:.4g} Å apart (closer than {} Å): the structure is broken, "
-                   "e.g. an atom listed twice or a collapsed simulation",
-                   atom->tag[i], atom->tag[j], std::sqrt(rsq), MIN_PAIR_DISTANCE_A);
-      centre_atom.push_back(i);
-      neighbour_atom.push_back(j);
-      pair_vectors.push_back(dx);
-      pair_vectors.push_back(dy);
-      pair_vectors.push_back(dz);
-    }
-  }
+  collect_edges(list->inum, nullptr, centre_atom, neighbour_atom, pair_vectors);
   const int64_t n_pairs = (int64_t) centre_atom.size();
   std::vector<int64_t> species_of_atom(nall);
   for (int a = 0; a < nall; a++) species_of_atom[a] = species_of_type[type[a]];
@@ -424,27 +447,16 @@ void PairMLPot::compute_layer_by_layer(int /*eflag*/, int /*vflag*/)
   torch::Tensor energies_cpu = energies.detach().to(torch::kCPU, torch::kFloat64).contiguous();
   torch::Tensor gradient_cpu = vector_gradient.detach().to(torch::kCPU, torch::kFloat64).contiguous();
   add_edge_forces(centre_atom, neighbour_atom, pair_vectors, gradient_cpu.data_ptr<double>());
-  const double *energy_of = energies_cpu.data_ptr<double>();
-  if (eflag_either)
-    for (int i = 0; i < nlocal; i++) {
-      if (eflag_global) eng_vdwl += energy_of[i];
-      if (eflag_atom) eatom[i] += energy_of[i];
-    }
+  add_local_energies(energies_cpu.data_ptr<double>(), nlocal);
 }
 
 /* One rank, or a model file without graph_layer: images of local atoms are those atoms' nodes (top of file). */
 
 void PairMLPot::compute_images_as_nodes(int /*eflag*/, int /*vflag*/)
 {
-  double **x = atom->x;
   const int *type = atom->type;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
-  const int nlisted = list->inum + list->gnum;
-  const int *ilist = list->ilist;
-  const int *numneigh = list->numneigh;
-  int **firstneigh = list->firstneigh;
-  const double cutoff_sq = cutoff_A * cutoff_A;
 
   // the node of every atom: local atoms are nodes 0..nlocal-1; a ghost is the node of the local atom it images,
   // or a node of its own (another rank's atom), numbered from nlocal
@@ -471,30 +483,13 @@ void PairMLPot::compute_images_as_nodes(int /*eflag*/, int /*vflag*/)
   const int64_t n_nodes = (int64_t) species_of_node.size();
 
   // directed edges from every atom that is a node of its own to all its neighbours closer than the cutoff
-  std::vector<int64_t> centre_node, neighbour_node, centre_atom, neighbour_atom;
+  std::vector<int64_t> centre_atom, neighbour_atom;
   std::vector<double> pair_vectors;
-  for (int ii = 0; ii < nlisted; ii++) {
-    const int i = ilist[ii];
-    if (i >= nlocal && node_of[i] < nlocal) continue;    // an image of a local atom: that atom's edges stand for it
-    const int *jlist = firstneigh[i];
-    for (int jj = 0; jj < numneigh[i]; jj++) {
-      const int j = jlist[jj] & NEIGHMASK;
-      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      const double rsq = dx * dx + dy * dy + dz * dz;
-      if (rsq >= cutoff_sq) continue;
-      if (rsq < MIN_PAIR_DISTANCE_A * MIN_PAIR_DISTANCE_A)
-        error->one(FLERR,
-                   "mlpot: atoms {} and {} are {:.4g} Å apart (closer than {} Å): the structure is broken, "
-                   "e.g. an atom listed twice or a collapsed simulation",
-                   atom->tag[i], atom->tag[j], std::sqrt(rsq), MIN_PAIR_DISTANCE_A);
-      centre_node.push_back(node_of[i]);
-      neighbour_node.push_back(node_of[j]);
-      centre_atom.push_back(i);
-      neighbour_atom.push_back(j);
-      pair_vectors.push_back(dx);
-      pair_vectors.push_back(dy);
-      pair_vectors.push_back(dz);
-    }
+  collect_edges(list->inum + list->gnum, &node_of, centre_atom, neighbour_atom, pair_vectors);
+  std::vector<int64_t> centre_node(centre_atom.size()), neighbour_node(neighbour_atom.size());
+  for (size_t p = 0; p < centre_atom.size(); p++) {
+    centre_node[p] = node_of[centre_atom[p]];
+    neighbour_node[p] = node_of[neighbour_atom[p]];
   }
   const int64_t n_pairs = (int64_t) centre_node.size();
 
@@ -524,9 +519,5 @@ void PairMLPot::compute_images_as_nodes(int /*eflag*/, int /*vflag*/)
   const double *g = gradient_cpu.data_ptr<double>();
 
   add_edge_forces(centre_atom, neighbour_atom, pair_vectors, g);
-  if (eflag_either)
-    for (int i = 0; i < nlocal; i++) {
-      if (eflag_global) eng_vdwl += energy_of[i];
-      if (eflag_atom) eatom[i] += energy_of[i];
-    }
+  add_local_energies(energy_of, nlocal);
 }

@@ -41,6 +41,9 @@ class PairMLPot : public Pair {
   void load_model();
   void compute_images_as_nodes(int eflag, int vflag);
   void compute_layer_by_layer(int eflag, int vflag);
+  void collect_edges(int n_listed, const std::vector<int64_t> *node_of, std::vector<int64_t> &centre_atom,
+                     std::vector<int64_t> &neighbour_atom, std::vector<double> &pair_vectors);
+  void add_local_energies(const double *energy_of, int nlocal);
   void add_edge_forces(const std::vector<int64_t> &centre_atom, const std::vector<int64_t> &neighbour_atom,
                        const std::vector<double> &pair_vectors, const double *gradient);
   torch::Tensor exchanged_ghost_rows(const torch::Tensor &local_rows, int nall);
