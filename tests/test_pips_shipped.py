@@ -122,18 +122,27 @@ def test_unknown_systems_and_newer_formats_are_refused_in_one_line(alanine_run, 
 SHIPPED_ALANINE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pips_alanine_dipeptide"
 
 
-def test_the_shipped_alanine_policy_samples_and_refuses_another_system(tmp_path, capsys):
-    """The policy in benchmarks/results/pips_alanine_dipeptide draws paths without training; polyproline is refused."""
+SHIPPED_POLICIES = [  # folder, system, atoms, steps per path, another system the policy must refuse
+    ("pips_alanine_dipeptide", "alanine-dipeptide", 22, 500, "polyproline"),
+    ("pips_polyproline", "polyproline", 54, 1000, "alanine-dipeptide"),
+    ("pips_chignolin", "chignolin", 138, 1000, "polyproline"),
+]
+
+
+@pytest.mark.parametrize("folder, system, n_atoms, n_steps, other", SHIPPED_POLICIES)
+def test_a_shipped_policy_samples_and_refuses_another_system(folder, system, n_atoms, n_steps, other, tmp_path,
+                                                             capsys):
+    """Each policy in benchmarks/results/pips_* draws paths without training; another system is refused."""
     import mdtraj
 
+    shipped = SHIPPED_ALANINE.parent / folder
     out = tmp_path / "paths.dcd"
-    assert main(["pips", "sample", str(SHIPPED_ALANINE), "--paths", "2", "--out", str(out),
-                 "--system", "alanine-dipeptide"]) == 0
+    assert main(["pips", "sample", str(shipped), "--paths", "2", "--out", str(out), "--system", system]) == 0
     frames = mdtraj.load(str(out), top=str(out.with_suffix(".pdb")))
-    assert frames.n_atoms == 22 and frames.n_frames == 2 * 501
+    assert frames.n_atoms == n_atoms and frames.n_frames == 2 * (n_steps + 1)
     capsys.readouterr()
-    assert main(["pips", "sample", str(SHIPPED_ALANINE), "--paths", "2", "--system", "polyproline"]) == 2
-    assert "alanine-dipeptide" in one_line_error(capsys)
+    assert main(["pips", "sample", str(shipped), "--paths", "2", "--system", other]) == 2
+    assert system in one_line_error(capsys)
 
 
 @pytest.mark.slow
@@ -151,21 +160,6 @@ def test_the_shipped_alanine_policy_hits_c7ax_more_often_than_steered_md_by_the_
 SHIPPED_POLYPROLINE = SHIPPED_ALANINE.parent / "pips_polyproline"
 
 
-def test_the_shipped_polyproline_policy_samples_and_refuses_another_system(tmp_path, capsys):
-    """The policy in benchmarks/results/pips_polyproline draws paths without training; alanine dipeptide is
-    refused."""
-    import mdtraj
-
-    out = tmp_path / "paths.dcd"
-    assert main(["pips", "sample", str(SHIPPED_POLYPROLINE), "--paths", "2", "--out", str(out),
-                 "--system", "polyproline"]) == 0
-    frames = mdtraj.load(str(out), top=str(out.with_suffix(".pdb")))
-    assert frames.n_atoms == 54 and frames.n_frames == 2 * 1001
-    capsys.readouterr()
-    assert main(["pips", "sample", str(SHIPPED_POLYPROLINE), "--paths", "2", "--system", "alanine-dipeptide"]) == 2
-    assert "polyproline" in one_line_error(capsys)
-
-
 @pytest.mark.slow
 def test_the_shipped_polyproline_policy_reaches_ppi_more_often_than_steered_md_below_its_barrier():
     from mlpot.pips.molecular.baselines import steered_md
@@ -176,14 +170,3 @@ def test_the_shipped_polyproline_policy_reaches_ppi_more_often_than_steered_md_b
     steered = steered_md(trainer, 16, seed=7, spring_kj_mol_nm2=3e4).metrics
     assert policy["thp"] >= 0.75 and policy["thp"] > steered["thp"]
     assert policy["ets_relative_kj_mol"] < steered["ets_relative_kj_mol"]
-
-
-def test_the_shipped_chignolin_policy_samples(tmp_path):
-    """The policy in benchmarks/results/pips_chignolin draws paths without training."""
-    import mdtraj
-
-    out = tmp_path / "paths.dcd"
-    assert main(["pips", "sample", str(SHIPPED_ALANINE.parent / "pips_chignolin"), "--paths", "1", "--out", str(out),
-                 "--system", "chignolin"]) == 0
-    frames = mdtraj.load(str(out), top=str(out.with_suffix(".pdb")))
-    assert frames.n_atoms == 138 and frames.n_frames == 1001
