@@ -519,14 +519,11 @@ def _check_inputs(engine: str, steps: Any, temperature_K: Any, timestep_fs: Any,
 def _platform_name(platform: Optional[str]) -> str:
     """The OpenMM platform to use: ``platform`` if OpenMM has it (else ValueError listing those it has), or
     CUDA if present, else CPU."""
-    import openmm
+    from mlpot.plugins.openmm import checked_platform_name, platform_names
 
-    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
     if platform is None:
-        return "CUDA" if "CUDA" in names else "CPU"
-    if platform not in names:
-        raise ValueError(f"unknown OpenMM platform {platform!r}; available here: {', '.join(names)}")
-    return platform
+        return "CUDA" if "CUDA" in platform_names() else "CPU"
+    return checked_platform_name(platform)
 
 
 def _model_digest(model: Union[str, Path]) -> str:

@@ -320,6 +320,22 @@ def _create_python_force(model, topology, atoms, atomic_numbers, periodic):
     return force
 
 
+def platform_names() -> List[str]:
+    """The OpenMM platforms this machine has (e.g. Reference, CPU, CUDA)."""
+    import openmm
+
+    return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+
+
+def checked_platform_name(name: str, other_choices: str = "") -> str:
+    """``name`` if OpenMM has that platform here, else ValueError in one line listing those it has (then
+    ``other_choices``, e.g. ``" (or 'auto')"``)."""
+    names = platform_names()
+    if name not in names:
+        raise ValueError(f"unknown OpenMM platform {name!r}; available here: {', '.join(names)}{other_choices}")
+    return name
+
+
 def refuse_copy(memo):
     """openmm-torch 1.5 from PyPI crashes the process (segmentation fault) when a TorchForce is copied
     (copy.deepcopy, XmlSerializer.deserialize) or nested in a CustomCVForce; refuse with a message instead."""

@@ -345,10 +345,9 @@ def build_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: i
 
 def openmm_platform(name: str = "CPU", threads: int = 1) -> tuple[openmm.Platform, dict]:
     """The platform and its properties (CPU: ``Threads``); a one-line error names the platforms OpenMM has here."""
-    available = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-    if name not in available:
-        raise ValueError(f"unknown OpenMM platform {name!r}; available here: {', '.join(available)} (or 'auto')")
-    platform = openmm.Platform.getPlatformByName(name)
+    from mlpot.plugins.openmm import checked_platform_name
+
+    platform = openmm.Platform.getPlatformByName(checked_platform_name(name, " (or 'auto')"))
     properties = {"Threads": str(threads)} if name == "CPU" else {}
     return platform, properties
 
