@@ -13,6 +13,8 @@ Each case runs in its own process so the peak memory is its own. Time step 0.5 f
 
     python benchmarks/lammps_scaling.py                        # all boxes (long; run on a quiet machine)
     python benchmarks/lammps_scaling.py --boxes 1536 --steps 3 # smoke test on the smallest box
+    python benchmarks/lammps_scaling.py --boxes 98304 --ranks 1 --chunks 4096 --no-openmm   # the largest box,
+                                                               # its layers 4096 centre atoms at a time
 
 It prints a markdown table and writes ``benchmarks/results/lammps_scaling.json`` (``--note`` is stored with it,
 e.g. that the machine was under load).
@@ -58,8 +60,9 @@ def make_model(directory: Path) -> Path:
     return path
 
 
-def lammps_case(model: Path, n_atoms: int, ranks: int, steps: int, workdir: Path) -> Dict[str, Any]:
-    """NVE in LAMMPS: a 2-step warm-up run, then ``steps`` timed steps; steps/s from LAMMPS's loop time."""
+def lammps_case(model: Path, n_atoms: int, ranks: int, steps: int, workdir: Path, chunk: int = 0) -> Dict[str, Any]:
+    """NVE in LAMMPS: a 2-step warm-up run, then ``steps`` timed steps; steps/s from LAMMPS's loop time. ``chunk`` > 0
+    runs ``pair_style mlpot ... chunk N`` (the layers N centre atoms at a time, memory bounded by N)."""
     from mlpot.plugins.lammps import error_message, plugin_path, run_lammps, write_data
 
     write_data(water_box(n_atoms), workdir / "water.data", ELEMENTS)
@@ -69,7 +72,7 @@ atom_style atomic
 boundary p p p
 read_data water.data
 plugin load {plugin_path()}
-pair_style mlpot {model}
+pair_style mlpot {model}{f" chunk {chunk}" if chunk else ""}
 pair_coeff * * {' '.join(ELEMENTS)}
 velocity all create 300.0 {SEED} mom yes rot no
 timestep {TIMESTEP_FS / 1000.0}
@@ -117,9 +120,10 @@ def openmm_case(model: Path, n_atoms: int, steps: int) -> Dict[str, Any]:
     return {"steps_per_s": 1.0 / median, "ms_per_step": 1000.0 * median}
 
 
-def measure_in_child(engine: str, model: Path, n_atoms: int, ranks: int, steps: int) -> Dict[str, Any]:
+def measure_in_child(engine: str, model: Path, n_atoms: int, ranks: int, steps: int, chunk: int = 0) -> Dict[str, Any]:
     """One case in a fresh process (``--case``), so that the peak memory reported is this case's alone."""
-    command = [sys.executable, __file__, "--case", engine, str(model), str(n_atoms), str(ranks), str(steps)]
+    command = [sys.executable, __file__, "--case", engine, str(model), str(n_atoms), str(ranks), str(steps),
+               str(chunk)]
     environment = dict(os.environ, OMP_NUM_THREADS="1", MLPOT_NUM_THREADS="1")
     process = subprocess.run(command, capture_output=True, text=True, env=environment)
     if process.returncode != 0:
@@ -127,11 +131,11 @@ def measure_in_child(engine: str, model: Path, n_atoms: int, ranks: int, steps: 
     return json.loads(process.stdout.strip().splitlines()[-1])
 
 
-def run_case(engine: str, model: Path, n_atoms: int, ranks: int, steps: int) -> None:
+def run_case(engine: str, model: Path, n_atoms: int, ranks: int, steps: int, chunk: int) -> None:
     """The body of ``--case``: measure, then print one JSON line with the peak memory of this process tree."""
     with tempfile.TemporaryDirectory() as directory:
         if engine == "lammps":
-            result = lammps_case(model, n_atoms, ranks, steps, Path(directory))
+            result = lammps_case(model, n_atoms, ranks, steps, Path(directory), chunk)
             peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         else:
             result = openmm_case(model, n_atoms, steps)
@@ -140,12 +144,14 @@ def run_case(engine: str, model: Path, n_atoms: int, ranks: int, steps: int) -> 
 
 
 def table(cases: Sequence[Dict[str, Any]]) -> str:
-    lines = ["| atoms | engine | ranks | steps/s | ms/step | peak RSS per rank (MiB) |", "|---|---|---|---|---|---|"]
+    lines = ["| atoms | engine | ranks | chunk | steps/s | ms/step | peak RSS per rank (MiB) |",
+             "|---|---|---|---|---|---|---|"]
     for c in cases:
+        chunk = c.get("chunk") or "–"
         if "error" in c:
-            lines.append(f"| {c['atoms']} | {c['engine']} | {c['ranks']} | error: {c['error']} | | |")
+            lines.append(f"| {c['atoms']} | {c['engine']} | {c['ranks']} | {chunk} | error: {c['error']} | | |")
         else:
-            lines.append(f"| {c['atoms']} | {c['engine']} | {c['ranks']} | {c['steps_per_s']:.3f} "
+            lines.append(f"| {c['atoms']} | {c['engine']} | {c['ranks']} | {chunk} | {c['steps_per_s']:.3f} "
                          f"| {c['ms_per_step']:.0f} | {c['peak_rss_per_rank_MiB']:.0f} |")
     return "\n".join(lines)
 
@@ -156,11 +162,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--boxes", type=int, nargs="+", default=sorted(REPLICAS), choices=sorted(REPLICAS),
                         help="water boxes by atom count")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="MPI ranks for LAMMPS")
+    parser.add_argument("--chunks", type=int, nargs="+", default=[0],
+                        help="LAMMPS `pair_style mlpot ... chunk N` values to run, 0 for none (default: 0)")
     parser.add_argument("--steps", type=int, default=10, help="timed MD steps per case")
     parser.add_argument("--no-openmm", action="store_true", help="LAMMPS only")
     parser.add_argument("--note", default="", help="stored in the JSON, e.g. the machine's load")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--case", nargs=5, metavar=("ENGINE", "MODEL", "ATOMS", "RANKS", "STEPS"),
+    parser.add_argument("--case", nargs=6, metavar=("ENGINE", "MODEL", "ATOMS", "RANKS", "STEPS", "CHUNK"),
                         help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -168,18 +176,19 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.case:
-        engine, model, n_atoms, ranks, steps = args.case
-        run_case(engine, Path(model), int(n_atoms), int(ranks), int(steps))
+        engine, model, n_atoms, ranks, steps, chunk = args.case
+        run_case(engine, Path(model), int(n_atoms), int(ranks), int(steps), int(chunk))
         return 0
     load_at_start = os.getloadavg()
     cases: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as directory:
         model = make_model(Path(directory))
         for n_atoms in args.boxes:
-            runs = [("lammps", ranks) for ranks in args.ranks] + ([] if args.no_openmm else [("openmm", 1)])
-            for engine, ranks in runs:
-                result = measure_in_child(engine, model, n_atoms, ranks, args.steps)
-                cases.append({"atoms": n_atoms, "engine": engine, "ranks": ranks, **result})
+            runs = [("lammps", ranks, chunk) for ranks in args.ranks for chunk in args.chunks]
+            runs += [] if args.no_openmm else [("openmm", 1, 0)]
+            for engine, ranks, chunk in runs:
+                result = measure_in_child(engine, model, n_atoms, ranks, args.steps, chunk)
+                cases.append({"atoms": n_atoms, "engine": engine, "ranks": ranks, "chunk": chunk, **result})
                 print(table(cases[-1:]).splitlines()[-1], flush=True)
     print(table(cases))
     record = {

@@ -25,7 +25,7 @@ ELEMENTS = ["H", "O"]
 VIRIAL_IN_VOIGT_ORDER = " ".join(f"$(c_virial[{k}]:%.17g)" for k in (1, 2, 3, 6, 5, 4))
 
 
-def single_point_input(model, data: str = "water.data", elements=ELEMENTS) -> str:
+def single_point_input(model, data: str = "water.data", elements=ELEMENTS, options: str = "") -> str:
     """Energy, per-atom energies, forces and the virial pressure (bar) at the data file's positions."""
     return f"""
 units metal
@@ -33,7 +33,7 @@ atom_style atomic
 boundary p p p
 read_data {data}
 plugin load {PLUGIN}
-pair_style mlpot {model}
+pair_style mlpot {model} {options}
 pair_coeff * * {' '.join(elements)}
 compute pe_atom all pe/atom
 compute virial all pressure NULL virial
@@ -46,9 +46,9 @@ print "virial_bar {VIRIAL_IN_VOIGT_ORDER}"
 """
 
 
-def lammps_single_point(model, atoms, workdir, ranks: int) -> dict:
+def lammps_single_point(model, atoms, workdir, ranks: int, options: str = "") -> dict:
     write_data(atoms, workdir / "water.data", ELEMENTS)
-    process = run_lammps(single_point_input(model), workdir, ranks=ranks, timeout_s=600)
+    process = run_lammps(single_point_input(model, options=options), workdir, ranks=ranks, timeout_s=600)
     assert process.returncode == 0, error_message(workdir, process)
     log = (workdir / "log.lammps").read_text()
     results = {"log": log}
@@ -85,6 +85,46 @@ def test_water_box_energy_forces_stress_equal_ase_on_one_and_two_ranks(arch, ran
     # ghosts' node states come from their owners after each layer
     assert "= 1 layer(s) x 5 Å cutoff" in got["log"]
     assert ("exchange the ghosts' node states after each of the 2 layers" in got["log"]) == (ranks == 2)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("arch", ["nequip", "egnn"])
+def test_chunked_layers_give_the_same_energies_forces_and_stress(arch, ranks, model_files, water_box, tmp_path):
+    # `chunk 7`: each layer on 7 centre atoms' subgraph at a time, run again in the backward pass (many chunks and
+    # a short last one, on either rank count)
+    model = model_files[(arch, "float64")]
+    expected = ase_single_point(model, water_box)
+    got = lammps_single_point(model, water_box, tmp_path, ranks, options="chunk 7")
+    assert got["energy_eV"][0] == pytest.approx(expected["energy"], abs=1e-8)
+    np.testing.assert_allclose(got["energies"], expected["energies"], atol=1e-9)
+    np.testing.assert_allclose(got["forces"], expected["forces"], atol=1e-9)
+    np.testing.assert_allclose(-got["virial_bar"] / BAR_PER_EV_PER_A3, expected["stress"], atol=1e-9)
+
+
+@pytest.mark.parametrize("options, message", [
+    ("chunk 0", "chunk must be a positive number of atoms, got 0"),
+    ("chunk many", "chunk must be a positive number of atoms, got many"),
+    ("device", "expected pair_style mlpot MODEL_FILE [device cpu|cuda] [chunk N]"),
+    ("speed fast", "Illegal pair_style mlpot keyword speed"),
+])
+def test_bad_pair_style_options_are_errors_naming_them(options, message, model_files, water_box, tmp_path):
+    write_data(water_box, tmp_path / "water.data", ELEMENTS)
+    model = model_files[("nequip", "float64")]
+    process = run_lammps(single_point_input(model, options=options), tmp_path, timeout_s=600)
+    assert process.returncode != 0
+    assert message in error_message(tmp_path, process)
+
+
+def test_chunk_with_a_model_file_without_layer_entry_points_is_an_error_saying_how_to_update_it(water_box, tmp_path):
+    from pathlib import Path
+
+    legacy = Path(__file__).resolve().parent / "fixtures" / "legacy" / "stable" / "parent.pt"
+    write_data(water_box, tmp_path / "water.data", ELEMENTS)
+    process = run_lammps(single_point_input(legacy, options="chunk 64"), tmp_path, timeout_s=600)
+    assert process.returncode != 0
+    message = error_message(tmp_path, process)
+    assert "chunk needs a model file with layer-by-layer entry points" in message
+    assert "`mlpot rebuild` adds them" in message
 
 
 def test_a_model_file_without_layer_entry_points_runs_on_two_ranks_with_a_deep_ghost_shell(water_box, tmp_path):

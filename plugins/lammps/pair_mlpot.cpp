@@ -34,6 +34,7 @@
 #include <cmath>
 #include <cstdint>
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 
@@ -44,7 +45,7 @@ static const double MIN_PAIR_DISTANCE_A = 0.01;    // closer than this is a brok
 
 PairMLPot::PairMLPot(LAMMPS *lmp) :
     Pair(lmp), device(torch::kCPU), dtype(torch::kFloat64), cutoff_A(0.0), num_layers(0), layered(false),
-    comm_width(0)
+    comm_width(0), chunk_atoms(0)
 {
   restartinfo = 0;
   one_coeff = 1;
@@ -84,28 +85,41 @@ void PairMLPot::allocate()
     for (int j = i; j <= n; j++) setflag[i][j] = 0;
 }
 
-/* pair_style mlpot MODEL_FILE [device cpu|cuda] */
+/* pair_style mlpot MODEL_FILE [device cpu|cuda] [chunk N] */
 
 void PairMLPot::settings(int narg, char **arg)
 {
-  if (narg != 1 && narg != 3)
-    error->all(FLERR, "Illegal pair_style mlpot command: expected pair_style mlpot MODEL_FILE [device cpu|cuda]");
+  const char *usage = "pair_style mlpot MODEL_FILE [device cpu|cuda] [chunk N]";
+  if (narg < 1 || narg % 2 != 1) error->all(FLERR, "Illegal pair_style mlpot command: expected {}", usage);
   model_path = arg[0];
-  if (narg == 3) {
-    if (strcmp(arg[1], "device") != 0)
-      error->all(FLERR, "Illegal pair_style mlpot keyword {}: the only keyword is device", arg[1]);
-    if (strcmp(arg[2], "cpu") == 0) {
-      device = torch::Device(torch::kCPU);
-    } else if (strcmp(arg[2], "cuda") == 0) {
-      if (!torch::cuda::is_available())
-        error->all(FLERR, "pair_style mlpot: device cuda was asked for but torch sees no CUDA device");
-      int per_node = torch::cuda::device_count();
-      device = torch::Device(torch::kCUDA, comm->me % per_node);
+  for (int k = 1; k < narg; k += 2) {
+    if (strcmp(arg[k], "device") == 0) {
+      if (strcmp(arg[k + 1], "cpu") == 0) {
+        device = torch::Device(torch::kCPU);
+      } else if (strcmp(arg[k + 1], "cuda") == 0) {
+        if (!torch::cuda::is_available())
+          error->all(FLERR, "pair_style mlpot: device cuda was asked for but torch sees no CUDA device");
+        int per_node = torch::cuda::device_count();
+        device = torch::Device(torch::kCUDA, comm->me % per_node);
+      } else {
+        error->all(FLERR, "pair_style mlpot: device must be cpu or cuda, got {}", arg[k + 1]);
+      }
+    } else if (strcmp(arg[k], "chunk") == 0) {
+      char *end = nullptr;
+      const long value = std::strtol(arg[k + 1], &end, 10);
+      if (end == arg[k + 1] || *end != '\0' || value < 1)
+        error->all(FLERR, "pair_style mlpot: chunk must be a positive number of atoms, got {}", arg[k + 1]);
+      chunk_atoms = value;
     } else {
-      error->all(FLERR, "pair_style mlpot: device must be cpu or cuda, got {}", arg[2]);
+      error->all(FLERR, "Illegal pair_style mlpot keyword {}: expected {}", arg[k], usage);
     }
   }
   load_model();
+  if (chunk_atoms > 0 && state_widths.empty())
+    error->all(FLERR,
+               "pair_style mlpot: chunk needs a model file with layer-by-layer entry points, which {} (an older "
+               "file) lacks: `mlpot rebuild` adds them",
+               model_path);
 }
 
 void PairMLPot::load_model()
@@ -227,7 +241,9 @@ double PairMLPot::init_one(int i, int j)
 void PairMLPot::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  if (layered)
+  if (chunk_atoms > 0)
+    compute_in_chunks(eflag, vflag);
+  else if (layered)
     compute_layer_by_layer(eflag, vflag);
   else
     compute_images_as_nodes(eflag, vflag);
@@ -454,43 +470,12 @@ void PairMLPot::compute_layer_by_layer(int /*eflag*/, int /*vflag*/)
 
 void PairMLPot::compute_images_as_nodes(int /*eflag*/, int /*vflag*/)
 {
-  const int *type = atom->type;
   const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
 
-  // the node of every atom: local atoms are nodes 0..nlocal-1; a ghost is the node of the local atom it images,
-  // or a node of its own (another rank's atom), numbered from nlocal
-  const tagint *tag = atom->tag;
-  std::unordered_map<tagint, int> local_of_tag;
-  local_of_tag.reserve(2 * (size_t) nlocal);
-  for (int i = 0; i < nlocal; i++) local_of_tag.emplace(tag[i], i);
-  std::vector<int64_t> node_of(nall);
-  std::vector<int64_t> species_of_node;
-  species_of_node.reserve(nall);
-  for (int i = 0; i < nlocal; i++) {
-    node_of[i] = i;
-    species_of_node.push_back(species_of_type[type[i]]);
-  }
-  for (int a = nlocal; a < nall; a++) {
-    const auto owner = local_of_tag.find(tag[a]);
-    if (owner != local_of_tag.end()) {
-      node_of[a] = owner->second;
-    } else {
-      node_of[a] = (int64_t) species_of_node.size();
-      species_of_node.push_back(species_of_type[type[a]]);
-    }
-  }
-  const int64_t n_nodes = (int64_t) species_of_node.size();
-
-  // directed edges from every atom that is a node of its own to all its neighbours closer than the cutoff
-  std::vector<int64_t> centre_atom, neighbour_atom;
+  std::vector<int64_t> node_of, species_of_node, centre_atom, neighbour_atom, centre_node, neighbour_node;
   std::vector<double> pair_vectors;
-  collect_edges(list->inum + list->gnum, &node_of, centre_atom, neighbour_atom, pair_vectors);
-  std::vector<int64_t> centre_node(centre_atom.size()), neighbour_node(neighbour_atom.size());
-  for (size_t p = 0; p < centre_atom.size(); p++) {
-    centre_node[p] = node_of[centre_atom[p]];
-    neighbour_node[p] = node_of[neighbour_atom[p]];
-  }
+  image_graph(node_of, species_of_node, centre_atom, neighbour_atom, pair_vectors, centre_node, neighbour_node);
+  const int64_t n_nodes = (int64_t) species_of_node.size();
   const int64_t n_pairs = (int64_t) centre_node.size();
 
   const auto longs = torch::TensorOptions().dtype(torch::kLong);
@@ -520,4 +505,197 @@ void PairMLPot::compute_images_as_nodes(int /*eflag*/, int /*vflag*/)
 
   add_edge_forces(centre_atom, neighbour_atom, pair_vectors, g);
   add_local_energies(energy_of, nlocal);
+}
+
+/* The graph of compute_images_as_nodes: the node of every atom (local atoms are nodes 0..nlocal-1; a ghost is the
+   node of the local atom it images, or a node of its own, another rank's atom, numbered from nlocal), each node's
+   species, and the directed edges from every atom that is a node of its own to all its neighbours closer than the
+   cutoff, as atoms and as nodes. */
+
+void PairMLPot::image_graph(std::vector<int64_t> &node_of, std::vector<int64_t> &species_of_node,
+                            std::vector<int64_t> &centre_atom, std::vector<int64_t> &neighbour_atom,
+                            std::vector<double> &pair_vectors, std::vector<int64_t> &centre_node,
+                            std::vector<int64_t> &neighbour_node)
+{
+  const int *type = atom->type;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const tagint *tag = atom->tag;
+  std::unordered_map<tagint, int> local_of_tag;
+  local_of_tag.reserve(2 * (size_t) nlocal);
+  for (int i = 0; i < nlocal; i++) local_of_tag.emplace(tag[i], i);
+  node_of.assign(nall, 0);
+  species_of_node.clear();
+  species_of_node.reserve(nall);
+  for (int i = 0; i < nlocal; i++) {
+    node_of[i] = i;
+    species_of_node.push_back(species_of_type[type[i]]);
+  }
+  for (int a = nlocal; a < nall; a++) {
+    const auto owner = local_of_tag.find(tag[a]);
+    if (owner != local_of_tag.end()) {
+      node_of[a] = owner->second;
+    } else {
+      node_of[a] = (int64_t) species_of_node.size();
+      species_of_node.push_back(species_of_type[type[a]]);
+    }
+  }
+  collect_edges(list->inum + list->gnum, &node_of, centre_atom, neighbour_atom, pair_vectors);
+  centre_node.resize(centre_atom.size());
+  neighbour_node.resize(neighbour_atom.size());
+  for (size_t p = 0; p < centre_atom.size(); p++) {
+    centre_node[p] = node_of[centre_atom[p]];
+    neighbour_node[p] = node_of[neighbour_atom[p]];
+  }
+}
+
+/* `chunk N`: the layers one at a time as in compute_layer_by_layer (on one rank on the graph of
+   compute_images_as_nodes, on several with the ghosts' states exchanged), with memory bounded by N centre atoms.
+
+   Forward, without autograd, N owned nodes at a time: a chunk's layer runs on its subgraph (its centres, their
+   neighbours, the centres' edges), which gives the centres' new states exactly; only the node states between
+   layers are kept. Backward, layer by layer from the top: each chunk's layer is run again with autograd and
+   differentiated at once, so one chunk's graph is alive at a time. The price is a second forward pass: memory
+   grows with N (and the node states), not with the system. */
+
+void PairMLPot::compute_in_chunks(int /*eflag*/, int /*vflag*/)
+{
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int *type = atom->type;
+  const bool exchange = layered;
+
+  // the graph: on several ranks every atom is a node and only local atoms are centres; on one rank, images as nodes
+  std::vector<int64_t> node_of, species_of_node, centre_atom, neighbour_atom, centre_node, neighbour_node;
+  std::vector<double> pair_vectors;
+  int64_t n_owned;
+  if (exchange) {
+    collect_edges(list->inum, nullptr, centre_atom, neighbour_atom, pair_vectors);
+    centre_node = centre_atom;
+    neighbour_node = neighbour_atom;
+    species_of_node.resize(nall);
+    for (int a = 0; a < nall; a++) species_of_node[a] = species_of_type[type[a]];
+    n_owned = nlocal;
+  } else {
+    image_graph(node_of, species_of_node, centre_atom, neighbour_atom, pair_vectors, centre_node, neighbour_node);
+    n_owned = (int64_t) species_of_node.size();
+    if (n_owned != nlocal)
+      error->one(FLERR, "mlpot: chunk on one rank found ghost atoms that image no local atom");
+  }
+  const int64_t n_nodes = (int64_t) species_of_node.size();
+  const int64_t n_pairs = (int64_t) centre_node.size();
+
+  // the edges in order of their centre (collect_edges lists them so; sort if a neighbour list did not)
+  if (!std::is_sorted(centre_node.begin(), centre_node.end())) {
+    std::vector<int64_t> order(n_pairs);
+    for (int64_t p = 0; p < n_pairs; p++) order[p] = p;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return centre_node[a] < centre_node[b]; });
+    auto permuted = [&](const std::vector<int64_t> &v) {
+      std::vector<int64_t> out(n_pairs);
+      for (int64_t p = 0; p < n_pairs; p++) out[p] = v[order[p]];
+      return out;
+    };
+    centre_node = permuted(centre_node);
+    neighbour_node = permuted(neighbour_node);
+    centre_atom = permuted(centre_atom);
+    neighbour_atom = permuted(neighbour_atom);
+    std::vector<double> vectors_sorted(3 * n_pairs);
+    for (int64_t p = 0; p < n_pairs; p++)
+      for (int k = 0; k < 3; k++) vectors_sorted[3 * p + k] = pair_vectors[3 * order[p] + k];
+    pair_vectors.swap(vectors_sorted);
+  }
+
+  // the chunks: owned nodes [first, first + count), their edges [edge_first, edge_end), and the subgraph's nodes
+  // (the centres first, then their other neighbours) with the edges renumbered into it
+  struct Chunk {
+    int64_t first, count, edge_first, edge_end;
+    torch::Tensor nodes, edge_index, species;
+  };
+  const auto longs = torch::TensorOptions().dtype(torch::kLong);
+  const auto doubles = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::Tensor species_t = torch::from_blob(species_of_node.data(), {n_nodes}, longs).to(device);
+  std::vector<Chunk> chunks;
+  std::vector<int64_t> subnode_of(n_nodes, -1);
+  int64_t edge = 0;
+  for (int64_t first = 0; first < n_owned; first += chunk_atoms) {
+    const int64_t count = std::min<int64_t>(chunk_atoms, n_owned - first);
+    std::vector<int64_t> nodes;
+    for (int64_t c = 0; c < count; c++) {
+      subnode_of[first + c] = c;
+      nodes.push_back(first + c);
+    }
+    const int64_t edge_first = edge;
+    std::vector<int64_t> sub_centre, sub_neighbour;
+    while (edge < n_pairs && centre_node[edge] < first + count) {
+      const int64_t j = neighbour_node[edge];
+      if (subnode_of[j] < 0) {
+        subnode_of[j] = (int64_t) nodes.size();
+        nodes.push_back(j);
+      }
+      sub_centre.push_back(centre_node[edge] - first);
+      sub_neighbour.push_back(subnode_of[j]);
+      edge++;
+    }
+    for (const int64_t node : nodes) subnode_of[node] = -1;
+    const int64_t n_sub = (int64_t) sub_centre.size();
+    Chunk chunk{first, count, edge_first, edge, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    chunk.nodes = torch::tensor(nodes, longs).to(device);
+    chunk.edge_index = torch::stack({torch::from_blob(sub_centre.data(), {n_sub}, longs),
+                                     torch::from_blob(sub_neighbour.data(), {n_sub}, longs)})
+                           .to(device);
+    chunk.species = species_t.index_select(0, chunk.nodes);
+    chunks.push_back(chunk);
+  }
+  torch::Tensor vectors = torch::from_blob(pair_vectors.data(), {n_pairs, 3}, doubles).to(device, dtype);
+
+  const int n_layers = (int) state_widths.size() - 1;
+  std::vector<torch::Tensor> state_in;    // per layer: the state of every node before it (no autograd)
+  torch::Tensor energies, vector_gradient;
+  try {
+    auto layer = model.get_method("graph_layer");
+    torch::Tensor state;
+    {
+      torch::NoGradGuard no_grad;
+      state = layer({-1, torch::zeros({0}), species_t, torch::zeros({2, 0}, longs.device(device)),
+                     torch::zeros({0, 3}, vectors.options())})
+                  .toTensor();
+      for (int k = 0; k < n_layers; k++) {
+        state_in.push_back(state);
+        torch::Tensor owned = torch::empty({n_owned, state_widths[k + 1]}, state.options());
+        for (const Chunk &chunk : chunks) {
+          torch::Tensor out = layer({k, state.index_select(0, chunk.nodes), chunk.species, chunk.edge_index,
+                                     vectors.slice(0, chunk.edge_first, chunk.edge_end)})
+                                  .toTensor();
+          owned.narrow(0, chunk.first, chunk.count).copy_(out.narrow(0, 0, chunk.count));
+        }
+        state = exchange ? torch::cat({owned, exchanged_ghost_rows(owned, nall).detach()}) : owned;
+      }
+    }
+    torch::Tensor last = state.narrow(0, 0, n_owned).detach().requires_grad_(true);
+    energies = model.get_method("graph_energies")({last, species_t.narrow(0, 0, n_owned)}).toTensor();
+    torch::Tensor upstream = torch::autograd::grad({energies.sum()}, {last}, {}, false, false, true)[0];
+    if (!upstream.defined()) upstream = torch::zeros_like(last);
+    vector_gradient = torch::zeros_like(vectors);
+    for (int k = n_layers - 1; k >= 0; k--) {
+      torch::Tensor state_gradient = torch::zeros_like(state_in[k]);
+      for (const Chunk &chunk : chunks) {
+        torch::Tensor sub_state = state_in[k].index_select(0, chunk.nodes).requires_grad_(true);
+        torch::Tensor sub_vectors = vectors.slice(0, chunk.edge_first, chunk.edge_end).detach().requires_grad_(true);
+        torch::Tensor out = layer({k, sub_state, chunk.species, chunk.edge_index, sub_vectors}).toTensor();
+        auto grads = torch::autograd::grad({out.narrow(0, 0, chunk.count)}, {sub_vectors, sub_state},
+                                           {upstream.narrow(0, chunk.first, chunk.count)}, false, false, true);
+        if (grads[0].defined()) vector_gradient.slice(0, chunk.edge_first, chunk.edge_end).add_(grads[0]);
+        if (k > 0 && grads[1].defined()) state_gradient.index_add_(0, chunk.nodes, grads[1]);
+      }
+      if (k == 0) break;    // the first state depends on the species alone
+      upstream = state_gradient.narrow(0, 0, n_owned);
+      if (exchange) upstream = upstream + summed_onto_owners(state_gradient.narrow(0, n_owned, nall - n_owned), nlocal, nall);
+    }
+  } catch (const std::exception &e) {
+    error->one(FLERR, "mlpot: the model failed: {}", std::string(e.what()).substr(0, 600));
+  }
+  torch::Tensor energies_cpu = energies.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  torch::Tensor gradient_cpu = vector_gradient.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  add_edge_forces(centre_atom, neighbour_atom, pair_vectors, gradient_cpu.data_ptr<double>());
+  add_local_energies(energies_cpu.data_ptr<double>(), nlocal);
 }

@@ -8,7 +8,8 @@
    reverse communication), so one cutoff of ghosts is enough and each rank computes only its own atoms.
    Otherwise a ghost that images a local atom is that atom's node and other ranks' ghosts are computed
    too, which needs ghosts out to N * rc (+ the neighbour skin) for N layers; init_style sets the
-   communication cutoff. */
+   communication cutoff. `chunk N` runs the layers N centre atoms at a time and again in the backward
+   pass, so that memory grows with N instead of with the system (compute_in_chunks). */
 
 #ifndef LMP_PAIR_MLPOT_H
 #define LMP_PAIR_MLPOT_H
@@ -41,6 +42,11 @@ class PairMLPot : public Pair {
   void load_model();
   void compute_images_as_nodes(int eflag, int vflag);
   void compute_layer_by_layer(int eflag, int vflag);
+  void compute_in_chunks(int eflag, int vflag);
+  void image_graph(std::vector<int64_t> &node_of, std::vector<int64_t> &species_of_node,
+                   std::vector<int64_t> &centre_atom, std::vector<int64_t> &neighbour_atom,
+                   std::vector<double> &pair_vectors, std::vector<int64_t> &centre_node,
+                   std::vector<int64_t> &neighbour_node);
   void collect_edges(int n_listed, const std::vector<int64_t> *node_of, std::vector<int64_t> &centre_atom,
                      std::vector<int64_t> &neighbour_atom, std::vector<double> &pair_vectors);
   void add_local_energies(const double *energy_of, int nlocal);
@@ -61,6 +67,7 @@ class PairMLPot : public Pair {
   std::vector<int64_t> state_widths;    // columns of the node state before the first layer and after each
   std::vector<double> comm_rows;        // node-state rows (nall x comm_width) exchanged by forward/reverse comm
   int comm_width;
+  int64_t chunk_atoms;                  // `chunk N`: at most N centre atoms' layer graph in memory (0: no chunking)
 };
 
 }    // namespace LAMMPS_NS
