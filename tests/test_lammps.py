@@ -127,6 +127,7 @@ def test_chunk_with_a_model_file_without_layer_entry_points_is_an_error_saying_h
     assert "`mlpot rebuild` adds them" in message
 
 
+@pytest.mark.filterwarnings("ignore:.*without a seal:UserWarning")  # the legacy file is format 1 (unsealed)
 def test_a_model_file_without_layer_entry_points_runs_on_two_ranks_with_a_deep_ghost_shell(water_box, tmp_path):
     from pathlib import Path
 
