@@ -62,7 +62,8 @@ def make_model(directory: Path) -> Path:
 
 def lammps_case(model: Path, n_atoms: int, ranks: int, steps: int, workdir: Path, chunk: int = 0) -> Dict[str, Any]:
     """NVE in LAMMPS: a 2-step warm-up run, then ``steps`` timed steps; steps/s from LAMMPS's loop time. ``chunk`` > 0
-    runs ``pair_style mlpot ... chunk N`` (the layers N centre atoms at a time, memory bounded by N)."""
+    runs ``pair_style mlpot ... chunk N`` (the layers N centre atoms at a time, memory bounded by N), 0 ``chunk off``
+    (the whole graph at once)."""
     from mlpot.plugins.lammps import error_message, plugin_path, run_lammps, write_data
 
     write_data(water_box(n_atoms), workdir / "water.data", ELEMENTS)
@@ -72,7 +73,7 @@ atom_style atomic
 boundary p p p
 read_data water.data
 plugin load {plugin_path()}
-pair_style mlpot {model}{f" chunk {chunk}" if chunk else ""}
+pair_style mlpot {model} chunk {chunk or "off"}
 pair_coeff * * {' '.join(ELEMENTS)}
 velocity all create 300.0 {SEED} mom yes rot no
 timestep {TIMESTEP_FS / 1000.0}
@@ -162,8 +163,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--boxes", type=int, nargs="+", default=sorted(REPLICAS), choices=sorted(REPLICAS),
                         help="water boxes by atom count")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="MPI ranks for LAMMPS")
-    parser.add_argument("--chunks", type=int, nargs="+", default=[0],
-                        help="LAMMPS `pair_style mlpot ... chunk N` values to run, 0 for none (default: 0)")
+    parser.add_argument("--chunks", type=int, nargs="+", default=[4096],
+                        help="LAMMPS `pair_style mlpot ... chunk N` values to run, 0 for `chunk off` (default: 4096, "
+                             "the pair style's own default on a CPU)")
     parser.add_argument("--steps", type=int, default=10, help="timed MD steps per case")
     parser.add_argument("--no-openmm", action="store_true", help="LAMMPS only")
     parser.add_argument("--note", default="", help="stored in the JSON, e.g. the machine's load")

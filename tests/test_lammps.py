@@ -69,13 +69,14 @@ def ase_single_point(model, atoms) -> dict:
             "forces": atoms.get_forces(), "stress": atoms.get_stress(voigt=True)}
 
 
+@pytest.mark.parametrize("options", ["", "chunk off"])  # the default (chunks of 4096 on a CPU) and the whole graph
 @pytest.mark.parametrize("ranks", [1, 2])
 @pytest.mark.parametrize("arch", ["nequip", "egnn"])
-def test_water_box_energy_forces_stress_equal_ase_on_one_and_two_ranks(arch, ranks, model_files, water_box,
+def test_water_box_energy_forces_stress_equal_ase_on_one_and_two_ranks(arch, ranks, options, model_files, water_box,
                                                                        tmp_path):
     model = model_files[(arch, "float64")]
     expected = ase_single_point(model, water_box)
-    got = lammps_single_point(model, water_box, tmp_path, ranks)
+    got = lammps_single_point(model, water_box, tmp_path, ranks, options=options)
     assert got["energy_eV"][0] == pytest.approx(expected["energy"], abs=1e-8)
     np.testing.assert_allclose(got["energies"], expected["energies"], atol=1e-9)
     np.testing.assert_allclose(got["forces"], expected["forces"], atol=1e-9)
@@ -85,6 +86,7 @@ def test_water_box_energy_forces_stress_equal_ase_on_one_and_two_ranks(arch, ran
     # ghosts' node states come from their owners after each layer
     assert "= 1 layer(s) x 5 Å cutoff" in got["log"]
     assert ("exchange the ghosts' node states after each of the 2 layers" in got["log"]) == (ranks == 2)
+    assert ("each layer runs 4096 centre atoms at a time" in got["log"]) == (options == "")
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
@@ -102,9 +104,9 @@ def test_chunked_layers_give_the_same_energies_forces_and_stress(arch, ranks, mo
 
 
 @pytest.mark.parametrize("options, message", [
-    ("chunk 0", "chunk must be a positive number of atoms, got 0"),
-    ("chunk many", "chunk must be a positive number of atoms, got many"),
-    ("device", "expected pair_style mlpot MODEL_FILE [device cpu|cuda] [chunk N]"),
+    ("chunk 0", "chunk must be a positive number of atoms or off, got 0"),
+    ("chunk many", "chunk must be a positive number of atoms or off, got many"),
+    ("device", "expected pair_style mlpot MODEL_FILE [device cpu|cuda] [chunk N|off]"),
     ("speed fast", "Illegal pair_style mlpot keyword speed"),
 ])
 def test_bad_pair_style_options_are_errors_naming_them(options, message, model_files, water_box, tmp_path):

@@ -67,7 +67,9 @@ class PairMLPot : public Pair {
   std::vector<int64_t> state_widths;    // columns of the node state before the first layer and after each
   std::vector<double> comm_rows;        // node-state rows (nall x comm_width) exchanged by forward/reverse comm
   int comm_width;
-  int64_t chunk_atoms;                  // `chunk N`: at most N centre atoms' layer graph in memory (0: no chunking)
+  int64_t chunk_atoms;                  // `chunk N`: at most N centre atoms' layer graph in memory (0: no chunking,
+                                        // -1 until settings() picks the default)
+  static constexpr int64_t DEFAULT_CHUNK_ATOMS = 4096;
 };
 
 }    // namespace LAMMPS_NS
