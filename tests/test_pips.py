@@ -771,7 +771,8 @@ def test_cli_trains_alanine_dipeptide_and_samples_paths_to_dcd(tmp_path, capsys,
     printed = capsys.readouterr().out
     assert '"thp"' in printed and '"ets_kj_mol"' in printed
     paths = mdtraj.load(str(out / "paths.dcd"), top=str(out / "paths.pdb"))
-    assert paths.n_frames == 2 * 501 and paths.n_atoms == 22
+    # 2 paths of alanine's default 1000 steps (peptides.py run_defaults), start frame included
+    assert paths.n_frames == 2 * 1001 and paths.n_atoms == 22
 
 
 def test_aligned_squared_deviation_gradient_matches_autograd():

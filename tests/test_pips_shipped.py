@@ -123,7 +123,7 @@ SHIPPED_ALANINE = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 SHIPPED_POLICIES = [  # folder, system, atoms, steps per path, another system the policy must refuse
-    ("pips_alanine_dipeptide", "alanine-dipeptide", 22, 500, "polyproline"),
+    ("pips_alanine_dipeptide", "alanine-dipeptide", 22, 1000, "polyproline"),
     ("pips_polyproline", "polyproline", 54, 1000, "alanine-dipeptide"),
     ("pips_chignolin", "chignolin", 138, 1000, "polyproline"),
 ]

@@ -237,6 +237,9 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
         phi=(4, 6, 8, 14), psi=(6, 8, 14, 16),
         literature_basin=DihedralDistance(dihedrals=((4, 6, 8, 14), (6, 8, 14, 16))),
         literature_criterion=_ALANINE_LITERATURE,
+        # 1 ps paths, λ 2e-6, lr 3e-4 -> 3e-5: THP 0.84 by the 0.75-rad test against 0.69 at 500 fs, λ 2e-5, lr 1e-3
+        # (benchmarks/results/pips_alanine_dipeptide/README.md)
+        run_defaults={"n_steps": 1000, "lam": 2e-6, "lr": 3e-4, "final_lr": 3e-5, "iterations": 1500},
     ),
     # the same target from C7eq (φ ≈ −83°, ψ ≈ 73°), the other start the issue names
     "alanine-dipeptide-c7eq": PeptideTransition(
