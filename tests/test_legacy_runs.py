@@ -67,6 +67,7 @@ def test_a_legacy_training_checkpoint_is_a_stable_parent(legacy):
     assert parent.split_file == "train/data.extxyz" and len(parent.split["train"]) == 6
 
 
+@pytest.mark.filterwarnings("ignore:.*without a seal:UserWarning")  # its parent is a format-1 (unsealed) file
 def test_a_legacy_stable_run_resumes_for_another_cycle(legacy, one_thread):
     from mlpot.stable.config import StableConfig
     from mlpot.stable.trainer import stable_train
