@@ -337,6 +337,24 @@ void PairMLPot::add_edge_forces(const std::vector<int64_t> &centre_atom, const s
   }
 }
 
+/* Host lists as tensors on the model's device: node indices (long), the edge index (2 x n_pairs: centres, then
+   neighbours) and the pair vectors (n_pairs x 3, Å, the model's dtype), each a copy the lists can outlive. */
+
+torch::Tensor PairMLPot::index_tensor(const std::vector<int64_t> &indices) const
+{
+  return torch::tensor(indices, torch::kLong).to(device);
+}
+
+torch::Tensor PairMLPot::edge_tensor(const std::vector<int64_t> &centre, const std::vector<int64_t> &neighbour) const
+{
+  return torch::stack({index_tensor(centre), index_tensor(neighbour)});
+}
+
+torch::Tensor PairMLPot::pair_vector_tensor(const std::vector<double> &pair_vectors) const
+{
+  return torch::tensor(pair_vectors, torch::kFloat64).view({-1, 3}).to(device, dtype);
+}
+
 /* The ghosts' rows of a node state: the local rows (nlocal x width) sent to the ranks and images that hold
    them as ghosts (forward communication); returned as a new leaf (nghost x width) on the model's device. */
 
@@ -422,21 +440,13 @@ void PairMLPot::compute_layer_by_layer(int /*eflag*/, int /*vflag*/)
   std::vector<int64_t> centre_atom, neighbour_atom;
   std::vector<double> pair_vectors;
   collect_edges(list->inum, nullptr, centre_atom, neighbour_atom, pair_vectors);
-  const int64_t n_pairs = (int64_t) centre_atom.size();
   std::vector<int64_t> species_of_atom(nall);
   for (int a = 0; a < nall; a++) species_of_atom[a] = species_of_type[type[a]];
 
-  const auto longs = torch::TensorOptions().dtype(torch::kLong);
-  const auto doubles = torch::TensorOptions().dtype(torch::kFloat64);
-  torch::Tensor species_t = torch::from_blob(species_of_atom.data(), {nall}, longs).to(device);
+  torch::Tensor species_t = index_tensor(species_of_atom);
   torch::Tensor local_species = species_t.narrow(0, 0, nlocal);
-  torch::Tensor edge_index = torch::stack({torch::from_blob(centre_atom.data(), {n_pairs}, longs),
-                                           torch::from_blob(neighbour_atom.data(), {n_pairs}, longs)})
-                                 .to(device);
-  torch::Tensor vectors = torch::from_blob(pair_vectors.data(), {n_pairs, 3}, doubles)
-                              .to(device, dtype)
-                              .detach()
-                              .requires_grad_(true);
+  torch::Tensor edge_index = edge_tensor(centre_atom, neighbour_atom);
+  torch::Tensor vectors = pair_vector_tensor(pair_vectors).requires_grad_(true);
 
   // Each layer's graph starts from leaves (its input state: local rows, ghost rows), so that differentiating one
   // layer gives only that layer's own dependence on the edge vectors.
@@ -487,19 +497,9 @@ void PairMLPot::compute_images_as_nodes(int /*eflag*/, int /*vflag*/)
   std::vector<int64_t> node_of, species_of_node, centre_atom, neighbour_atom, centre_node, neighbour_node;
   std::vector<double> pair_vectors;
   image_graph(node_of, species_of_node, centre_atom, neighbour_atom, pair_vectors, centre_node, neighbour_node);
-  const int64_t n_nodes = (int64_t) species_of_node.size();
-  const int64_t n_pairs = (int64_t) centre_node.size();
-
-  const auto longs = torch::TensorOptions().dtype(torch::kLong);
-  const auto doubles = torch::TensorOptions().dtype(torch::kFloat64);
-  torch::Tensor species_t = torch::from_blob(species_of_node.data(), {n_nodes}, longs).to(device);
-  torch::Tensor edge_index = torch::stack({torch::from_blob(centre_node.data(), {n_pairs}, longs),
-                                           torch::from_blob(neighbour_node.data(), {n_pairs}, longs)})
-                                 .to(device);
-  torch::Tensor vectors = torch::from_blob(pair_vectors.data(), {n_pairs, 3}, doubles)
-                              .to(device, dtype)
-                              .detach()
-                              .requires_grad_(true);
+  torch::Tensor species_t = index_tensor(species_of_node);
+  torch::Tensor edge_index = edge_tensor(centre_node, neighbour_node);
+  torch::Tensor vectors = pair_vector_tensor(pair_vectors).requires_grad_(true);
 
   torch::Tensor energies, gradient;
   try {
@@ -623,9 +623,7 @@ void PairMLPot::compute_in_chunks(int /*eflag*/, int /*vflag*/)
     int64_t first, count, edge_first, edge_end;
     torch::Tensor nodes, edge_index, species;
   };
-  const auto longs = torch::TensorOptions().dtype(torch::kLong);
-  const auto doubles = torch::TensorOptions().dtype(torch::kFloat64);
-  torch::Tensor species_t = torch::from_blob(species_of_node.data(), {n_nodes}, longs).to(device);
+  torch::Tensor species_t = index_tensor(species_of_node);
   std::vector<Chunk> chunks;
   std::vector<int64_t> subnode_of(n_nodes, -1);
   int64_t edge = 0;
@@ -649,16 +647,13 @@ void PairMLPot::compute_in_chunks(int /*eflag*/, int /*vflag*/)
       edge++;
     }
     for (const int64_t node : nodes) subnode_of[node] = -1;
-    const int64_t n_sub = (int64_t) sub_centre.size();
     Chunk chunk{first, count, edge_first, edge, torch::Tensor(), torch::Tensor(), torch::Tensor()};
-    chunk.nodes = torch::tensor(nodes, longs).to(device);
-    chunk.edge_index = torch::stack({torch::from_blob(sub_centre.data(), {n_sub}, longs),
-                                     torch::from_blob(sub_neighbour.data(), {n_sub}, longs)})
-                           .to(device);
+    chunk.nodes = index_tensor(nodes);
+    chunk.edge_index = edge_tensor(sub_centre, sub_neighbour);
     chunk.species = species_t.index_select(0, chunk.nodes);
     chunks.push_back(chunk);
   }
-  torch::Tensor vectors = torch::from_blob(pair_vectors.data(), {n_pairs, 3}, doubles).to(device, dtype);
+  torch::Tensor vectors = pair_vector_tensor(pair_vectors);
 
   const int n_layers = (int) state_widths.size() - 1;
   std::vector<torch::Tensor> state_in;    // per layer: the state of every node before it (no autograd)
@@ -668,7 +663,7 @@ void PairMLPot::compute_in_chunks(int /*eflag*/, int /*vflag*/)
     torch::Tensor state;
     {
       torch::NoGradGuard no_grad;
-      state = layer({-1, torch::zeros({0}), species_t, torch::zeros({2, 0}, longs.device(device)),
+      state = layer({-1, torch::zeros({0}), species_t, torch::zeros({2, 0}, species_t.options()),
                      torch::zeros({0, 3}, vectors.options())})
                   .toTensor();
       for (int k = 0; k < n_layers; k++) {

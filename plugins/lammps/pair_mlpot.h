@@ -52,6 +52,9 @@ class PairMLPot : public Pair {
   void add_local_energies(const double *energy_of, int nlocal);
   void add_edge_forces(const std::vector<int64_t> &centre_atom, const std::vector<int64_t> &neighbour_atom,
                        const std::vector<double> &pair_vectors, const double *gradient);
+  torch::Tensor index_tensor(const std::vector<int64_t> &indices) const;
+  torch::Tensor edge_tensor(const std::vector<int64_t> &centre, const std::vector<int64_t> &neighbour) const;
+  torch::Tensor pair_vector_tensor(const std::vector<double> &pair_vectors) const;
   torch::Tensor exchanged_ghost_rows(const torch::Tensor &local_rows, int nall);
   torch::Tensor summed_onto_owners(const torch::Tensor &ghost_rows, int nlocal, int nall);
 
