@@ -23,6 +23,8 @@ one Context per replica (the reference code's layout, and ours for implicit solv
         --layouts one-context context-per-replica --iterations 1
     python benchmarks/pips_speed.py --systems polyproline chignolin --policies aligned-force --n-paths 16 \
         --solvents gbn2 obc2 --layouts one-context context-per-replica --iterations 2
+    python benchmarks/pips_speed.py --systems polyproline chignolin --policies aligned-force --n-paths 16 \
+        --slow-force-intervals 1 2 --iterations 2                      # r-RESPA: non-bonded every 2nd step
     python benchmarks/pips_speed.py --policies aligned-force \
         --potentials systems/alanine-dipeptide/model_xtb.pt model_xtb.pt2 --iterations 2   # learned potential
 
@@ -66,7 +68,8 @@ def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float
 
 
 def trainer_with_layout(system: str, policy: str, threads: int, layout: str | None, n_paths: int | None = None,
-                        solvent: str | None = None, potential: str | None = None, platform: str = "auto"):
+                        solvent: str | None = None, potential: str | None = None, platform: str = "auto",
+                        slow_force_interval: int | None = None):
     """A :class:`MolecularTrainer` with the system's default batch (``n_paths`` if given) whose
     rollouts run in replica ``layout``, in implicit ``solvent`` (None: the system's default for either)."""
     from mlpot.pips.molecular.peptides import peptide_transition
@@ -79,18 +82,21 @@ def trainer_with_layout(system: str, policy: str, threads: int, layout: str | No
         defaults["replica_layout"] = layout
     if solvent is not None:
         defaults["implicit_solvent"] = solvent
+    if slow_force_interval is not None:
+        defaults["slow_force_interval"] = slow_force_interval
     return MolecularTrainer(MolecularTrainConfig(system=system, policy=policy, potential=potential, **defaults),
                             platform=platform, threads=threads)
 
 
 def measure(system: str, policy: str, iterations: int, threads: int, warmup: int = 1,
             layouts=(None,), n_paths: int | None = None, solvents=(None,), potentials=(None,),
-            platforms=("auto",)) -> list[dict]:
-    """One result per (potential, solvent, layout, platform); their iterations interleaved, so load hits all
-    alike."""
+            platforms=("auto",), intervals=(None,)) -> list[dict]:
+    """One result per (potential, solvent, layout, platform, slow-force interval); their iterations interleaved, so
+    load hits all alike."""
     # after the first update the controls are non-zero (their cost does not depend on their values anyway)
-    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths, solvent, potential, platform)
-                for potential in potentials for solvent in solvents for layout in layouts for platform in platforms]
+    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths, solvent, potential, platform, interval)
+                for potential in potentials for solvent in solvents for layout in layouts for platform in platforms
+                for interval in intervals]
     rows = [[] for _ in trainers]
     for _ in range(iterations + warmup):
         for trainer_rows, trainer in zip(rows, trainers):
@@ -109,6 +115,7 @@ def summary(system: str, policy: str, trainer, rows: list, iterations: int, warm
         "forcefield": (" + ".join(trainer.forcefield_files) if trainer.potential is None
                        else f"mlpot model {trainer.potential.name}"),
         "n_atoms": trainer.topology.getNumAtoms(), "n_paths": n_paths, "n_steps": n_steps,
+        "slow_force_interval": trainer.config.slow_force_interval,
         "iterations_timed": iterations, "warmup_iterations": warmup,
         "seconds_per_iteration": median["seconds"], "seconds_per_path": median["seconds"] / n_paths,
         "ms_per_replica_step": 1e3 * median["rollout_seconds"] / (n_paths * n_steps),
@@ -124,7 +131,7 @@ def _key(result: dict) -> tuple:
     """What a result measured: system, policy, layout, batch and force field (older records: default layout and
     the system's force field)."""
     return (result.get("system", "alanine-dipeptide"), result["policy"], result.get("layout"), result.get("n_paths"),
-            result.get("forcefield"), result.get("platform", "CPU"))
+            result.get("forcefield"), result.get("platform", "CPU"), result.get("slow_force_interval", 1))
 
 
 def _layout_ratios(results: list[dict]) -> list[dict]:
@@ -162,19 +169,23 @@ def main() -> None:
     parser.add_argument("--platforms", nargs="+", default=["auto"],
                         help="OpenMM platforms to time, interleaved: CPU, Reference, CUDA, ... (default auto: the "
                              "fastest one for the replicas, timed at start-up)")
+    parser.add_argument("--slow-force-intervals", type=int, nargs="+", default=[None],
+                        help="non-bonded forces every n-th step (r-RESPA), timed interleaved, e.g. 1 2 (default: the "
+                             "system's)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pips_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     results = [result for system in args.systems for policy in args.policies
                for result in measure(system, policy, args.iterations, args.threads, args.warmup, args.layouts,
-                                     args.n_paths, args.solvents, args.potentials, args.platforms)]
-    print("| system | force field | policy | replicas | platform | paths × steps | s / iteration | s / path | "
-          "ms / replica-step | rollout s | loss+update s | OpenMM | policy | Python |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                                     args.n_paths, args.solvents, args.potentials, args.platforms,
+                                     args.slow_force_intervals)]
+    print("| system | force field | policy | replicas | platform | slow forces every | paths × steps | s / iteration | "
+          "s / path | ms / replica-step | rollout s | loss+update s | OpenMM | policy | Python |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['system']} ({r['n_atoms']} atoms) | {r['forcefield']} | {r['policy']} | {r['layout']} | "
-              f"{r['platform']} | {r['n_paths']} × {r['n_steps']} | "
+              f"{r['platform']} | {r['slow_force_interval']} | {r['n_paths']} × {r['n_steps']} | "
               f"{r['seconds_per_iteration']:.2f} | {r['seconds_per_path']:.3f} | {r['ms_per_replica_step']:.2f} | "
               f"{r['rollout_seconds']:.2f} | {r['loss_and_update_seconds']:.2f} | {r['rollout_fraction_openmm']:.0%} | "
               f"{r['rollout_fraction_policy']:.0%} | {r['rollout_fraction_python']:.0%} |")

@@ -459,6 +459,66 @@ def test_openmm_control_force_pushes_along_its_sign_in_kj_per_mol_per_nm():
     np.testing.assert_allclose(positions, expected, rtol=1e-9, atol=1e-15)
 
 
+@pytest.mark.parametrize("interval", [1, 2, 3])
+def test_slow_forces_act_every_nth_step_with_n_times_the_impulse_and_restart_rewinds(interval):
+    """A bond (fast, group 0) and a constant pull (slow, group 1) on two atoms, friction, no noise:
+    the integrator's positions follow the r-RESPA scheme written out in numpy, over two rollouts
+    (the second after :func:`restart`), to round-off."""
+    from mlpot.pips.molecular.integrator import (
+        controlled_langevin_integrator,
+        langevin_settings,
+        restart,
+        set_control_forces,
+        split_force_groups,
+    )
+
+    settings = langevin_settings(timestep_ps=0.002, friction_per_ps=5.0, temperature_K=300.0)  # f = 1: no own noise
+    masses = np.array([[12.0], [16.0]])
+    system = openmm.System()
+    for mass in masses[:, 0]:
+        system.addParticle(mass)
+    bond = openmm.HarmonicBondForce()
+    bond.addBond(0, 1, 0.12, 4.0e5)
+    pull = openmm.CustomExternalForce("-300*x + 100*z")
+    for index in range(2):
+        pull.addParticle(index, [])
+    system.addForce(bond)
+    system.addForce(pull)
+    split_force_groups(system)
+    assert (bond.getForceGroup(), pull.getForceGroup()) == (0, 1)
+    integrator = controlled_langevin_integrator(settings, slow_force_interval=interval)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    set_control_forces(integrator, np.zeros((2, 3)))
+    start = np.array([[0.0, 0.0, 0.0], [0.13, 0.01, 0.0]])
+    slow_force = np.array([[300.0, 0.0, -100.0]] * 2)
+    dt, damping = settings.timestep, settings.velocity_damping
+
+    def bond_force(x):
+        separation = x[1] - x[0]
+        distance = np.linalg.norm(separation)
+        on_second = -4.0e5 * (distance - 0.12) * separation / distance
+        return np.array([-on_second, on_second])
+
+    for rollout in range(2):
+        restart(integrator)
+        context.setPositions(start)
+        context.setVelocities(np.zeros((2, 3)))
+        x, v = start.copy(), np.zeros((2, 3))
+        for step in range(7):
+            v = v + dt * bond_force(x) / masses
+            if step % interval == 0:
+                v = v + interval * dt * slow_force / masses
+            x = x + 0.5 * dt * v
+            v = damping * v
+            x = x + 0.5 * dt * v
+            integrator.step(1)
+        found = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer)
+        np.testing.assert_allclose(found, x, rtol=0, atol=1e-12)
+        integrator.step(1)  # leaves the step counter mid-cycle: the next rollout's restart must rewind it
+    with pytest.raises(ValueError, match="slow_force_interval must be a positive integer, got 0"):
+        controlled_langevin_integrator(settings, slow_force_interval=0)
+
+
 def test_openmm_controlled_integrator_keeps_the_temperature_with_recorded_noise(one_thread):
     """Harmonic wells, no control: the recorded kicks (fraction f of the noise, supplied every step
     through the control force) plus the integrator's own rest give ⟨m v²⟩ = kT."""
@@ -1007,3 +1067,17 @@ def test_cli_sigterm_stops_after_the_iteration_in_progress_and_resume_finishes_t
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["policy"]
     b = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["policy"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_determinant_3x3_and_kabsch_rotation_are_proper_even_for_a_mirrored_copy():
+    from mlpot.pips.geometry import centred, determinant_3x3, kabsch_rotation
+
+    generator = torch.Generator().manual_seed(3)
+    matrices = torch.randn(5, 3, 3, generator=generator, dtype=torch.float64)
+    assert torch.allclose(determinant_3x3(matrices), torch.linalg.det(matrices), atol=1e-12)
+    reference = centred(torch.randn(9, 3, generator=generator, dtype=torch.float64))
+    mirrored = reference * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)  # no proper rotation maps it back
+    rotation = kabsch_rotation(torch.stack([reference @ random_rotation(generator).T, mirrored]), reference)
+    assert torch.allclose(torch.linalg.det(rotation), torch.ones(2, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(rotation @ rotation.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(2, 3, 3),
+                          atol=1e-12)

@@ -182,3 +182,19 @@ def test_an_unknown_openmm_platform_is_refused_in_one_line_naming_those_here():
     with pytest.raises(ValueError, match=r"unknown OpenMM platform 'Quantum'; available here: .*Reference") as error:
         choose_platform(system, start_nm, "Quantum")
     assert "\n" not in str(error.value)
+
+
+def test_the_fast_state_read_equals_openmms_public_one():
+    from mlpot.pips.molecular.rollout import positions_and_velocities
+
+    transition, topology, start_nm, _ = transition_and_frames("polyproline")
+    system = openmm.app.ForceField(*transition.forcefield_files).createSystem(topology)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(start_nm)
+    context.setVelocitiesToTemperature(300.0, 1)
+    positions_nm, velocities_nm_ps = positions_and_velocities(context, len(start_nm))
+    state = context.getState(getPositions=True, getVelocities=True)
+    np.testing.assert_array_equal(positions_nm, state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer))
+    np.testing.assert_array_equal(velocities_nm_ps, state.getVelocities(asNumpy=True).value_in_unit(
+        openmm.unit.nanometer / openmm.unit.picosecond))
+    assert np.abs(velocities_nm_ps).max() > 0

@@ -115,3 +115,17 @@ def test_both_trainers_evaluate_to_one_result_type(one_thread):
         assert evaluation.thp == evaluation.metrics["thp"] and 0.0 <= evaluation.thp <= 1.0
         assert evaluation.rollout.n_paths == len(evaluation.rollout.positions) and evaluation.rollout.n_steps == n_steps
     assert {"upper", "lower"} <= set(toy.metrics) and "rmsd_A" in molecular.metrics
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "two"])
+def test_a_bad_slow_force_interval_is_refused_in_one_line_before_any_file_is_written(value, tmp_path, capsys):
+    from mlpot.cli import main
+
+    out = tmp_path / "run"
+    assert main(["pips", "train", "--system", "chignolin", "--out", str(out), "--set",
+                 f"training.slow_force_interval={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "slow_force_interval" in err and not out.exists()
+    assert main(["pips", "train", "--system", "chignolin", "--set", "training.slow_force_interval=2",
+                 "--print-config"]) == 0
+    assert "slow_force_interval: 2" in capsys.readouterr().out

@@ -20,6 +20,16 @@ Everything here is in OpenMM's units: ps, nm, amu, kJ/mol, control forces in kJ/
 value per atom and axis); the policies work in the same units (:mod:`mlpot.pips.molecular.rollout`),
 so nothing is converted between them. Setting the forces costs one ``setPerDofVariableByName`` call per step
 (~0.04 ms for 352 atoms on the CPU platform), not one parameter update per atom.
+
+**Multiple time steps** (``slow_force_interval`` n > 1, impulse r-RESPA as in OpenMM's
+``MTSLangevinIntegrator``): :func:`split_force_groups` puts the bonded terms (bonds, angles,
+torsions, CMAP) into force group 0 and everything else (Coulomb and Lennard-Jones, implicit
+solvent, an mlpot model) into group 1. The B step then adds dt · F₀/m every step and n · dt · F₁/m
+every n-th step (the first step of a rollout included), so the slow forces, which cost most of a
+step in implicit solvent, are computed once per n steps and their impulse per unit time is
+unchanged. n = 1 (default) is the integrator above, exactly. The path weights do not depend on the
+physical force (only on u and dW_c), so the PIPS estimator stays exact for the dynamics it runs.
+:func:`restart` rewinds the step counter; the rollout does so at every rollout's start.
 """
 
 from __future__ import annotations
@@ -33,6 +43,10 @@ from openmm import unit
 from mlpot.pips.dynamics import LangevinSettings
 
 CONTROL_FORCE = "control_force"
+SLOW_STEP = "steps_since_slow_impulse"
+FAST_FORCE_GROUP, SLOW_FORCE_GROUP = 0, 1
+BONDED_FORCES = (openmm.HarmonicBondForce, openmm.HarmonicAngleForce, openmm.PeriodicTorsionForce,
+                 openmm.CMAPTorsionForce, openmm.RBTorsionForce)
 MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 
 
@@ -43,9 +57,13 @@ def langevin_settings(timestep_ps: float, friction_per_ps: float, temperature_K:
                             controlled_noise_fraction)
 
 
-def controlled_langevin_integrator(settings: LangevinSettings,
-                                   constraint_tolerance: float = 1e-6) -> openmm.CustomIntegrator:
-    """The integrator described in the module docstring, for ``settings`` in OpenMM units."""
+def controlled_langevin_integrator(settings: LangevinSettings, constraint_tolerance: float = 1e-6,
+                                   slow_force_interval: int = 1) -> openmm.CustomIntegrator:
+    """The integrator described in the module docstring, for ``settings`` in OpenMM units; with
+    ``slow_force_interval`` n > 1 the forces of group 1 act every n-th step (impulse r-RESPA), and the
+    System's forces must be in groups 0 and 1 (:func:`split_force_groups`)."""
+    if isinstance(slow_force_interval, bool) or not isinstance(slow_force_interval, int) or slow_force_interval < 1:
+        raise ValueError(f"slow_force_interval must be a positive integer, got {slow_force_interval!r}")
     integrator = openmm.CustomIntegrator(settings.timestep)
     damping = settings.velocity_damping
     integrator.addGlobalVariable("a", damping)
@@ -54,7 +72,16 @@ def controlled_langevin_integrator(settings: LangevinSettings,
     integrator.addPerDofVariable(CONTROL_FORCE, 0.0)
     integrator.addPerDofVariable("x_before_constraints", 0.0)
     integrator.addUpdateContextState()
-    integrator.addComputePerDof("v", "v + dt*f/m")
+    if slow_force_interval == 1:
+        integrator.addComputePerDof("v", "v + dt*f/m")
+    else:
+        integrator.addGlobalVariable(SLOW_STEP, 0)  # steps since the last slow impulse
+        integrator.addComputePerDof("v", f"v + dt*f{FAST_FORCE_GROUP}/m")
+        integrator.beginIfBlock(f"{SLOW_STEP} = 0")
+        integrator.addComputePerDof("v", f"v + {slow_force_interval}*dt*f{SLOW_FORCE_GROUP}/m")
+        integrator.endBlock()
+        integrator.addComputeGlobal(SLOW_STEP, f"select(step({SLOW_STEP} + 1 - {slow_force_interval}), 0, "
+                                               f"{SLOW_STEP} + 1)")
     integrator.addConstrainVelocities()
     integrator.addComputePerDof("x", "x + 0.5*dt*v")
     integrator.addComputePerDof("v", f"a*v + b*sqrt(kT_thermal/m)*gaussian + dt*{CONTROL_FORCE}/m")
@@ -64,6 +91,20 @@ def controlled_langevin_integrator(settings: LangevinSettings,
     integrator.addComputePerDof("v", "v + (x - x_before_constraints)/dt")
     integrator.setConstraintTolerance(constraint_tolerance)
     return integrator
+
+
+def split_force_groups(system: openmm.System) -> None:
+    """Bonded terms into :data:`FAST_FORCE_GROUP`, every other force into :data:`SLOW_FORCE_GROUP`
+    (energies are unchanged; only a multiple-time-step integrator tells the groups apart)."""
+    for force in system.getForces():
+        force.setForceGroup(FAST_FORCE_GROUP if isinstance(force, BONDED_FORCES) else SLOW_FORCE_GROUP)
+
+
+def restart(integrator: openmm.CustomIntegrator) -> None:
+    """The next step is a rollout's first: with multiple time steps it gives the slow impulse."""
+    for index in range(integrator.getNumGlobalVariables()):
+        if integrator.getGlobalVariableName(index) == SLOW_STEP:
+            integrator.setGlobalVariable(index, 0.0)
 
 
 def set_control_forces(integrator: openmm.CustomIntegrator, forces_kj_mol_nm: np.ndarray) -> None:

@@ -56,6 +56,7 @@ from openmm import app
 
 from mlpot import units
 from mlpot.pips.molecular.implicit_solvent import use_native_obc2
+from mlpot.pips.molecular.integrator import BONDED_FORCES
 
 DEFAULT_SPACING_NM = 10.0  # copies of a vacuum force field or an mlpot model
 DEFAULT_IMPLICIT_CUTOFF_NM = 4.0  # above chignolin's 3.12 nm extent, the largest shipped molecule
@@ -138,8 +139,6 @@ def _exclude_across_copies(nonbonded: openmm.NonbondedForce, n_copies: int, n_at
                     nonbonded.addException(i, j, 0.0, 1.0, 0.0)
 
 
-_BONDED_FORCES = (openmm.HarmonicBondForce, openmm.HarmonicAngleForce, openmm.PeriodicTorsionForce,
-                  openmm.CMAPTorsionForce, openmm.RBTorsionForce)
 
 
 def _forcefield_system(forcefield_files, topology: app.Topology, cutoff_nm: Optional[float] = None) -> openmm.System:
@@ -161,7 +160,7 @@ def _forcefield_system(forcefield_files, topology: app.Topology, cutoff_nm: Opti
         if isinstance(force, openmm.NonbondedForce):
             force.setReactionFieldDielectric(1.0)
     uncut = [type(force).__name__ for force in system.getForces()
-             if not isinstance(force, _BONDED_FORCES) and _nonbonded_method(force) != 1]
+             if not isinstance(force, BONDED_FORCES) and _nonbonded_method(force) != 1]
     if uncut:
         raise NotImplementedError(f"{', '.join(uncut)} of {', '.join(forcefield_files)} did not take the "
                                   "CutoffNonPeriodic cutoff, so copies in one System would feel each other: use "
@@ -179,7 +178,7 @@ def couples_every_pair(system: openmm.System) -> list[str]:
     other by nonbonded exceptions (anything but bonded terms and ``NonbondedForce``); empty for a
     vacuum force field."""
     return [type(force).__name__ for force in system.getForces()
-            if not isinstance(force, _BONDED_FORCES + (openmm.NonbondedForce,))]
+            if not isinstance(force, BONDED_FORCES + (openmm.NonbondedForce,))]
 
 
 def _require_non_periodic(topology: app.Topology) -> None:

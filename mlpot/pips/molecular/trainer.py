@@ -113,6 +113,15 @@ class MolecularTrainConfig(PiceTrainConfig):
     # start and target: "as-shipped" (minima of the shipped force field) or "minimised" on the run's physics, the
     # default of runs with a learned potential (mlpot.pips.runs); see mlpot.pips.molecular.endpoints
     endpoints: str = "as-shipped"
+    # the non-bonded forces (and implicit solvent, or the model) act every n-th step, bonded terms every step
+    # (impulse r-RESPA; 1: every force every step); see mlpot.pips.molecular.integrator
+    slow_force_interval: int = 1
+
+    def validate(self) -> None:
+        super().validate()
+        value = self.slow_force_interval
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"slow_force_interval must be a positive integer, got {value!r}")
 
 
 def resolve_potential(potential: str) -> Path:
@@ -177,6 +186,7 @@ class MolecularTrainer(PiceTrainer):
         self.settings = langevin_settings(config.timestep_fs * PS_PER_FS, config.friction_per_ps,
                                           config.temperature_K, config.controlled_noise_fraction)
         self.platform, self.threads, self.replica_layout = platform, threads, config.replica_layout
+        self.slow_force_interval = config.slow_force_interval
         self._runners: Dict[int, ReplicaRunner] = {}
         runner = self.runner(config.n_paths)
         self.control_weight = control_weight(self.settings, runner.mass, config.lam)  # (n_atoms, 1)
@@ -244,7 +254,8 @@ class MolecularTrainer(PiceTrainer):
         if n_paths not in self._runners:
             self._runners[n_paths] = replica_runner(self.topology, self.start_nm, n_paths, self.settings,
                                                     self.forcefield_files, self.potential,
-                                                    self.platform, self.threads, layout=self.replica_layout)
+                                                    self.platform, self.threads, layout=self.replica_layout,
+                                                    slow_force_interval=self.slow_force_interval)
         return self._runners[n_paths]
 
     # ---- what the loop needs

@@ -1,0 +1,113 @@
+"""Does r-RESPA (non-bonded forces every n-th step) keep the peptides' equilibrium, and what does it save?
+
+Unbiased (zero-control) Langevin dynamics of the implicit-solvent peptides in their PIPS set-up (OBC2 as
+OpenMM's native ``GBSAOBCForce``, one Context per replica, 1 fs, 300 K, friction 1/ps), run with
+``slow_force_interval`` 1 (every force every step: the exact integrator) and each n asked for, with the same
+seed (the same start velocities and kicks), interleaved so that load hits all alike. Reported per n, over
+``--paths`` replicas × ``--steps`` steps after ``--discard`` steps of relaxation from the minimised start:
+
+- the kinetic temperature (K) from the velocities the policy sees (3N degrees of freedom, no constraints);
+- the mean potential energy (kJ/mol, every 20th frame, the NoCutoff single-copy System), and its standard
+  error over the replicas;
+- wall milliseconds per replica-step of the rollout (the integrator plus the rollout loop, 1 thread).
+
+    python benchmarks/pips_mts.py                                 # chignolin and polyproline, n = 1, 2, 3
+    python benchmarks/pips_mts.py --systems chignolin --intervals 1 2 --steps 3000
+
+Writes ``benchmarks/results/pips_mts.json`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BOLTZMANN_KJ_MOL_K = 0.0083144626
+
+
+def runner_for(system: str, interval: int, n_paths: int):
+    from mlpot.pips.molecular.peptides import peptide_transition
+    from mlpot.pips.molecular.trainer import MolecularTrainConfig, MolecularTrainer
+
+    defaults = dict(peptide_transition(system).run_defaults)
+    defaults.update(n_paths=n_paths, slow_force_interval=interval)
+    trainer = MolecularTrainer(MolecularTrainConfig(system=system, **defaults), platform="auto", threads=1)
+    return trainer, trainer.runner(n_paths)
+
+
+def potential_energies_kj_mol(system, frames_nm: np.ndarray) -> np.ndarray:
+    import openmm
+
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    energies = []
+    for frame in frames_nm:
+        context.setPositions(frame)
+        energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(
+            openmm.unit.kilojoule_per_mole))
+    return np.array(energies)
+
+
+def measure(system: str, intervals: list[int], n_paths: int, n_steps: int, discard: int, seed: int) -> list[dict]:
+    setups = [(interval, *runner_for(system, interval, n_paths)) for interval in intervals]
+    results = []
+    for interval, trainer, runner in setups:  # one after the other, each alone on its core
+        zero = lambda x, v, t: torch.zeros_like(x)  # noqa: E731
+        outcome = runner.run(zero, trainer.start_nm, n_steps, torch.Generator().manual_seed(seed))
+        rollout = outcome.rollout
+        masses = runner.mass.numpy()[None, None]  # (1, 1, n_atoms, 1)
+        velocities = rollout.control_velocities[:, discard:].numpy()
+        n_dof = 3 * runner.replicas.n_atoms
+        temperature = (masses * velocities ** 2).sum(axis=(2, 3)) / (n_dof * BOLTZMANN_KJ_MOL_K)  # (paths, steps)
+        frames = rollout.positions[:, discard::20].numpy()
+        energies = potential_energies_kj_mol(runner.replicas.single_system,
+                                             frames.reshape(-1, *frames.shape[2:])).reshape(frames.shape[:2])
+        per_path_energy = energies.mean(axis=1)
+        results.append({
+            "system": system, "slow_force_interval": interval, "n_paths": n_paths, "n_steps": n_steps,
+            "discarded_steps": discard, "seed": seed, "dropped_paths": outcome.dropped,
+            "temperature_K": float(temperature.mean()),
+            "temperature_standard_error_K": float(temperature.mean(axis=1).std(ddof=1) / np.sqrt(n_paths)),
+            "potential_energy_kj_mol": float(per_path_energy.mean()),
+            "potential_energy_standard_error_kj_mol": float(per_path_energy.std(ddof=1) / np.sqrt(n_paths)),
+            "ms_per_replica_step": 1e3 * outcome.timings.total / (n_paths * n_steps),
+            "openmm_ms_per_replica_step": 1e3 * outcome.timings.openmm / (n_paths * n_steps),
+        })
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--systems", nargs="+", default=["chignolin", "polyproline"])
+    parser.add_argument("--intervals", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--paths", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--discard", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pips_mts.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results = [row for system in args.systems
+               for row in measure(system, args.intervals, args.paths, args.steps, args.discard, args.seed)]
+    print("| system | non-bonded every | T (K) | ⟨E_pot⟩ kJ/mol | ms / replica-step | OpenMM ms | dropped |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['system']} | {r['slow_force_interval']} | {r['temperature_K']:.1f} ± "
+              f"{r['temperature_standard_error_K']:.1f} | {r['potential_energy_kj_mol']:.1f} ± "
+              f"{r['potential_energy_standard_error_kj_mol']:.1f} | {r['ms_per_replica_step']:.3f} | "
+              f"{r['openmm_ms_per_replica_step']:.3f} | {r['dropped_paths']} |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                               "load_average_1min": os.getloadavg()[0], "threads": 1, "results": results},
+                              indent=1) + "\n")
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
