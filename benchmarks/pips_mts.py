@@ -9,9 +9,11 @@ seed (the same start velocities and kicks), interleaved so that load hits all al
 - the kinetic temperature (K) from the velocities the policy sees (3N degrees of freedom, no constraints);
 - the mean potential energy (kJ/mol, every 20th frame, the NoCutoff single-copy System), and its standard
   error over the replicas;
-- wall milliseconds per replica-step of the rollout (the integrator plus the rollout loop, 1 thread).
+- their paired differences from the first interval asked for (per replica, same seed; mean ± standard error);
+- wall milliseconds per replica-step of the rollout (the integrator plus the rollout loop, 1 thread; a quiet
+  machine's numbers come from ``benchmarks/pips_speed.py --slow-force-intervals``).
 
-    python benchmarks/pips_mts.py                                 # chignolin and polyproline, n = 1, 2, 3
+    python benchmarks/pips_mts.py --steps 8000 --discard 3000     # chignolin and polyproline, n = 1, 2, 3
     python benchmarks/pips_mts.py --systems chignolin --intervals 1 2 --steps 3000
 
 Writes ``benchmarks/results/pips_mts.json`` and prints a markdown table.
@@ -68,6 +70,11 @@ def measure(system: str, intervals: list[int], n_paths: int, n_steps: int, disca
         energies = potential_energies_kj_mol(runner.replicas.single_system,
                                              frames.reshape(-1, *frames.shape[2:])).reshape(frames.shape[:2])
         per_path_energy = energies.mean(axis=1)
+        per_path_temperature = temperature.mean(axis=1)
+        if not results:  # the first interval is the reference of the paired differences (same seed, same kicks)
+            reference_energy, reference_temperature = per_path_energy, per_path_temperature
+        energy_difference = per_path_energy - reference_energy
+        temperature_difference = per_path_temperature - reference_temperature
         results.append({
             "system": system, "slow_force_interval": interval, "n_paths": n_paths, "n_steps": n_steps,
             "discarded_steps": discard, "seed": seed, "dropped_paths": outcome.dropped,
@@ -75,6 +82,11 @@ def measure(system: str, intervals: list[int], n_paths: int, n_steps: int, disca
             "temperature_standard_error_K": float(temperature.mean(axis=1).std(ddof=1) / np.sqrt(n_paths)),
             "potential_energy_kj_mol": float(per_path_energy.mean()),
             "potential_energy_standard_error_kj_mol": float(per_path_energy.std(ddof=1) / np.sqrt(n_paths)),
+            "paired_temperature_difference_K": float(temperature_difference.mean()),
+            "paired_temperature_difference_standard_error_K": float(temperature_difference.std(ddof=1)
+                                                                    / np.sqrt(n_paths)),
+            "paired_energy_difference_kj_mol": float(energy_difference.mean()),
+            "paired_energy_difference_standard_error_kj_mol": float(energy_difference.std(ddof=1) / np.sqrt(n_paths)),
             "ms_per_replica_step": 1e3 * outcome.timings.total / (n_paths * n_steps),
             "openmm_ms_per_replica_step": 1e3 * outcome.timings.openmm / (n_paths * n_steps),
         })
@@ -94,12 +106,15 @@ def main() -> None:
     torch.set_num_threads(1)
     results = [row for system in args.systems
                for row in measure(system, args.intervals, args.paths, args.steps, args.discard, args.seed)]
-    print("| system | non-bonded every | T (K) | ⟨E_pot⟩ kJ/mol | ms / replica-step | OpenMM ms | dropped |")
-    print("|---|---|---|---|---|---|---|")
+    print("| system | non-bonded every | T (K) | ⟨E_pot⟩ kJ/mol | ΔT vs the first (paired) | ΔE vs the first (paired) | "
+          "ms / replica-step | OpenMM ms | dropped |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['system']} | {r['slow_force_interval']} | {r['temperature_K']:.1f} ± "
               f"{r['temperature_standard_error_K']:.1f} | {r['potential_energy_kj_mol']:.1f} ± "
-              f"{r['potential_energy_standard_error_kj_mol']:.1f} | {r['ms_per_replica_step']:.3f} | "
+              f"{r['potential_energy_standard_error_kj_mol']:.1f} | {r['paired_temperature_difference_K']:+.2f} ± "
+              f"{r['paired_temperature_difference_standard_error_K']:.2f} | {r['paired_energy_difference_kj_mol']:+.2f} ± "
+              f"{r['paired_energy_difference_standard_error_kj_mol']:.2f} | {r['ms_per_replica_step']:.3f} | "
               f"{r['openmm_ms_per_replica_step']:.3f} | {r['dropped_paths']} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

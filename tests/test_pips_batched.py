@@ -198,3 +198,27 @@ def test_the_fast_state_read_equals_openmms_public_one():
     np.testing.assert_array_equal(velocities_nm_ps, state.getVelocities(asNumpy=True).value_in_unit(
         openmm.unit.nanometer / openmm.unit.picosecond))
     assert np.abs(velocities_nm_ps).max() > 0
+
+
+def test_a_single_threaded_rollout_steps_on_one_core_and_gives_every_thread_its_cores_back():
+    import os
+    import threading
+
+    from mlpot.pips.molecular.one_core import on_one_core
+
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("the process may use one core only: nothing to confine")
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait)
+    worker.start()
+    try:
+        with on_one_core() as cpu:
+            assert cpu in allowed
+            assert os.sched_getaffinity(0) == {cpu} == os.sched_getaffinity(worker.native_id)
+        assert os.sched_getaffinity(0) == allowed == os.sched_getaffinity(worker.native_id)
+        with on_one_core(enabled=False) as cpu:
+            assert cpu is None and os.sched_getaffinity(0) == allowed
+    finally:
+        release.set()
+        worker.join()

@@ -34,7 +34,7 @@ def test_the_example_config_prints_with_every_default_and_reads_back_unchanged(c
     printed = printed_config(capsys, str(EXAMPLE))
     config = yaml.safe_load(printed)
     assert config["system"] == "alanine-dipeptide" and config["out"] == "runs/pips-alanine"
-    assert config["training"]["lam"] == 2e-6 and config["training"]["replica_layout"] == "one-context"
+    assert config["training"]["lam"] == 1e-6 and config["training"]["replica_layout"] == "one-context"
     assert "system" not in config["training"] and "potential" not in config["training"]
     again = tmp_path / "printed.yaml"
     again.write_text(printed)

@@ -170,3 +170,20 @@ def test_the_shipped_polyproline_policy_reaches_ppi_more_often_than_steered_md_b
     steered = steered_md(trainer, 16, seed=7, spring_kj_mol_nm2=3e4).metrics
     assert policy["thp"] >= 0.75 and policy["thp"] > steered["thp"]
     assert policy["ets_relative_kj_mol"] < steered["ets_relative_kj_mol"]
+
+
+def test_a_run_saved_before_a_setting_existed_keeps_its_old_dynamics_while_new_runs_take_the_new_default():
+    """slow_force_interval came after the shipped chignolin policy was trained: loading it must keep every force
+    every step (the dynamics it was trained with), while new chignolin and polyproline runs default to r-RESPA with 2."""
+    from mlpot.pips.molecular.integrator import SLOW_STEP
+    from mlpot.pips.runs import PipsRunConfig, load_run
+
+    shipped = load_run(SHIPPED_ALANINE.parent / "pips_chignolin", purpose="test")
+    assert "slow_force_interval" not in torch.load(SHIPPED_ALANINE.parent / "pips_chignolin" / "checkpoint.pt",
+                                                   weights_only=True)["config"]
+    integrator = shipped.runner(2).integrators[0]
+    counters = [integrator.getGlobalVariableName(i) for i in range(integrator.getNumGlobalVariables())]
+    assert shipped.config.slow_force_interval == 1 and SLOW_STEP not in counters
+    for system in ("chignolin", "polyproline"):
+        assert PipsRunConfig(system, None, None, {}).train_config().slow_force_interval == 2
+    assert PipsRunConfig("alanine-dipeptide", None, None, {}).train_config().slow_force_interval == 1

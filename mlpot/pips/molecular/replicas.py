@@ -57,6 +57,7 @@ from openmm import app
 from mlpot import units
 from mlpot.pips.molecular.implicit_solvent import use_native_obc2
 from mlpot.pips.molecular.integrator import BONDED_FORCES
+from mlpot.pips.molecular.one_core import on_one_core
 
 DEFAULT_SPACING_NM = 10.0  # copies of a vacuum force field or an mlpot model
 DEFAULT_IMPLICIT_CUTOFF_NM = 4.0  # above chignolin's 3.12 nm extent, the largest shipped molecule
@@ -378,8 +379,9 @@ def choose_platform(system: openmm.System, positions_nm: np.ndarray, name: str =
     platform hands every force evaluation to a worker thread even with ``Threads`` = 1; on an idle machine
     that thread sleeps between steps and waking it dominates. Measured on the 2-core machine (2026-12-05,
     polyproline in OBC2, the controlled integrator, ms per step): idle, CPU ~0.9 and Reference 0.26; with
-    two busy jobs beside it, CPU 0.20 and Reference 0.26. Larger Systems and GPUs favour CPU, CUDA or
-    OpenCL. The choice is made once, when the runner is built."""
+    two busy jobs beside it, CPU 0.20 and Reference 0.26. With ``threads`` = 1 the trial runs on one core, as
+    the rollouts do, which removes most of the waking (:mod:`mlpot.pips.molecular.one_core`). Larger Systems and
+    GPUs favour CPU, CUDA or OpenCL. The choice is made once, when the runner is built."""
     if name != "auto":
         openmm_platform(name, threads)
         return PlatformChoice(name, {})
@@ -397,12 +399,13 @@ def choose_platform(system: openmm.System, positions_nm: np.ndarray, name: str =
     if not contexts:
         raise RuntimeError(f"no OpenMM platform among {', '.join(AUTO_PLATFORMS)} can run this System here")
     best = {candidate: float("inf") for candidate in contexts}
-    for _ in range(2):
-        for candidate, context in contexts.items():
-            context.setPositions(positions_nm)
-            clock = time.perf_counter()
-            context.getIntegrator().step(trial_steps)
-            best[candidate] = min(best[candidate], (time.perf_counter() - clock) / trial_steps * 1e3)
+    with on_one_core(threads == 1):  # as a single-threaded rollout runs (mlpot.pips.molecular.one_core)
+        for _ in range(2):
+            for candidate, context in contexts.items():
+                context.setPositions(positions_nm)
+                clock = time.perf_counter()
+                context.getIntegrator().step(trial_steps)
+                best[candidate] = min(best[candidate], (time.perf_counter() - clock) / trial_steps * 1e3)
     return PlatformChoice(min(best, key=best.get), best)
 
 

@@ -59,6 +59,7 @@ from mlpot.pips.molecular.integrator import (
     set_control_forces,
     split_force_groups,
 )
+from mlpot.pips.molecular.one_core import on_one_core
 from mlpot.pips.molecular.replicas import (
     DEFAULT_IMPLICIT_CUTOFF_NM,
     PlatformChoice,
@@ -111,6 +112,7 @@ class ReplicaRunner:
         self.blowup_kinetic_factor = blowup_kinetic_factor
         self.mass = torch.tensor(replicas.masses_amu, dtype=torch.float64)[:, None]  # (n_atoms, 1)
         self.platform_choice: Optional[PlatformChoice] = None  # set by replica_runner
+        self.one_core = False  # step on one core (single-threaded runs; set by replica_runner; one_core.py)
 
     # ---- engine calls (positions (n_copies, n_atoms, 3) nm, velocities nm/ps, forces kJ/mol/nm)
     def _start(self, positions_nm: np.ndarray, temperature_K: float, seed: int) -> None:
@@ -142,7 +144,13 @@ class ReplicaRunner:
 
     def run(self, control: ControlFunction, start_positions_nm: np.ndarray, n_steps: int,
             generator: torch.Generator) -> OpenMMRollout:
-        """``n_steps`` controlled steps of every replica from ``start_positions_nm`` (n_atoms, 3)."""
+        """``n_steps`` controlled steps of every replica from ``start_positions_nm`` (n_atoms, 3), on one core
+        if :attr:`one_core` (:mod:`mlpot.pips.molecular.one_core`)."""
+        with on_one_core(self.one_core):
+            return self._run(control, start_positions_nm, n_steps, generator)
+
+    def _run(self, control: ControlFunction, start_positions_nm: np.ndarray, n_steps: int,
+             generator: torch.Generator) -> OpenMMRollout:
         timings = RolloutTimings()
         started = time.perf_counter()
         replicas, settings, dt = self.replicas, self.settings, self.settings.timestep
@@ -318,7 +326,8 @@ def replica_runner(topology: app.Topology, start_positions_nm: np.ndarray, n_cop
     :func:`~mlpot.pips.molecular.replicas.build_replicas`. ``start_positions_nm`` (n_atoms, 3) sizes the molecule.
     ``platform``: an OpenMM platform name, or ``"auto"`` for the fastest one for these replicas here
     (:func:`~mlpot.pips.molecular.replicas.choose_platform`; the runner's ``platform_choice`` says which).
-    ``slow_force_interval``: the non-bonded forces act every n-th step (:mod:`mlpot.pips.molecular.integrator`)."""
+    ``slow_force_interval``: the non-bonded forces act every n-th step (:mod:`mlpot.pips.molecular.integrator`).
+    With ``threads`` = 1 the rollouts (and the platform trial) run on one core (:mod:`mlpot.pips.molecular.one_core`)."""
     replicas = build_replicas(topology, start_positions_nm, n_copies, forcefield_files, model, layout=layout,
                               cutoff_nm=cutoff_nm)
     start = np.asarray(start_positions_nm, dtype=float)
@@ -333,4 +342,5 @@ def replica_runner(topology: app.Topology, start_positions_nm: np.ndarray, n_cop
         runner = ContextPerReplicaRunner(replicas, settings, choice.name, threads,
                                          slow_force_interval=slow_force_interval)
     runner.platform_choice = choice
+    runner.one_core = threads == 1
     return runner
