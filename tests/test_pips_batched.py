@@ -222,3 +222,22 @@ def test_a_single_threaded_rollout_steps_on_one_core_and_gives_every_thread_its_
     finally:
         release.set()
         worker.join()
+
+
+def test_an_evaluation_of_more_paths_than_one_runner_holds_runs_in_batches(monkeypatch):
+    """Past MAX_PATHS_PER_RUNNER the paths run batch after batch from one generator: all of them come back,
+    the first batch is the evaluation of that many paths alone, and the later ones are new paths."""
+    import torch
+
+    from mlpot.pips.molecular import trainer as molecular
+    from mlpot.pips.molecular.baselines import unbiased_control
+
+    monkeypatch.setattr(molecular, "MAX_PATHS_PER_RUNNER", 2)
+    trainer = molecular.MolecularTrainer(molecular.MolecularTrainConfig(n_paths=2, n_steps=20), platform="Reference")
+    five = trainer.evaluate_control(unbiased_control, 5, seed=3)
+    two = trainer.evaluate_control(unbiased_control, 2, seed=3)
+    assert five.rollout.positions.shape == (5, 21, 22, 3) and five.energies_kj_mol.shape == (5, 21)
+    torch.testing.assert_close(five.rollout.positions[:2], two.rollout.positions, rtol=0, atol=0)
+    assert not torch.allclose(five.rollout.positions[2], five.rollout.positions[0])
+    with pytest.raises(ValueError, match="number of paths must be a positive integer, got 0"):
+        trainer.evaluate_control(unbiased_control, 0, seed=3)

@@ -102,6 +102,17 @@ class OpenMMRollout:
                 "python_seconds": self.timings.overhead, "blown_up": self.dropped}
 
 
+def concatenated(results: list[OpenMMRollout]) -> OpenMMRollout:
+    """Batches of paths with the same steps as one batch: paths in order, drops and times summed."""
+    first = results[0].rollout
+    per_path = ("positions", "control_positions", "control_velocities", "controls", "noises", "final_velocities")
+    rollout = Rollout(control_times=first.control_times, timestep=first.timestep,
+                      **{name: torch.cat([getattr(result.rollout, name) for result in results]) for name in per_path})
+    timings = RolloutTimings(*(sum(getattr(result.timings, name) for result in results)
+                               for name in ("openmm", "policy", "total")))
+    return OpenMMRollout(rollout=rollout, dropped=sum(result.dropped for result in results), timings=timings)
+
+
 class ReplicaRunner:
     """Controlled rollouts of ``replicas`` (the loop, the records, blow-up handling, timings);
     subclasses hold the Context(s) and implement the four engine calls. ``mass`` (n_atoms, 1) amu."""

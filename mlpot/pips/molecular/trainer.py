@@ -46,7 +46,7 @@ from mlpot.pips.molecular.path_metrics import EvaluatedPaths, MolecularPathMetri
 from mlpot.pips.molecular.peptides import peptide_transition
 from mlpot.pips.molecular.policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
 from mlpot.pips.molecular.replicas import build_replicas
-from mlpot.pips.molecular.rollout import ControlFunction, ReplicaRunner, replica_runner
+from mlpot.pips.molecular.rollout import ControlFunction, ReplicaRunner, concatenated, replica_runner
 from mlpot.pips.trainer import (
     CHECKPOINT_KIND,
     CHECKPOINT_NAME,
@@ -58,6 +58,7 @@ from mlpot.pips.trainer import (
 from mlpot.runs import read_checkpoint
 
 MOLECULAR_POLICIES = ("distance-energy", "aligned-force")
+MAX_PATHS_PER_RUNNER = 64  # evaluations of more paths run in batches of this many (evaluate_control)
 PS_PER_FS = 1e-3
 
 
@@ -285,7 +286,12 @@ class MolecularTrainer(PiceTrainer):
         """``n_paths`` paths of any control u(x, v, t/T) (kJ/mol/nm; a policy or a baseline of
         :mod:`mlpot.pips.molecular.baselines`) from the training start with the training integrator and
         ``n_steps``, random numbers from ``seed`` (the same seed gives every control the same start
-        velocities and kicks), with their metrics."""
+        velocities and kicks), with their metrics. More than :data:`MAX_PATHS_PER_RUNNER` paths run in
+        batches of that many, one after the other (one Context of N vacuum copies holds N² cross-copy exclusions)."""
+        if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
+            raise ValueError(f"the number of paths must be a positive integer, got {n_paths!r}")
         generator = torch.Generator().manual_seed(seed)
-        result = self.runner(n_paths).run(control, self.start_nm, self.config.n_steps, generator)
-        return self.path_metrics.evaluate(result)
+        batches = [MAX_PATHS_PER_RUNNER] * (n_paths // MAX_PATHS_PER_RUNNER) + [n_paths % MAX_PATHS_PER_RUNNER]
+        results = [self.runner(size).run(control, self.start_nm, self.config.n_steps, generator)
+                   for size in batches if size > 0]
+        return self.path_metrics.evaluate(results[0] if len(results) == 1 else concatenated(results))
