@@ -106,14 +106,15 @@ def main() -> None:
     torch.set_num_threads(1)
     results = [row for system in args.systems
                for row in measure(system, args.intervals, args.paths, args.steps, args.discard, args.seed)]
-    print("| system | non-bonded every | T (K) | ⟨E_pot⟩ kJ/mol | ΔT vs the first (paired) | ΔE vs the first (paired) | "
-          "ms / replica-step | OpenMM ms | dropped |")
+    print("| system | non-bonded every | T (K) | ⟨E_pot⟩ kJ/mol | ΔT vs the first (paired) | "
+          "ΔE vs the first (paired) | ms / replica-step | OpenMM ms | dropped |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['system']} | {r['slow_force_interval']} | {r['temperature_K']:.1f} ± "
               f"{r['temperature_standard_error_K']:.1f} | {r['potential_energy_kj_mol']:.1f} ± "
               f"{r['potential_energy_standard_error_kj_mol']:.1f} | {r['paired_temperature_difference_K']:+.2f} ± "
-              f"{r['paired_temperature_difference_standard_error_K']:.2f} | {r['paired_energy_difference_kj_mol']:+.2f} ± "
+              f"{r['paired_temperature_difference_standard_error_K']:.2f} | "
+              f"{r['paired_energy_difference_kj_mol']:+.2f} ± "
               f"{r['paired_energy_difference_standard_error_kj_mol']:.2f} | {r['ms_per_replica_step']:.3f} | "
               f"{r['openmm_ms_per_replica_step']:.3f} | {r['dropped_paths']} |")
     out = Path(args.out)

@@ -174,7 +174,8 @@ def test_the_shipped_polyproline_policy_reaches_ppi_more_often_than_steered_md_b
 
 def test_a_run_saved_before_a_setting_existed_keeps_its_old_dynamics_while_new_runs_take_the_new_default():
     """slow_force_interval came after the shipped chignolin policy was trained: loading it must keep every force
-    every step (the dynamics it was trained with), while new chignolin and polyproline runs default to r-RESPA with 2."""
+    every step (the dynamics it was trained with), while new chignolin and polyproline runs default to r-RESPA
+    with 2."""
     from mlpot.pips.molecular.integrator import SLOW_STEP
     from mlpot.pips.runs import PipsRunConfig, load_run
 

@@ -264,7 +264,8 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
         # 0.9 -> 0.5 in 776 iterations); at 2e-6 the shipped policy reached THP 0.94
         # (benchmarks/results/pips_polyproline/README.md)
         # non-bonded forces and OBC2 every 2nd step (r-RESPA): 4.7 against 5.9 s per 16 x 1000 iteration, the same
-        # temperature and mean potential energy within 0.8 +- 2.4 K and 0.2 +- 1.6 kJ/mol (benchmarks/results/pips_mts.json)
+        # temperature and mean potential energy within 0.8 +- 2.4 K and 0.2 +- 1.6 kJ/mol
+        # (benchmarks/results/pips_mts.json)
         run_defaults={"n_paths": 16, "n_steps": 1000, "guide_strength_kj_mol_nm2": 3e4, "lam": 2e-6,
                       "slow_force_interval": 2, **_OBC2_RUNS},
         literature_basin=DihedralDistance(dihedrals=((0, 4, 6, 7), (7, 9, 20, 21), (21, 23, 34, 35))),

@@ -338,7 +338,8 @@ def replica_runner(topology: app.Topology, start_positions_nm: np.ndarray, n_cop
     ``platform``: an OpenMM platform name, or ``"auto"`` for the fastest one for these replicas here
     (:func:`~mlpot.pips.molecular.replicas.choose_platform`; the runner's ``platform_choice`` says which).
     ``slow_force_interval``: the non-bonded forces act every n-th step (:mod:`mlpot.pips.molecular.integrator`).
-    With ``threads`` = 1 the rollouts (and the platform trial) run on one core (:mod:`mlpot.pips.molecular.one_core`)."""
+    With ``threads`` = 1 the rollouts (and the platform trial) run on one core
+    (:mod:`mlpot.pips.molecular.one_core`)."""
     replicas = build_replicas(topology, start_positions_nm, n_copies, forcefield_files, model, layout=layout,
                               cutoff_nm=cutoff_nm)
     start = np.asarray(start_positions_nm, dtype=float)
