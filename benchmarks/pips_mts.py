@@ -3,7 +3,7 @@
 Unbiased (zero-control) Langevin dynamics of the implicit-solvent peptides in their PIPS set-up (OBC2 as
 OpenMM's native ``GBSAOBCForce``, one Context per replica, 1 fs, 300 K, friction 1/ps), run with
 ``slow_force_interval`` 1 (every force every step: the exact integrator) and each n asked for, with the same
-seed (the same start velocities and kicks), interleaved so that load hits all alike. Reported per n, over
+seed (the same start velocities and kicks), one after the other. Reported per n, over
 ``--paths`` replicas × ``--steps`` steps after ``--discard`` steps of relaxation from the minimised start:
 
 - the kinetic temperature (K) from the velocities the policy sees (3N degrees of freedom, no constraints);
@@ -30,8 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BOLTZMANN_KJ_MOL_K = 0.0083144626
-
 
 def runner_for(system: str, interval: int, n_paths: int):
     from mlpot.pips.molecular.peptides import peptide_transition
@@ -43,19 +41,10 @@ def runner_for(system: str, interval: int, n_paths: int):
     return trainer, trainer.runner(n_paths)
 
 
-def potential_energies_kj_mol(system, frames_nm: np.ndarray) -> np.ndarray:
-    import openmm
-
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-    energies = []
-    for frame in frames_nm:
-        context.setPositions(frame)
-        energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(
-            openmm.unit.kilojoule_per_mole))
-    return np.array(energies)
-
-
 def measure(system: str, intervals: list[int], n_paths: int, n_steps: int, discard: int, seed: int) -> list[dict]:
+    from mlpot.pips.molecular.integrator import MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K
+    from mlpot.pips.molecular.replicas import potential_energies_kj_mol
+
     setups = [(interval, *runner_for(system, interval, n_paths)) for interval in intervals]
     results = []
     for interval, trainer, runner in setups:  # one after the other, each alone on its core
@@ -65,10 +54,10 @@ def measure(system: str, intervals: list[int], n_paths: int, n_steps: int, disca
         masses = runner.mass.numpy()[None, None]  # (1, 1, n_atoms, 1)
         velocities = rollout.control_velocities[:, discard:].numpy()
         n_dof = 3 * runner.replicas.n_atoms
-        temperature = (masses * velocities ** 2).sum(axis=(2, 3)) / (n_dof * BOLTZMANN_KJ_MOL_K)  # (paths, steps)
+        kT_kj_mol = (masses * velocities ** 2).sum(axis=(2, 3)) / n_dof  # (paths, steps)
+        temperature = kT_kj_mol / MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K
         frames = rollout.positions[:, discard::20].numpy()
-        energies = potential_energies_kj_mol(runner.replicas.single_system,
-                                             frames.reshape(-1, *frames.shape[2:])).reshape(frames.shape[:2])
+        energies = potential_energies_kj_mol(runner.replicas.single_system, frames, platform="Reference")
         per_path_energy = energies.mean(axis=1)
         per_path_temperature = temperature.mean(axis=1)
         if not results:  # the first interval is the reference of the paired differences (same seed, same kicks)

@@ -62,8 +62,7 @@ def controlled_langevin_integrator(settings: LangevinSettings, constraint_tolera
     """The integrator described in the module docstring, for ``settings`` in OpenMM units; with
     ``slow_force_interval`` n > 1 the forces of group 1 act every n-th step (impulse r-RESPA), and the
     System's forces must be in groups 0 and 1 (:func:`split_force_groups`)."""
-    if isinstance(slow_force_interval, bool) or not isinstance(slow_force_interval, int) or slow_force_interval < 1:
-        raise ValueError(f"slow_force_interval must be a positive integer, got {slow_force_interval!r}")
+    check_slow_force_interval(slow_force_interval)
     integrator = openmm.CustomIntegrator(settings.timestep)
     damping = settings.velocity_damping
     integrator.addGlobalVariable("a", damping)
@@ -91,6 +90,12 @@ def controlled_langevin_integrator(settings: LangevinSettings, constraint_tolera
     integrator.addComputePerDof("v", "v + (x - x_before_constraints)/dt")
     integrator.setConstraintTolerance(constraint_tolerance)
     return integrator
+
+
+def check_slow_force_interval(value) -> None:
+    """ValueError in one line unless ``value`` is a positive integer (a run's setting, or the integrator's)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"slow_force_interval must be a positive integer, got {value!r}")
 
 
 def split_force_groups(system: openmm.System) -> None:

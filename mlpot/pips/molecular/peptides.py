@@ -275,7 +275,7 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
     # extended → hairpin: CA RMSD < 2 Å; φ/ψ of Gly7 (φ −68° extended, +73° in the hairpin's turn).
     # 8 × 1 ps by default (the reference code: 16 × 5 ps). Non-bonded forces and OBC2 every 2nd step (r-RESPA,
     # mlpot/pips/molecular/integrator.py): 0.55 against 0.77 ms per replica-step, with the same temperature and mean
-    # potential energy as every step to within 1.5 ± 1.5 K and 1.3 ± 2.9 kJ/mol (benchmarks/results/pips_mts.json)
+    # potential energy as every step to within 1.4 ± 1.5 K and 1.3 ± 2.9 kJ/mol (benchmarks/results/pips_mts.json)
     "chignolin": PeptideTransition(
         name="chignolin", start="chignolin", target="chignolin-folded",
         basin=CloseToTarget(atoms=(4, 11, 32, 43, 58, 73, 87, 94, 108, 132), max_rmsd_A=2.0),

@@ -140,8 +140,6 @@ def _exclude_across_copies(nonbonded: openmm.NonbondedForce, n_copies: int, n_at
                     nonbonded.addException(i, j, 0.0, 1.0, 0.0)
 
 
-
-
 def _forcefield_system(forcefield_files, topology: app.Topology, cutoff_nm: Optional[float] = None) -> openmm.System:
     """The force field's System, no constraints, no CMMotionRemover; ``NoCutoff``, or
     ``CutoffNonPeriodic`` at ``cutoff_nm`` with the reaction field off (dielectric 1). OBC2

@@ -41,7 +41,7 @@ from mlpot.pips.cost import TERMINAL_COSTS
 from mlpot.pips.dynamics import Rollout, control_weight
 from mlpot.pips.molecular.endpoints import ENDPOINTS, Endpoints, transition_endpoints
 from mlpot.pips.molecular.implicit_solvent import solvent_forcefield_files
-from mlpot.pips.molecular.integrator import langevin_settings
+from mlpot.pips.molecular.integrator import check_slow_force_interval, langevin_settings
 from mlpot.pips.molecular.path_metrics import EvaluatedPaths, MolecularPathMetrics
 from mlpot.pips.molecular.peptides import peptide_transition
 from mlpot.pips.molecular.policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
@@ -120,9 +120,7 @@ class MolecularTrainConfig(PiceTrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        value = self.slow_force_interval
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"slow_force_interval must be a positive integer, got {value!r}")
+        check_slow_force_interval(self.slow_force_interval)
 
 
 def resolve_potential(potential: str) -> Path:
