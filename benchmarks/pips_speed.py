@@ -69,7 +69,7 @@ def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float
 
 def trainer_with_layout(system: str, policy: str, threads: int, layout: str | None, n_paths: int | None = None,
                         solvent: str | None = None, potential: str | None = None, platform: str = "auto",
-                        slow_force_interval: int | None = None):
+                        slow_force_interval: int | None = None, network_dtype: str | None = None):
     """A :class:`MolecularTrainer` with the system's default batch (``n_paths`` if given) whose
     rollouts run in replica ``layout``, in implicit ``solvent`` (None: the system's default for either)."""
     from mlpot.pips.molecular.peptides import peptide_transition
@@ -84,19 +84,22 @@ def trainer_with_layout(system: str, policy: str, threads: int, layout: str | No
         defaults["implicit_solvent"] = solvent
     if slow_force_interval is not None:
         defaults["slow_force_interval"] = slow_force_interval
+    if network_dtype is not None:
+        defaults["network_dtype"] = network_dtype
     return MolecularTrainer(MolecularTrainConfig(system=system, policy=policy, potential=potential, **defaults),
                             platform=platform, threads=threads)
 
 
 def measure(system: str, policy: str, iterations: int, threads: int, warmup: int = 1,
             layouts=(None,), n_paths: int | None = None, solvents=(None,), potentials=(None,),
-            platforms=("auto",), intervals=(None,)) -> list[dict]:
-    """One result per (potential, solvent, layout, platform, slow-force interval); their iterations interleaved, so
-    load hits all alike."""
+            platforms=("auto",), intervals=(None,), network_dtypes=(None,)) -> list[dict]:
+    """One result per (potential, solvent, layout, platform, slow-force interval, network dtype); their iterations
+    interleaved, so load hits all alike."""
     # after the first update the controls are non-zero (their cost does not depend on their values anyway)
-    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths, solvent, potential, platform, interval)
+    trainers = [trainer_with_layout(system, policy, threads, layout, n_paths, solvent, potential, platform, interval,
+                                    network_dtype)
                 for potential in potentials for solvent in solvents for layout in layouts for platform in platforms
-                for interval in intervals]
+                for interval in intervals for network_dtype in network_dtypes]
     rows = [[] for _ in trainers]
     for _ in range(iterations + warmup):
         for trainer_rows, trainer in zip(rows, trainers):
@@ -115,7 +118,7 @@ def summary(system: str, policy: str, trainer, rows: list, iterations: int, warm
         "forcefield": (" + ".join(trainer.forcefield_files) if trainer.potential is None
                        else f"mlpot model {trainer.potential.name}"),
         "n_atoms": trainer.topology.getNumAtoms(), "n_paths": n_paths, "n_steps": n_steps,
-        "slow_force_interval": trainer.config.slow_force_interval,
+        "slow_force_interval": trainer.config.slow_force_interval, "network_dtype": trainer.config.network_dtype,
         "iterations_timed": iterations, "warmup_iterations": warmup,
         "seconds_per_iteration": median["seconds"], "seconds_per_path": median["seconds"] / n_paths,
         "ms_per_replica_step": 1e3 * median["rollout_seconds"] / (n_paths * n_steps),
@@ -131,7 +134,8 @@ def _key(result: dict) -> tuple:
     """What a result measured: system, policy, layout, batch and force field (older records: default layout and
     the system's force field)."""
     return (result.get("system", "alanine-dipeptide"), result["policy"], result.get("layout"), result.get("n_paths"),
-            result.get("forcefield"), result.get("platform", "CPU"), result.get("slow_force_interval", 1))
+            result.get("forcefield"), result.get("platform", "CPU"), result.get("slow_force_interval", 1),
+            result.get("network_dtype", "float64"))
 
 
 def _layout_ratios(results: list[dict]) -> list[dict]:
@@ -172,6 +176,8 @@ def main() -> None:
     parser.add_argument("--slow-force-intervals", type=int, nargs="+", default=[None],
                         help="non-bonded forces every n-th step (r-RESPA), timed interleaved, e.g. 1 2 (default: the "
                              "system's)")
+    parser.add_argument("--network-dtypes", nargs="+", default=[None],
+                        help="policy network dtypes to time, interleaved: float64 float32 (default: the system's)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pips_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -179,12 +185,14 @@ def main() -> None:
     results = [result for system in args.systems for policy in args.policies
                for result in measure(system, policy, args.iterations, args.threads, args.warmup, args.layouts,
                                      args.n_paths, args.solvents, args.potentials, args.platforms,
-                                     args.slow_force_intervals)]
-    print("| system | force field | policy | replicas | platform | slow forces every | paths × steps | s / iteration | "
+                                     args.slow_force_intervals, args.network_dtypes)]
+    print("| system | force field | policy | network | replicas | platform | slow forces every | paths × steps | "
+          "s / iteration | "
           "s / path | ms / replica-step | rollout s | loss+update s | OpenMM | policy | Python |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['system']} ({r['n_atoms']} atoms) | {r['forcefield']} | {r['policy']} | {r['layout']} | "
+        print(f"| {r['system']} ({r['n_atoms']} atoms) | {r['forcefield']} | {r['policy']} | {r['network_dtype']} | "
+              f"{r['layout']} | "
               f"{r['platform']} | {r['slow_force_interval']} | {r['n_paths']} × {r['n_steps']} | "
               f"{r['seconds_per_iteration']:.2f} | {r['seconds_per_path']:.3f} | {r['ms_per_replica_step']:.2f} | "
               f"{r['rollout_seconds']:.2f} | {r['loss_and_update_seconds']:.2f} | {r['rollout_fraction_openmm']:.0%} | "

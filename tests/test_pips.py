@@ -165,6 +165,25 @@ def test_blown_up_paths_get_zero_weight():
         importance_weights(torch.tensor([float("nan")] * 3))
 
 
+def test_finite_paths_drops_a_path_with_nan_or_inf_anywhere_and_subset_of_all_is_the_rollout():
+    from mlpot.pips.dynamics import Rollout
+
+    n_paths, n_steps, dof = 4, 3, (2, 3)
+    generator = torch.Generator().manual_seed(0)
+    field = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
+    rollout = Rollout(positions=field(n_paths, n_steps + 1, *dof), control_positions=field(n_paths, n_steps, *dof),
+                      control_velocities=field(n_paths, n_steps, *dof), control_times=torch.arange(n_steps) * 0.1,
+                      controls=field(n_paths, n_steps, *dof), noises=field(n_paths, n_steps, *dof),
+                      final_velocities=field(n_paths, *dof), timestep=0.1)
+    rollout.controls[1, 2, 0, 1] = float("nan")
+    rollout.positions[2, 0, 1, 2] = float("inf")
+    rollout.noises[3, 1, 1, 0] = -float("inf")
+    assert rollout.finite_paths().tolist() == [True, False, False, False]
+    assert rollout.subset(torch.ones(n_paths, dtype=torch.bool)) is rollout
+    kept = rollout.subset(torch.tensor([True, False, True, False]))
+    assert kept.n_paths == 2 and torch.equal(kept.controls[1], rollout.controls[2])
+
+
 def test_tempering_reaches_the_ess_floor_and_leaves_good_weights_alone():
     cost = torch.tensor([0.0, 5.0, 9.0, 20.0, 30.0, 31.0, 50.0, 80.0], dtype=torch.float64)
     tempered = tempered_weights(cost, 0.5)
@@ -459,11 +478,13 @@ def test_openmm_control_force_pushes_along_its_sign_in_kj_per_mol_per_nm():
     np.testing.assert_allclose(positions, expected, rtol=1e-9, atol=1e-15)
 
 
+@pytest.mark.parametrize("constraints", [True, False])
 @pytest.mark.parametrize("interval", [1, 2, 3])
-def test_slow_forces_act_every_nth_step_with_n_times_the_impulse_and_restart_rewinds(interval):
+def test_slow_forces_act_every_nth_step_with_n_times_the_impulse_and_restart_rewinds(interval, constraints):
     """A bond (fast, group 0) and a constant pull (slow, group 1) on two atoms, friction, no noise:
     the integrator's positions follow the r-RESPA scheme written out in numpy, over two rollouts
-    (the second after :func:`restart`), to round-off."""
+    (the second after :func:`restart`), to round-off; with or without its constraint steps (the System has
+    no constraints, so leaving them out changes nothing)."""
     from mlpot.pips.molecular.integrator import (
         controlled_langevin_integrator,
         langevin_settings,
@@ -486,7 +507,7 @@ def test_slow_forces_act_every_nth_step_with_n_times_the_impulse_and_restart_rew
     system.addForce(pull)
     split_force_groups(system)
     assert (bond.getForceGroup(), pull.getForceGroup()) == (0, 1)
-    integrator = controlled_langevin_integrator(settings, slow_force_interval=interval)
+    integrator = controlled_langevin_integrator(settings, slow_force_interval=interval, constraints=constraints)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
     set_control_forces(integrator, np.zeros((2, 3)))
     start = np.array([[0.0, 0.0, 0.0], [0.13, 0.01, 0.0]])
@@ -663,6 +684,45 @@ def test_blown_up_replica_is_dropped_with_a_warning_and_counted(alanine_replicas
     assert healthy.dropped == 0 and bool(healthy.rollout.finite_paths().all())
 
 
+def test_a_replica_blowing_up_during_training_drops_its_path_and_the_iteration_goes_on(one_thread):
+    """The terminal cost of a blown-up (NaN) path is NaN, not an SVD error that ends the run; the path gets no weight."""
+    from mlpot.pips.molecular.trainer import MolecularTrainer
+
+    trainer = MolecularTrainer(tiny_molecular_config(n_paths=3, force_scale_kj_mol_nm=1e4), platform="Reference")
+    policy = trainer.policy
+
+    def explode_replica_1_in_rollouts(positions, velocities, time_fraction):
+        u = policy(positions, velocities, time_fraction)
+        if not torch.is_grad_enabled():  # the rollout (the loss recomputes the policy itself)
+            u = u.clone()
+            u[1] += 1e9
+        return u
+
+    trainer.policy = explode_replica_1_in_rollouts
+    with pytest.warns(RuntimeWarning, match=r"replica\(s\) \[1\] blew up"):
+        rollout, _ = trainer.rollout()
+    terminal = trainer.terminal_cost(rollout)
+    assert bool(terminal[1].isnan()) and bool(terminal[[0, 2]].isfinite().all())
+    trainer.rollout = lambda *args, **kwargs: (rollout, {})
+    trainer.policy = policy
+    row = trainer.step()
+    assert row["dropped_paths"] == 1 and math.isfinite(row["loss"]) and math.isfinite(row["mean_cost"])
+
+
+def test_kabsch_gives_a_nan_rotation_to_a_non_finite_structure_only():
+    from mlpot.pips.geometry import centred, kabsch_rotation
+
+    generator = torch.Generator().manual_seed(2)
+    reference = centred(torch.randn(6, 3, generator=generator, dtype=torch.float64))
+    rotation = random_rotation(generator)
+    mobile = torch.stack([reference @ rotation.T, reference.clone(), reference @ rotation.T])
+    mobile[1, 4, 0] = float("nan")
+    found = kabsch_rotation(mobile, reference)
+    assert bool(found[1].isnan().all())
+    for index in (0, 2):
+        torch.testing.assert_close(mobile[index] @ found[index], reference, rtol=0, atol=1e-12)
+
+
 def test_alanine_target_basin_holds_c7ax_not_c5(alanine_replicas):
     from mlpot.pips.molecular.peptides import peptide_transition
 
@@ -794,13 +854,14 @@ def tiny_molecular_config(**overrides):
     return MolecularTrainConfig(**settings)
 
 
-@pytest.mark.parametrize("policy, objective", [("distance-energy", "pice"), ("aligned-force", "pice"),
-                                               ("aligned-force", "log-variance")])
-def test_molecular_resume_takes_the_same_next_iteration(tmp_path, one_thread, policy, objective):
+@pytest.mark.parametrize("policy, objective, network_dtype", [
+    ("distance-energy", "pice", "float64"), ("aligned-force", "pice", "float64"),
+    ("aligned-force", "log-variance", "float64"), ("aligned-force", "pice", "float32")])
+def test_molecular_resume_takes_the_same_next_iteration(tmp_path, one_thread, policy, objective, network_dtype):
     from mlpot.pips.molecular.trainer import MolecularTrainer
 
     config = tiny_molecular_config(policy=policy, force_scale_kj_mol_nm=1e4,  # controls large enough to matter
-                                   objective=objective, replay_iterations=2)
+                                   objective=objective, replay_iterations=2, network_dtype=network_dtype)
     uninterrupted = MolecularTrainer(config, platform="Reference")
     for _ in range(3):
         uninterrupted.step()
@@ -816,6 +877,38 @@ def test_molecular_resume_takes_the_same_next_iteration(tmp_path, one_thread, po
             assert row[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-12, nan_ok=True), key
     for a, b in zip(resumed.policy.parameters(), uninterrupted.policy.parameters()):
         assert torch.equal(a, b)
+    network = resumed.policy.residual.network
+    assert {parameter.dtype for parameter in network.parameters()} == {getattr(torch, network_dtype)}
+    assert resumed.policy.log_strength_knots.dtype == torch.float64
+
+
+@pytest.mark.parametrize("make_policy", [
+    lambda reference: DistanceEnergyPolicy(8, hidden=(16,)),
+    lambda reference: TargetGuidedPolicy(reference, [0, 2, 3, 5, 7], AlignedForcePolicy(reference, hidden=(16,)),
+                                         strength=50.0, n_knots=3),
+])
+def test_a_float32_network_gives_the_float64_policys_forces_to_float32_precision_in_float64(make_policy):
+    """Only the MLP runs in float32: the same weights give the same forces to float32 round-off, returned in float64,
+    and their gradient reaches the float32 weights."""
+    import copy
+
+    from mlpot.pips.molecular.policy import with_network_dtype
+
+    generator = torch.Generator().manual_seed(5)
+    reference = torch.randn(8, 3, generator=generator, dtype=torch.float64)
+    policy64 = randomised(make_policy(reference).double(), seed=3)
+    policy32 = with_network_dtype(copy.deepcopy(policy64), torch.float32)
+    positions = reference + 0.3 * torch.randn(4, 8, 3, generator=generator, dtype=torch.float64)
+    velocities = torch.randn(4, 8, 3, generator=generator, dtype=torch.float64)
+    times = torch.tensor([0.0, 0.3, 0.7, 1.0], dtype=torch.float64)
+    expected, found = policy64(positions, velocities, times), policy32(positions, velocities, times)
+    assert found.dtype == torch.float64 and float(expected.abs().max()) > 1.0
+    torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    found.square().sum().backward()
+    network = policy32.residual.network if isinstance(policy32, TargetGuidedPolicy) else policy32.network
+    gradients = [p.grad for p in network.parameters() if p.grad is not None]  # (an energy's last bias has none)
+    assert network[0].weight.grad is not None and float(network[0].weight.grad.abs().max()) > 0
+    assert all(g.dtype == torch.float32 and bool(g.isfinite().all()) for g in gradients)
 
 
 def test_cli_trains_alanine_dipeptide_and_samples_paths_to_dcd(tmp_path, capsys, one_thread):

@@ -174,6 +174,35 @@ def test_auto_platform_times_the_platforms_here_and_takes_the_fastest():
     assert all(context.getPlatform().getName() == "Reference" for context in runner.contexts)
 
 
+@pytest.mark.parametrize("interval", [1, 2])
+def test_the_platform_trial_times_the_integrator_the_rollouts_use(monkeypatch, interval):
+    """``auto`` must time what the rollouts run: with r-RESPA the split force groups and the multiple-time-step
+    integrator, and for a System without constraints no constraint steps."""
+    from mlpot.pips.molecular import rollout
+    from mlpot.pips.molecular.integrator import SLOW_STEP, langevin_settings
+    from mlpot.pips.molecular.replicas import choose_platform
+
+    timed = {}
+
+    def recording_choice(system, positions_nm, name, threads, integrator):
+        timed["integrator"], timed["groups"] = integrator(), {force.getForceGroup() for force in system.getForces()}
+        return choose_platform(system, positions_nm, "Reference", threads)
+
+    monkeypatch.setattr(rollout, "choose_platform", recording_choice)
+    _, topology, start_nm, _ = transition_and_frames("chignolin")
+    runner = rollout.replica_runner(topology, start_nm, 2, langevin_settings(0.001, 1.0, 300.0),
+                                    ("amber14-all.xml", "implicit/obc2.xml"), layout="context-per-replica",
+                                    slow_force_interval=interval)
+    assert runner.replicas.single_system.getNumConstraints() == 0
+    trial, run = timed["integrator"], runner.integrators[0]
+    for integrator in (trial, run):
+        names = {integrator.getGlobalVariableName(i) for i in range(integrator.getNumGlobalVariables())}
+        assert (SLOW_STEP in names) == (interval > 1)
+        assert integrator.getNumPerDofVariables() == 1  # the control force; no constraint bookkeeping
+    assert trial.getNumComputations() == run.getNumComputations()
+    assert timed["groups"] == ({0, 1} if interval > 1 else {0})
+
+
 def test_an_unknown_openmm_platform_is_refused_in_one_line_naming_those_here():
     from mlpot.pips.molecular.replicas import choose_platform
 

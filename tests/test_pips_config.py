@@ -129,3 +129,16 @@ def test_a_bad_slow_force_interval_is_refused_in_one_line_before_any_file_is_wri
     assert main(["pips", "train", "--system", "chignolin", "--set", "training.slow_force_interval=2",
                  "--print-config"]) == 0
     assert "slow_force_interval: 2" in capsys.readouterr().out
+
+
+def test_an_unknown_network_dtype_is_refused_in_one_line_before_any_file_is_written(tmp_path, capsys):
+    from mlpot.cli import main
+
+    out = tmp_path / "run"
+    assert main(["pips", "train", "--system", "chignolin", "--out", str(out), "--set",
+                 "training.network_dtype=float16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "network_dtype must be one of float64, float32, got 'float16'" in err
+    assert not out.exists()
+    assert main(["pips", "train", "--system", "chignolin", "--print-config"]) == 0
+    assert "network_dtype: float32" in capsys.readouterr().out

@@ -26,14 +26,23 @@ def kabsch_rotation(mobile: torch.Tensor, reference: torch.Tensor) -> torch.Tens
 
     Both arguments must already be centred (:func:`centred`); ``mobile`` (..., n_atoms, 3),
     ``reference`` (n_atoms, 3) or batched like ``mobile``. Reflections are excluded (det Q = +1).
+    A structure with a non-finite coordinate (a blown-up path) gets a NaN rotation, so whatever is
+    computed from it is NaN too, instead of an error from the SVD for the whole batch.
     """
     covariance = mobile.transpose(-1, -2) @ reference  # (..., 3, 3)
+    finite = torch.isfinite(covariance).all(dim=-1).all(dim=-1)  # (...)
+    if not bool(finite.all()):
+        identity = torch.eye(3, dtype=covariance.dtype, device=covariance.device)
+        rotation = kabsch_rotation_of_covariance(torch.where(finite[..., None, None], covariance, identity))
+        return torch.where(finite[..., None, None], rotation, torch.nan)
+    return kabsch_rotation_of_covariance(covariance)
+
+
+def kabsch_rotation_of_covariance(covariance: torch.Tensor) -> torch.Tensor:
+    """The proper rotation Q (..., 3, 3) of :func:`kabsch_rotation` from the finite covariance mobileᵀ reference."""
     left, _, right_t = torch.linalg.svd(covariance)
-    sign = torch.sign(determinant_3x3(left @ right_t))
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-    correction = torch.ones(*sign.shape, 3, dtype=mobile.dtype, device=mobile.device)
-    correction[..., 2] = sign
-    return (left * correction[..., None, :]) @ right_t
+    flip = torch.where(determinant_3x3(left @ right_t) < 0, -1.0, 1.0).to(left.dtype)  # (...)
+    return torch.cat([left[..., :2], left[..., 2:] * flip[..., None, None]], dim=-1) @ right_t
 
 
 def determinant_3x3(matrices: torch.Tensor) -> torch.Tensor:
@@ -71,13 +80,12 @@ def atom_subset_squared_deviation_gradient(positions: torch.Tensor, reference: t
                                            atoms) -> torch.Tensor:
     """∂ RMSD²_atoms / ∂ positions for every atom: (..., n_atoms, 3), zero rows outside ``atoms``.
 
-    RMSD_atoms compares only ``atoms`` (a sequence of indices) of ``positions`` (..., n_atoms, 3)
-    and ``reference`` (n_atoms, 3), superposed on those atoms alone
+    RMSD_atoms compares only ``atoms`` (indices: a sequence or a long tensor) of ``positions``
+    (..., n_atoms, 3) and ``reference`` (n_atoms, 3), superposed on those atoms alone
     (:func:`aligned_squared_deviation_gradient`); length units of the positions."""
-    atoms = list(atoms)
-    gradient = torch.zeros_like(positions)
-    gradient[..., atoms, :] = aligned_squared_deviation_gradient(positions[..., atoms, :], reference[atoms])
-    return gradient
+    atoms = torch.as_tensor(atoms, dtype=torch.long, device=positions.device)
+    subset = aligned_squared_deviation_gradient(positions.index_select(-2, atoms), reference.index_select(-2, atoms))
+    return torch.zeros_like(positions).index_copy(-2, atoms, subset)
 
 
 def dihedral_degrees(positions: torch.Tensor, quadruple) -> torch.Tensor:

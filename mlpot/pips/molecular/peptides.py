@@ -224,6 +224,9 @@ class PeptideTransition:
 # (benchmarks/pips_speed.py --solvents gbn2 obc2; mlpot/pips/molecular/implicit_solvent.py). GBn2, the force
 # field the structures were built in, stays available: implicit_solvent: gbn2.
 _OBC2_RUNS = {"implicit_solvent": "obc2", "replica_layout": "context-per-replica"}
+# their policy networks (54 and 138 atoms: 325 and 829 inputs) run in float32: half the weights' memory and half the
+# matrix-product time, about 0.4 s of a chignolin iteration; geometry, forces, kicks and path weights stay float64
+_FLOAT32_NETWORK = {"network_dtype": "float32"}
 
 _ALANINE_LITERATURE = "√(Δφ² + Δψ²) < 0.75 rad vs the target's (φ, ψ), as the PIPS and TPS-DPS codes count"
 
@@ -267,7 +270,7 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
         # temperature and mean potential energy within 0.8 +- 2.4 K and 0.2 +- 1.6 kJ/mol
         # (benchmarks/results/pips_mts.json)
         run_defaults={"n_paths": 16, "n_steps": 1000, "guide_strength_kj_mol_nm2": 3e4, "lam": 2e-6,
-                      "slow_force_interval": 2, **_OBC2_RUNS},
+                      "slow_force_interval": 2, **_OBC2_RUNS, **_FLOAT32_NETWORK},
         literature_basin=DihedralDistance(dihedrals=((0, 4, 6, 7), (7, 9, 20, 21), (21, 23, 34, 35))),
         literature_criterion="√Σ Δω² < 0.75 rad over the three X–Pro ω vs the target's (TICA-free stand-in: "
                              "TPS-DPS counts tic1/tic2 within 0.75 of the target's)",
@@ -280,7 +283,7 @@ PEPTIDE_TRANSITIONS: Dict[str, PeptideTransition] = {
         name="chignolin", start="chignolin", target="chignolin-folded",
         basin=CloseToTarget(atoms=(4, 11, 32, 43, 58, 73, 87, 94, 108, 132), max_rmsd_A=2.0),
         phi=(75, 85, 87, 90), psi=(85, 87, 90, 92),
-        run_defaults={"n_paths": 8, "n_steps": 1000, "slow_force_interval": 2, **_OBC2_RUNS},
+        run_defaults={"n_paths": 8, "n_steps": 1000, "slow_force_interval": 2, **_OBC2_RUNS, **_FLOAT32_NETWORK},
         literature_basin=DihedralDistance(dihedrals=((75, 85, 87, 90), (85, 87, 90, 92))),
         literature_criterion="√(Δφ² + Δψ²) < 0.75 rad for Gly7 vs the target's (TICA-free stand-in: "
                              "TPS-DPS counts tic1/tic2 within 0.75 of the target's)",

@@ -43,9 +43,28 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from mlpot.pips.geometry import atom_subset_squared_deviation_gradient, centred, kabsch_rotation, pairwise_distances
+from mlpot.pips.geometry import aligned_squared_deviation_gradient, centred, kabsch_rotation, pairwise_distances
 from mlpot.pips.gradients import negative_gradient
 from mlpot.pips.policy import mlp
+
+
+def in_network_precision(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """``network(features)`` computed in the dtype of the network's weights, returned in the features' dtype.
+
+    A policy's geometry (superposition, rotation, the pull) and everything the path weights use stay in the
+    positions' float64; only the MLP may run in float32 (``network_dtype``, :func:`with_network_dtype`), where its
+    weights take half the memory and its matrix products half the time."""
+    network_dtype = next(network.parameters()).dtype
+    return network(features.to(network_dtype)).to(features.dtype)
+
+
+def with_network_dtype(policy: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``policy`` (in place) with the MLP of its invariant or aligned part in ``dtype``: that of a
+    :class:`DistanceEnergyPolicy` or :class:`AlignedForcePolicy`, also as a :class:`TargetGuidedPolicy`'s
+    residual (whose pull strengths stay as they are)."""
+    inner = policy.residual if isinstance(policy, TargetGuidedPolicy) else policy
+    inner.network.to(dtype)
+    return policy
 
 
 class DistanceEnergyPolicy(nn.Module):
@@ -67,7 +86,7 @@ class DistanceEnergyPolicy(nn.Module):
         """E_θ (n,) in force unit × length unit."""
         inverse = self.length_scale / pairwise_distances(positions[:, self.atoms])
         features = torch.cat([inverse, time_fraction[:, None].to(positions.dtype)], dim=1)
-        return self.force_scale * self.length_scale * self.network(features)[:, 0]
+        return self.force_scale * self.length_scale * in_network_precision(self.network, features)[:, 0]
 
     def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
         return negative_gradient(lambda x: self.energy(x, time_fraction), positions)
@@ -92,7 +111,7 @@ class AlignedForcePolicy(nn.Module):
         if self.use_velocities:
             parts.append((velocities @ rotation).flatten(start_dim=1) / self.velocity_scale)
         parts.append(time_fraction[:, None].to(positions.dtype))
-        force = self.force_scale * self.network(torch.cat(parts, dim=1)).reshape(positions.shape)
+        force = self.force_scale * in_network_precision(self.network, torch.cat(parts, dim=1)).reshape(positions.shape)
         force = force - force.mean(dim=1, keepdim=True)  # no net force
         return force @ rotation.transpose(-1, -2)  # back from the reference frame (rotation is orthogonal)
 
@@ -140,7 +159,9 @@ class TargetGuidedPolicy(nn.Module):
         return self.strength * nn.functional.softplus(value) / unit
 
     def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
-        pull = -atom_subset_squared_deviation_gradient(positions.detach(), self.target.to(positions.dtype),
-                                                      self.atoms.tolist())
+        # the pull acts on ``atoms`` only: computed on them and added to their rows of the residual
+        gradient = aligned_squared_deviation_gradient(positions.detach().index_select(-2, self.atoms),
+                                                      self.target.to(positions.dtype).index_select(-2, self.atoms))
         strength = self.pull_strength(time_fraction).to(positions.dtype)
-        return strength[:, None, None] * pull + self.residual(positions, velocities, time_fraction)
+        return self.residual(positions, velocities, time_fraction).index_add(-2, self.atoms,
+                                                                             -strength[:, None, None] * gradient)

@@ -54,7 +54,7 @@ from openmm import app
 from mlpot.pips.dynamics import LangevinSettings, Rollout
 from mlpot.pips.molecular.integrator import (
     MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K,
-    controlled_langevin_integrator,
+    integrator_for,
     restart,
     set_control_forces,
     split_force_groups,
@@ -143,15 +143,16 @@ class ReplicaRunner:
         raise NotImplementedError
 
     def _left_slot(self, positions: np.ndarray) -> np.ndarray:
-        """bool (n_copies,): the copy could feel another one (never, unless copies share a Context)."""
+        """bool (n_copies,): the copy could feel another one (never, unless copies share a Context);
+        ``positions`` may hold NaN."""
         return np.zeros(len(positions), dtype=bool)
 
     # ---- the loop
     def _blown_up(self, positions: np.ndarray, velocities: np.ndarray) -> np.ndarray:
-        finite = np.isfinite(positions).all(axis=(1, 2)) & np.isfinite(velocities).all(axis=(1, 2))
-        kinetic = 0.5 * (self.replicas.masses_amu[None, :, None] * np.nan_to_num(velocities) ** 2).sum(axis=(1, 2))
+        kinetic = 0.5 * np.einsum("a,nad,nad->n", self.replicas.masses_amu, velocities, velocities)
+        finite = np.isfinite(positions.sum(axis=(1, 2)) + kinetic)  # NaN or inf anywhere makes the sum so
         limit = self.blowup_kinetic_factor * 1.5 * self.replicas.n_atoms * self.settings.kT
-        return ~finite | (kinetic > limit) | self._left_slot(np.nan_to_num(positions))
+        return ~finite | (kinetic > limit) | self._left_slot(positions)
 
     def run(self, control: ControlFunction, start_positions_nm: np.ndarray, n_steps: int,
             generator: torch.Generator) -> OpenMMRollout:
@@ -191,8 +192,8 @@ class ReplicaRunner:
                 u = control(x, v, torch.full((n_paths,), step / n_steps, dtype=torch.float64))
             timings.policy += time.perf_counter() - clock
             kick = kick_std * torch.randn(x.shape, generator=generator, dtype=torch.float64)
-            push = (u + kick / dt).numpy() * alive[:, None, None]
             everyone = bool(alive.all())  # the usual case: plain slices, not masked copies (~25 µs each)
+            push = (u + kick / dt).numpy() if everyone else (u + kick / dt).numpy() * alive[:, None, None]
             live = slice(None) if everyone else torch.from_numpy(alive)
             for name, value in (("control_positions", x), ("control_velocities", v), ("controls", u),
                                 ("noises", kick)):
@@ -256,10 +257,10 @@ class OneContextRunner(ReplicaRunner):
     def __init__(self, replicas: ReplicaSystem, settings: LangevinSettings, platform: str = "CPU",
                  threads: int = 1, blowup_kinetic_factor: float = 50.0, slow_force_interval: int = 1):
         super().__init__(replicas, settings, blowup_kinetic_factor)
-        self.integrator = controlled_langevin_integrator(settings, slow_force_interval=slow_force_interval)
-        self.integrator.setRandomNumberSeed(1)
         if slow_force_interval > 1:
             split_force_groups(replicas.system)
+        self.integrator = integrator_for(replicas.system, settings, slow_force_interval)
+        self.integrator.setRandomNumberSeed(1)
         chosen, properties = openmm_platform(platform, threads)
         self.context = openmm.Context(replicas.system, self.integrator, chosen, properties)
 
@@ -283,7 +284,7 @@ class OneContextRunner(ReplicaRunner):
         self.context.setVelocities(velocities.reshape(-1, 3))
 
     def _left_slot(self, positions: np.ndarray) -> np.ndarray:
-        return self.replicas.left_slot(positions)
+        return self.replicas.left_slot(np.nan_to_num(positions))
 
 
 class ContextPerReplicaRunner(ReplicaRunner):
@@ -298,7 +299,7 @@ class ContextPerReplicaRunner(ReplicaRunner):
             split_force_groups(replicas.single_system)
         self.integrators, self.contexts = [], []
         for _ in range(replicas.n_copies):
-            integrator = controlled_langevin_integrator(settings, slow_force_interval=slow_force_interval)
+            integrator = integrator_for(replicas.single_system, settings, slow_force_interval)
             integrator.setRandomNumberSeed(1)
             self.integrators.append(integrator)
             self.contexts.append(openmm.Context(replicas.single_system, integrator, chosen, properties))
@@ -343,14 +344,16 @@ def replica_runner(topology: app.Topology, start_positions_nm: np.ndarray, n_cop
     replicas = build_replicas(topology, start_positions_nm, n_copies, forcefield_files, model, layout=layout,
                               cutoff_nm=cutoff_nm)
     start = np.asarray(start_positions_nm, dtype=float)
+    system = replicas.system if isinstance(replicas, ReplicaSystem) else replicas.single_system
+    if slow_force_interval > 1:
+        split_force_groups(system)  # so that the platform trial times the integrator the rollouts use
+    trial_integrator = lambda: integrator_for(system, settings, slow_force_interval)  # noqa: E731
     if isinstance(replicas, ReplicaSystem):
-        choice = choose_platform(replicas.system, replicas.stacked_positions(np.broadcast_to(start, (n_copies,
-                                                                                                   *start.shape))),
-                                 platform, threads, integrator=lambda: controlled_langevin_integrator(settings))
+        choice = choose_platform(system, replicas.stacked_positions(np.broadcast_to(start, (n_copies, *start.shape))),
+                                 platform, threads, integrator=trial_integrator)
         runner = OneContextRunner(replicas, settings, choice.name, threads, slow_force_interval=slow_force_interval)
     else:
-        choice = choose_platform(replicas.single_system, start, platform, threads,
-                                 integrator=lambda: controlled_langevin_integrator(settings))
+        choice = choose_platform(system, start, platform, threads, integrator=trial_integrator)
         runner = ContextPerReplicaRunner(replicas, settings, choice.name, threads,
                                          slow_force_interval=slow_force_interval)
     runner.platform_choice = choice

@@ -44,7 +44,12 @@ from mlpot.pips.molecular.implicit_solvent import solvent_forcefield_files
 from mlpot.pips.molecular.integrator import check_slow_force_interval, langevin_settings
 from mlpot.pips.molecular.path_metrics import EvaluatedPaths, MolecularPathMetrics
 from mlpot.pips.molecular.peptides import peptide_transition
-from mlpot.pips.molecular.policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
+from mlpot.pips.molecular.policy import (
+    AlignedForcePolicy,
+    DistanceEnergyPolicy,
+    TargetGuidedPolicy,
+    with_network_dtype,
+)
 from mlpot.pips.molecular.replicas import build_replicas
 from mlpot.pips.molecular.rollout import ControlFunction, ReplicaRunner, concatenated, replica_runner
 from mlpot.pips.trainer import (
@@ -58,6 +63,7 @@ from mlpot.pips.trainer import (
 from mlpot.runs import read_checkpoint
 
 MOLECULAR_POLICIES = ("distance-energy", "aligned-force")
+NETWORK_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 MAX_PATHS_PER_RUNNER = 64  # evaluations of more paths run in batches of this many (evaluate_control)
 PS_PER_FS = 1e-3
 
@@ -117,10 +123,15 @@ class MolecularTrainConfig(PiceTrainConfig):
     # the non-bonded forces (and implicit solvent, or the model) act every n-th step, bonded terms every step
     # (impulse r-RESPA; 1: every force every step); see mlpot.pips.molecular.integrator
     slow_force_interval: int = 1
+    # the dtype of the policy network's weights and arithmetic: "float64" or "float32" (half the memory and
+    # matrix-product time; geometry, forces, kicks and path weights stay float64); see mlpot.pips.molecular.policy
+    network_dtype: str = "float64"
 
     def validate(self) -> None:
         super().validate()
         check_slow_force_interval(self.slow_force_interval)
+        if self.network_dtype not in NETWORK_DTYPES:
+            raise ValueError(f"network_dtype must be one of {', '.join(NETWORK_DTYPES)}, got {self.network_dtype!r}")
 
 
 def resolve_potential(potential: str) -> Path:
@@ -194,7 +205,8 @@ class MolecularTrainer(PiceTrainer):
                                                  start_nm=self.start_nm)
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
-            self.policy = self._build_policy(config, target_nm).double()
+            self.policy = with_network_dtype(self._build_policy(config, target_nm).double(),
+                                             NETWORK_DTYPES[config.network_dtype])
         self._start_training(config, out, resume)
 
     def _endpoints(self, config: MolecularTrainConfig) -> Endpoints:
