@@ -685,7 +685,7 @@ def test_blown_up_replica_is_dropped_with_a_warning_and_counted(alanine_replicas
 
 
 def test_a_replica_blowing_up_during_training_drops_its_path_and_the_iteration_goes_on(one_thread):
-    """The terminal cost of a blown-up (NaN) path is NaN, not an SVD error that ends the run; the path gets no weight."""
+    """A blown-up (NaN) path has a NaN terminal cost, not an SVD error that ends the run; the path gets no weight."""
     from mlpot.pips.molecular.trainer import MolecularTrainer
 
     trainer = MolecularTrainer(tiny_molecular_config(n_paths=3, force_scale_kj_mol_nm=1e4), platform="Reference")
