@@ -213,7 +213,7 @@ def test_an_unknown_openmm_platform_is_refused_in_one_line_naming_those_here():
     assert "\n" not in str(error.value)
 
 
-def test_the_fast_state_read_equals_openmms_public_one():
+def test_the_fast_state_read_equals_openmms_public_one_and_so_does_its_fallback(monkeypatch):
     from mlpot.pips.molecular.rollout import positions_and_velocities
 
     transition, topology, start_nm, _ = transition_and_frames("polyproline")
@@ -227,6 +227,15 @@ def test_the_fast_state_read_equals_openmms_public_one():
     np.testing.assert_array_equal(velocities_nm_ps, state.getVelocities(asNumpy=True).value_in_unit(
         openmm.unit.nanometer / openmm.unit.picosecond))
     assert np.abs(velocities_nm_ps).max() > 0
+    from mlpot.pips.molecular import rollout
+
+    assert hasattr(state, rollout.STATE_ARRAY_COPY)  # the fast path above was the one taken; now without it:
+    monkeypatch.setattr(rollout, "STATE_ARRAY_COPY", "_an_array_copy_this_openmm_lacks")
+    into_positions, into_velocities = np.empty_like(positions_nm), np.empty_like(velocities_nm_ps)
+    fallback = positions_and_velocities(context, len(start_nm), into_positions, into_velocities)
+    assert fallback[0] is into_positions and fallback[1] is into_velocities
+    np.testing.assert_array_equal(into_positions, positions_nm)
+    np.testing.assert_array_equal(into_velocities, velocities_nm_ps)
 
 
 def test_a_single_threaded_rollout_steps_on_one_core_and_gives_every_thread_its_cores_back():

@@ -71,6 +71,7 @@ from mlpot.pips.molecular.replicas import (
 )
 
 ControlFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+STATE_ARRAY_COPY = "_getVectorAsNumpy"  # openmm.State's array copy (positions_and_velocities), private in OpenMM 8
 
 
 @dataclass
@@ -240,7 +241,7 @@ def positions_and_velocities(context: openmm.Context, n_particles: int, position
     positions_nm = np.empty((n_particles, 3)) if positions_nm is None else positions_nm
     velocities_nm_ps = np.empty((n_particles, 3)) if velocities_nm_ps is None else velocities_nm_ps
     state = context.getState(getPositions=True, getVelocities=True)
-    copy_into = getattr(state, "_getVectorAsNumpy", None)
+    copy_into = getattr(state, STATE_ARRAY_COPY, None)
     if copy_into is None:
         positions_nm[...] = state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer)
         velocities_nm_ps[...] = state.getVelocities(asNumpy=True).value_in_unit(openmm.unit.nanometer
