@@ -173,18 +173,22 @@ def test_the_shipped_polyproline_policy_reaches_ppi_more_often_than_steered_md_b
 
 
 def test_a_run_saved_before_a_setting_existed_keeps_its_old_dynamics_while_new_runs_take_the_new_default():
-    """slow_force_interval came after the shipped chignolin policy was trained: loading it must keep every force
-    every step (the dynamics it was trained with), while new chignolin and polyproline runs default to r-RESPA
-    with 2."""
+    """slow_force_interval and network_dtype came after the shipped polyproline policy was trained: loading it must
+    keep every force every step and a float64 network (what it was trained with), while new chignolin and
+    polyproline runs default to r-RESPA with 2 and a float32 network."""
     from mlpot.pips.molecular.integrator import SLOW_STEP
     from mlpot.pips.runs import PipsRunConfig, load_run
 
-    shipped = load_run(SHIPPED_ALANINE.parent / "pips_chignolin", purpose="test")
-    assert "slow_force_interval" not in torch.load(SHIPPED_ALANINE.parent / "pips_chignolin" / "checkpoint.pt",
-                                                   weights_only=True)["config"]
+    shipped = load_run(SHIPPED_ALANINE.parent / "pips_polyproline", purpose="test")
+    saved = torch.load(SHIPPED_ALANINE.parent / "pips_polyproline" / "checkpoint.pt", weights_only=True)["config"]
+    assert "slow_force_interval" not in saved and "network_dtype" not in saved
     integrator = shipped.runner(2).integrators[0]
     counters = [integrator.getGlobalVariableName(i) for i in range(integrator.getNumGlobalVariables())]
     assert shipped.config.slow_force_interval == 1 and SLOW_STEP not in counters
+    assert shipped.config.network_dtype == "float64"
+    assert shipped.policy.residual.network[0].weight.dtype == torch.float64
     for system in ("chignolin", "polyproline"):
-        assert PipsRunConfig(system, None, None, {}).train_config().slow_force_interval == 2
-    assert PipsRunConfig("alanine-dipeptide", None, None, {}).train_config().slow_force_interval == 1
+        config = PipsRunConfig(system, None, None, {}).train_config()
+        assert config.slow_force_interval == 2 and config.network_dtype == "float32"
+    alanine = PipsRunConfig("alanine-dipeptide", None, None, {}).train_config()
+    assert alanine.slow_force_interval == 1 and alanine.network_dtype == "float64"
