@@ -82,6 +82,15 @@ def measure(system: str, intervals: list[int], n_paths: int, n_steps: int, disca
     return results
 
 
+def write_results(out: Path, results: list[dict]) -> None:
+    """``results`` (rows of one 1-thread measurement) as JSON in ``out``, with the date and the load average."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                               "load_average_1min": os.getloadavg()[0], "threads": 1, "results": results},
+                              indent=1) + "\n")
+    print(f"written {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--systems", nargs="+", default=["chignolin", "polyproline"])
@@ -106,12 +115,7 @@ def main() -> None:
               f"{r['paired_energy_difference_kj_mol']:+.2f} ± "
               f"{r['paired_energy_difference_standard_error_kj_mol']:.2f} | {r['ms_per_replica_step']:.3f} | "
               f"{r['openmm_ms_per_replica_step']:.3f} | {r['dropped_paths']} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                               "load_average_1min": os.getloadavg()[0], "threads": 1, "results": results},
-                              indent=1) + "\n")
-    print(f"written {out}")
+    write_results(Path(args.out), results)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,12 @@ Writes ``benchmarks/results/pips_mts_nve.json`` and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import openmm
 import torch
+from pips_mts import write_results  # the sibling script: one JSON layout for both r-RESPA checks
 
 EQUILIBRATION_STEPS = 3000  # 3 ps of 1 fs Langevin steps at 300 K before each NVE run
 ENERGY_EVERY_FS = 30
@@ -121,12 +119,7 @@ def main() -> None:
         print(f"| {r['system']} | {r['slow_force_interval']} | {r['drift_kj_mol_ps']:+.3f} ± "
               f"{r['drift_standard_error_kj_mol_ps']:.3f} | {r['mean_absolute_drift_kj_mol_ps']:.3f} | "
               f"{r['energy_fluctuation_kj_mol']:.2f} | {r['blown_up']} of {r['replicas']} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                               "load_average_1min": os.getloadavg()[0], "threads": 1, "results": results},
-                              indent=1) + "\n")
-    print(f"written {out}")
+    write_results(Path(args.out), results)
 
 
 if __name__ == "__main__":
