@@ -1,7 +1,7 @@
 """Does r-RESPA (non-bonded forces every n-th step) keep the peptides' equilibrium, and what does it save?
 
 Unbiased (zero-control) Langevin dynamics of the implicit-solvent peptides in their PIPS set-up (OBC2 as
-OpenMM's native ``GBSAOBCForce``, one Context per replica, 1 fs, 300 K, friction 1/ps), run with
+OpenMM's native ``GBSAOBCForce``, the single-copy layout, 1 fs, 300 K, friction 1/ps), run with
 ``slow_force_interval`` 1 (every force every step: the exact integrator) and each n asked for, with the same
 seed (the same start velocities and kicks), one after the other. Reported per n, over
 ``--paths`` replicas × ``--steps`` steps after ``--discard`` steps of relaxation from the minimised start:

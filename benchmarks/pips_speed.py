@@ -6,23 +6,24 @@ One iteration is exactly ``MolecularTrainer.step`` with the system's default bat
 weights, the PICE surrogate loss over all recorded states (one batched forward + backward), Adam
 and EMA updates, checkpoint skipped. Every system runs in its default replica layout and solvent
 (``run_defaults``: alanine dipeptide in vacuum, all copies in one Context; polyproline and chignolin in
-OBC2 implicit solvent as OpenMM's native ``GBSAOBCForce``, one Context per replica, no cutoff:
-``mlpot/pips/molecular/implicit_solvent.py``, ``mlpot/pips/molecular/replicas.py``).
-``--layouts one-context context-per-replica`` times both layouts and ``--solvents gbn2 obc2`` both
+OBC2 implicit solvent as OpenMM's native ``GBSAOBCForce``, the single-copy System stepped replica by replica, no
+cutoff: ``mlpot/pips/molecular/implicit_solvent.py``, ``mlpot/pips/molecular/replicas.py``).
+``--layouts one-context single-copy`` times both layouts and ``--solvents gbn2 obc2`` both
 implicit solvents, iterations interleaved (A, B, A, B, ...) so that a shared machine's load hits
 all alike. ``--n-paths`` overrides the system's batch size. Reported: seconds
 per iteration and per path, and the rollout's split into time inside OpenMM (step, getState,
 setting the control force), inside the policy, and the rest (Python, numpy/torch conversions,
 noise, records). For alanine dipeptide the same 16 × 500 uncontrolled steps are also timed with
-one Context per replica (the reference code's layout, and ours for implicit solvent).
+the single-copy layout (ours for implicit solvent; until 2026-12 one Context per replica, the reference code's
+layout).
 
     python benchmarks/pips_speed.py                                   # alanine dipeptide, both policies
     python benchmarks/pips_speed.py --systems polyproline --iterations 2
     python benchmarks/pips_speed.py --systems chignolin --policies aligned-force --iterations 1 --warmup 0
     python benchmarks/pips_speed.py --systems polyproline chignolin --policies aligned-force --n-paths 16 \
-        --layouts one-context context-per-replica --iterations 1
+        --layouts one-context single-copy --iterations 1
     python benchmarks/pips_speed.py --systems polyproline chignolin --policies aligned-force --n-paths 16 \
-        --solvents gbn2 obc2 --layouts one-context context-per-replica --iterations 2
+        --solvents gbn2 obc2 --layouts one-context single-copy --iterations 2
     python benchmarks/pips_speed.py --systems polyproline chignolin --policies aligned-force --n-paths 16 \
         --slow-force-intervals 1 2 --iterations 2                      # r-RESPA: non-bonded every 2nd step
     python benchmarks/pips_speed.py --policies aligned-force \
@@ -45,15 +46,15 @@ from pathlib import Path
 import torch
 
 
-def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float:
-    """Wall seconds of an uncontrolled alanine-dipeptide rollout of ``n_paths`` × ``n_steps`` with one
-    Context per replica (:class:`ContextPerReplicaRunner` on the vacuum System)."""
+def single_copy_seconds(n_paths: int, n_steps: int, threads: int) -> float:
+    """Wall seconds of an uncontrolled alanine-dipeptide rollout of ``n_paths`` × ``n_steps`` in the single-copy
+    layout (:class:`SingleCopyRunner` on the vacuum System)."""
     import torch
 
     from mlpot.pips.molecular.integrator import langevin_settings
     from mlpot.pips.molecular.peptides import peptide_transition
     from mlpot.pips.molecular.replicas import SeparateReplicas, build_replica_system
-    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner
+    from mlpot.pips.molecular.rollout import SingleCopyRunner
     from mlpot.pips.molecular.trainer import PS_PER_FS, MolecularTrainConfig
 
     config = MolecularTrainConfig(system="alanine-dipeptide")
@@ -62,7 +63,7 @@ def separate_contexts_seconds(n_paths: int, n_steps: int, threads: int) -> float
     single = build_replica_system(topology, start_nm, 1)
     replicas = SeparateReplicas(single_system=single.single_system, topology=topology, n_copies=n_paths,
                                 n_atoms=single.n_atoms, masses_amu=single.masses_amu)
-    runner = ContextPerReplicaRunner(replicas, settings, "CPU", threads)
+    runner = SingleCopyRunner(replicas, settings, "CPU", threads)
     result = runner.run(lambda x, v, t: torch.zeros_like(x), start_nm, n_steps, torch.Generator().manual_seed(0))
     return result.timings.total
 
@@ -139,11 +140,11 @@ def _key(result: dict) -> tuple:
 
 
 def _layout_ratios(results: list[dict]) -> list[dict]:
-    """Seconds per iteration of context-per-replica over one-context, where both were timed together."""
+    """Seconds per iteration of the single-copy layout over one-context, where both were timed together."""
     by_key = {(r["system"], r["policy"], r["n_paths"], r.get("forcefield"), r["layout"]): r for r in results}
     ratios = []
     for (system, policy, n_paths, forcefield, layout), result in by_key.items():
-        other = by_key.get((system, policy, n_paths, forcefield, "ContextPerReplicaRunner"))
+        other = by_key.get((system, policy, n_paths, forcefield, "SingleCopyRunner"))
         if layout == "OneContextRunner" and other is not None:
             ratios.append({"system": system, "policy": policy, "n_paths": n_paths, "forcefield": forcefield,
                            "per_replica_over_one_context":
@@ -161,7 +162,7 @@ def main() -> None:
                         help="alanine-dipeptide, polyproline, chignolin (default alanine-dipeptide)")
     parser.add_argument("--policies", nargs="+", default=["distance-energy", "aligned-force"])
     parser.add_argument("--layouts", nargs="+", default=[None],
-                        help="replica layouts to time, interleaved: one-context, context-per-replica (default: the "
+                        help="replica layouts to time, interleaved: one-context, single-copy (default: the "
                              "system's)")
     parser.add_argument("--n-paths", type=int, default=None, help="paths per iteration (default: the system's)")
     parser.add_argument("--potentials", nargs="+", default=[None],
@@ -206,7 +207,7 @@ def main() -> None:
     kept = [r for r in record.get("results", []) if _key(r) not in measured]
     ratios = _layout_ratios(results)
     for ratio in ratios:
-        print(f"{ratio['system']} {ratio['policy']} {ratio['n_paths']} paths: context-per-replica / one-context "
+        print(f"{ratio['system']} {ratio['policy']} {ratio['n_paths']} paths: single-copy / one-context "
               f"= {ratio['per_replica_over_one_context']:.2f} (s per iteration, same run, interleaved)")
     record.update({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -218,9 +219,9 @@ def main() -> None:
                                    if (ratio["system"], ratio["policy"], ratio["n_paths"]) not in
                                    {(r["system"], r["policy"], r["n_paths"]) for r in ratios}] + ratios
     if "alanine-dipeptide" in args.systems:
-        separate = separate_contexts_seconds(16, 500, args.threads)
-        print(f"\nalanine dipeptide, 16 × 500 uncontrolled steps, one Context per replica: {separate:.2f} s")
-        record["separate_contexts_16x500_seconds"] = separate
+        single_copy = single_copy_seconds(16, 500, args.threads)
+        print(f"\nalanine dipeptide, 16 × 500 uncontrolled steps, single-copy layout: {single_copy:.2f} s")
+        record["single_copy_16x500_seconds"] = single_copy
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"written {out}")

@@ -4,6 +4,7 @@ policies, toy systems, the toy trainer (short training, channel usage, exact res
 from __future__ import annotations
 
 import math
+import re
 import signal
 
 import numpy as np
@@ -15,7 +16,7 @@ from mlpot.pips.cost import aligned_squared_deviation, pairwise_distance_error, 
 from mlpot.pips.dynamics import LangevinSettings, control_weight
 from mlpot.pips.geometry import aligned_rmsd
 from mlpot.pips.gradients import negative_gradient
-from mlpot.pips.loss import pice_surrogate_loss, policy_controls
+from mlpot.pips.loss import pice_surrogate_loss, pice_surrogate_of_work, policy_controls, policy_work
 from mlpot.pips.molecular.policy import AlignedForcePolicy, DistanceEnergyPolicy, TargetGuidedPolicy
 from mlpot.pips.toy.dynamics import controlled_langevin_rollout, maxwell_boltzmann_velocities
 from mlpot.pips.toy.policy import MirrorSymmetrizedPolicy, ToyEnergyPolicy, ToyForcePolicy
@@ -445,7 +446,7 @@ def test_cli_trains_a_toy_resumes_it_and_refuses_unknown_systems(tmp_path, capsy
 
 
 # ---------------------------------------------------------------------------------- OpenMM side
-def free_particles_context(masses_amu, settings, harmonic_k=None):
+def free_particles_context(masses_amu, settings, harmonic_k=None, constraints=True):
     from mlpot.pips.molecular.integrator import controlled_langevin_integrator
 
     system = openmm.System()
@@ -456,19 +457,21 @@ def free_particles_context(masses_amu, settings, harmonic_k=None):
         for index in range(len(masses_amu)):
             well.addParticle(index, [])
         system.addForce(well)
-    integrator = controlled_langevin_integrator(settings)
+    integrator = controlled_langevin_integrator(settings, constraints=constraints)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(np.zeros((len(masses_amu), 3)))
     return context, integrator
 
 
-def test_openmm_control_force_pushes_along_its_sign_in_kj_per_mol_per_nm():
+@pytest.mark.parametrize("constraints", [True, False])
+def test_openmm_control_force_pushes_along_its_sign_in_kj_per_mol_per_nm(constraints):
     """Two free particles, no friction to speak of: n steps of a constant control force F give
-    x = F dt² n² / (2m) (the impulse lands mid-step), so both the sign and the unit (kJ/mol/nm, amu, ps) show."""
+    x = F dt² n² / (2m) (the impulse lands mid-step), so both the sign and the unit (kJ/mol/nm, amu, ps) show;
+    with the constraint steps, and without them (the two-pass step)."""
     from mlpot.pips.molecular.integrator import langevin_settings, set_control_forces
 
     settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1e-12, temperature_K=300.0)  # f = 1: no own noise
-    context, integrator = free_particles_context([12.0, 1.008], settings)
+    context, integrator = free_particles_context([12.0, 1.008], settings, constraints=constraints)
     force = np.array([[150.0, -40.0, 0.0], [0.0, 0.0, -7.5]])
     set_control_forces(integrator, force)
     n = 10
@@ -476,6 +479,28 @@ def test_openmm_control_force_pushes_along_its_sign_in_kj_per_mol_per_nm():
     positions = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer)
     expected = force * 0.001 ** 2 * n * n / 2 / np.array([[12.0], [1.008]])
     np.testing.assert_allclose(positions, expected, rtol=1e-9, atol=1e-15)
+
+
+def test_the_two_pass_step_drifts_by_the_mean_of_the_velocities_around_its_o_step_thermal_noise_included():
+    """Free particles, the integrator's own noise on (f = 0.4), no constraints: over each step x moves by
+    ½ dt (v before + v after), so the thermal kick the velocity received also reached the position."""
+    from mlpot.pips.molecular.integrator import langevin_settings, set_control_forces
+
+    settings = langevin_settings(timestep_ps=0.002, friction_per_ps=5.0, temperature_K=300.0,
+                                 controlled_noise_fraction=0.4)
+    masses = np.array([12.0, 1.008, 16.0])
+    context, integrator = free_particles_context(masses, settings, constraints=False)
+    integrator.setRandomNumberSeed(3)
+    context.setVelocitiesToTemperature(300.0, 5)
+    set_control_forces(integrator, np.array([[50.0, 0.0, -20.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.0]]))
+    for _ in range(5):
+        before = context.getState(getPositions=True, getVelocities=True)
+        integrator.step(1)
+        after = context.getState(getPositions=True, getVelocities=True)
+        x0, x1 = (state.getPositions(asNumpy=True)._value for state in (before, after))
+        v0, v1 = (state.getVelocities(asNumpy=True)._value for state in (before, after))
+        assert np.abs(v1 - settings.velocity_damping * v0).max() > 1e-3  # the noise and the push moved v
+        np.testing.assert_allclose(x1 - x0, 0.5 * settings.timestep * (v0 + v1), rtol=1e-9, atol=1e-15)
 
 
 @pytest.mark.parametrize("constraints", [True, False])
@@ -540,15 +565,17 @@ def test_slow_forces_act_every_nth_step_with_n_times_the_impulse_and_restart_rew
         controlled_langevin_integrator(settings, slow_force_interval=0)
 
 
-def test_openmm_controlled_integrator_keeps_the_temperature_with_recorded_noise(one_thread):
+@pytest.mark.parametrize("constraints", [True, False])
+def test_openmm_controlled_integrator_keeps_the_temperature_with_recorded_noise(one_thread, constraints):
     """Harmonic wells, no control: the recorded kicks (fraction f of the noise, supplied every step
-    through the control force) plus the integrator's own rest give ⟨m v²⟩ = kT."""
+    through the control force) plus the integrator's own rest give ⟨m v²⟩ = kT; with the constraint steps, and
+    without them (the two-pass step, whose thermal noise must reach position and velocity alike)."""
     from mlpot.pips.molecular.integrator import langevin_settings, set_control_forces
 
     settings = langevin_settings(timestep_ps=0.002, friction_per_ps=5.0, temperature_K=300.0,
                                  controlled_noise_fraction=0.6)
     masses = np.array([12.0, 16.0, 1.008, 14.0] * 64)
-    context, integrator = free_particles_context(masses, settings, harmonic_k=500.0)
+    context, integrator = free_particles_context(masses, settings, harmonic_k=500.0, constraints=constraints)
     integrator.setRandomNumberSeed(1)
     context.reinitialize(preserveState=True)
     controlled_var, _ = settings.kick_variances(torch.tensor(masses)[:, None].double())
@@ -576,21 +603,21 @@ def alanine_replicas():
     return build_replica_system(topology, start_nm, 4), settings, start_nm, target_nm
 
 
-RUNNER_LAYOUTS = ("one-context", "context-per-replica")
+RUNNER_LAYOUTS = ("one-context", "single-copy")
 
 
 def replica_runner(alanine_replicas, layout="one-context"):
     """Alanine dipeptide's 4 replicas in one Context, or (the implicit-solvent layout, which works
     for a vacuum System too) in one Context each."""
     from mlpot.pips.molecular.replicas import SeparateReplicas
-    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner, OneContextRunner
+    from mlpot.pips.molecular.rollout import OneContextRunner, SingleCopyRunner
 
     replicas, settings, start_nm, _ = alanine_replicas
     if layout == "one-context":
         return OneContextRunner(replicas, settings, platform="Reference"), start_nm
     separate = SeparateReplicas(single_system=replicas.single_system, topology=replicas.topology,
                                 n_copies=replicas.n_copies, n_atoms=replicas.n_atoms, masses_amu=replicas.masses_amu)
-    return ContextPerReplicaRunner(separate, settings, platform="Reference"), start_nm
+    return SingleCopyRunner(separate, settings, platform="Reference"), start_nm
 
 
 def no_control(positions, velocities, time_fraction):
@@ -709,6 +736,64 @@ def test_a_replica_blowing_up_during_training_drops_its_path_and_the_iteration_g
     assert row["dropped_paths"] == 1 and math.isfinite(row["loss"]) and math.isfinite(row["mean_cost"])
 
 
+@pytest.mark.parametrize("network_dtype", ["float64", "float32"])
+def test_recorded_policy_inputs_give_the_loss_the_controls_and_gradients_of_the_recorded_states(one_thread,
+                                                                                                 network_dtype):
+    """A training rollout records the policy's θ-independent inputs (superposition, pull direction); recording
+    changes no path, and the loss's controls and PICE gradient from them equal those computed from the states.
+    A replica that blew up has NaN inputs from then on, and a subset keeps the inputs of its paths."""
+    from mlpot.pips.molecular.trainer import MolecularTrainer
+
+    trainer = MolecularTrainer(tiny_molecular_config(n_paths=3, n_steps=12, network_dtype=network_dtype,
+                                                     force_scale_kj_mol_nm=2.0), platform="Reference")
+    randomised(trainer.policy.residual, seed=4)
+    runner = trainer.runner(3)
+    recorded = runner.run(trainer.policy, trainer.start_nm, 12, torch.Generator().manual_seed(2), True).rollout
+    plain = runner.run(trainer.policy, trainer.start_nm, 12, torch.Generator().manual_seed(2)).rollout
+    assert plain.policy_inputs is None
+    assert set(recorded.policy_inputs) == {"network_input", "rotation", "pull_gradient", "time_fraction"}
+    for name in ("positions", "controls", "noises", "final_velocities"):
+        assert torch.equal(getattr(recorded, name), getattr(plain, name)), name
+    assert float(recorded.controls.abs().max()) > 1.0
+    from_inputs, from_states = policy_controls(trainer.policy, recorded), policy_controls(trainer.policy, plain)
+    torch.testing.assert_close(from_inputs, from_states, rtol=0, atol=1e-9)
+    round_off = (1e-12 if network_dtype == "float64" else 1e-6) * float(recorded.controls.abs().max())
+    torch.testing.assert_close(from_inputs.detach(), recorded.controls, rtol=0, atol=round_off)  # batch 36, not 3
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    precision = 1e-10 if network_dtype == "float64" else 1e-5
+    directions = recorded.noises * trainer.control_weight
+    works = [policy_work(trainer.policy, rollout, directions) for rollout in (recorded, plain)]  # u·d unformed, formed
+    torch.testing.assert_close(works[0], works[1], rtol=precision, atol=0)
+    losses = (pice_surrogate_of_work(works[0], weights, trainer.config.lam),
+              pice_surrogate_loss(policy_controls(trainer.policy, plain), plain.noises, weights, trainer.control_weight,
+                                  trainer.config.lam))
+    parameters = list(trainer.policy.parameters())
+    from_inputs, from_states = (torch.autograd.grad(loss, parameters) for loss in losses)
+    for found, expected in zip(from_inputs, from_states):
+        torch.testing.assert_close(found, expected, rtol=precision, atol=precision * float(expected.abs().max()))
+    kept = recorded.subset(torch.tensor([True, False, True]))
+    assert torch.equal(kept.policy_inputs["rotation"], recorded.policy_inputs["rotation"][[0, 2]])
+
+    class Exploding(torch.nn.Module):  # splits like the policy, and blows replica 1 up
+        def splits_inputs(self):
+            return True
+
+        def invariant_inputs(self, positions, velocities, time_fraction):
+            return trainer.policy.invariant_inputs(positions, velocities, time_fraction)
+
+        def controls_from_inputs(self, inputs):
+            u = trainer.policy.controls_from_inputs(inputs).clone()
+            u[1] += 1e9
+            return u
+
+    with pytest.warns(RuntimeWarning, match=r"replica\(s\) \[1\] blew up at step (\d+)") as caught:
+        blown = runner.run(Exploding(), trainer.start_nm, 12, torch.Generator().manual_seed(2), True).rollout
+    step = int(re.search(r"at step (\d+)", str(caught[0].message)).group(1))  # the first step after the blow-up
+    inputs = blown.policy_inputs["network_input"]
+    assert bool(inputs[1, step:].isnan().all()) and bool(inputs[1, :step].isfinite().all())
+    assert bool(inputs[[0, 2]].isfinite().all())
+
+
 def test_kabsch_gives_a_nan_rotation_to_a_non_finite_structure_only():
     from mlpot.pips.geometry import centred, kabsch_rotation
 
@@ -751,26 +836,27 @@ def lone_context_energy_and_forces(system_name, positions_nm):
 
 
 @pytest.mark.parametrize("system", ["polyproline", "chignolin"])
-def test_context_per_replica_gives_every_replica_the_energy_and_forces_of_a_lone_molecule(system):
+def test_the_single_copy_layout_gives_every_replica_the_energy_and_forces_of_a_lone_molecule(system):
     from mlpot.pips.molecular.integrator import langevin_settings
     from mlpot.pips.molecular.peptides import peptide_transition
     from mlpot.pips.molecular.replicas import potential_energies_kj_mol
-    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner, replica_runner
+    from mlpot.pips.molecular.rollout import SingleCopyRunner, replica_runner
 
     transition = peptide_transition(system)
     topology, start_nm, target_nm = transition.load()
     settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
     runner = replica_runner(topology, start_nm, 3, settings, transition.forcefield_files, platform="Reference",
-                            layout="context-per-replica")  # the NoCutoff option beside the default one Context
-    assert isinstance(runner, ContextPerReplicaRunner) and len(runner.contexts) == 3
+                            layout="single-copy")  # the NoCutoff option beside the default one Context
+    assert isinstance(runner, SingleCopyRunner)
     forces = [type(force).__name__ for force in runner.replicas.single_system.getForces()]
     assert "CustomGBForce" in forces and "CMMotionRemover" not in forces
     generator = np.random.default_rng(0)
     frames = np.stack([start_nm, target_nm, start_nm + 0.01 * generator.standard_normal(start_nm.shape)])
     runner._start(frames, 300.0, seed=1)
     lone = [lone_context_energy_and_forces(transition.start, frame) for frame in frames]
-    for context, (energy, forces) in zip(runner.contexts, lone):
-        state = context.getState(getEnergy=True, getForces=True)
+    for copy, (energy, forces) in enumerate(lone):
+        runner.context.setPositions(runner._state()[0][copy])  # the state the replica's next step starts from
+        state = runner.context.getState(getEnergy=True, getForces=True)
         energy_kj_mol = state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
         assert energy_kj_mol == pytest.approx(energy, rel=1e-12)
         np.testing.assert_allclose(state.getForces(asNumpy=True)._value, forces, rtol=1e-10, atol=1e-8)
@@ -784,7 +870,7 @@ def test_copies_in_one_system_refuse_implicit_solvent_by_name():
 
     transition = peptide_transition("polyproline")
     topology, start_nm, _ = transition.load()
-    with pytest.raises(NotImplementedError, match="CustomGBForce.*one Context per replica"):
+    with pytest.raises(NotImplementedError, match="CustomGBForce.*the single-copy layout"):
         build_replica_system(topology, start_nm, 2, transition.forcefield_files)
 
 

@@ -75,15 +75,15 @@ def test_the_cutoff_shifts_the_energy_by_a_constant_and_leaves_the_forces_unchan
     np.testing.assert_allclose(shifts, shifts[0], rtol=1e-9)  # ... and the same for every frame
 
 
-def test_one_context_dynamics_follows_the_context_per_replica_dynamics_without_cutoff():
+def test_one_context_dynamics_follows_the_single_copy_dynamics_without_cutoff():
     from mlpot.pips.molecular.integrator import langevin_settings
-    from mlpot.pips.molecular.rollout import ContextPerReplicaRunner, OneContextRunner, replica_runner
+    from mlpot.pips.molecular.rollout import OneContextRunner, SingleCopyRunner, replica_runner
 
     transition, topology, start_nm, frames = transition_and_frames("polyproline")
     settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
     runners = [replica_runner(topology, start_nm, 3, settings, transition.forcefield_files, platform="Reference",
-                              layout=layout) for layout in ("one-context", "context-per-replica")]
-    assert [type(runner) for runner in runners] == [OneContextRunner, ContextPerReplicaRunner]
+                              layout=layout) for layout in ("one-context", "single-copy")]
+    assert [type(runner) for runner in runners] == [OneContextRunner, SingleCopyRunner]
     velocities = 0.3 * np.random.default_rng(2).standard_normal(frames.shape)
     pushes = 50.0 * np.random.default_rng(3).standard_normal(frames.shape)
     states = []
@@ -95,6 +95,55 @@ def test_one_context_dynamics_follows_the_context_per_replica_dynamics_without_c
         states.append(runner._state())
     np.testing.assert_allclose(states[0][0], states[1][0], rtol=0, atol=1e-9)
     np.testing.assert_allclose(states[0][1], states[1][1], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("platform", ["CPU", "Reference"])
+def test_the_single_copy_runner_steps_every_replica_exactly_as_a_context_of_its_own_would(platform):
+    """Replicas stepped in turn through one Context give the trajectories of one Context and integrator per replica,
+    bit for bit: with r-RESPA (slow forces every 2nd step; an odd number of steps leaves the cycle mid-way) and
+    after one replica is reset."""
+    from mlpot.pips.molecular.integrator import integrator_for, langevin_settings, restart, set_control_forces
+    from mlpot.pips.molecular.replicas import openmm_platform
+    from mlpot.pips.molecular.rollout import SingleCopyRunner, positions_and_velocities, replica_runner
+
+    transition, topology, start_nm, frames = transition_and_frames("polyproline")
+    settings = langevin_settings(timestep_ps=0.001, friction_per_ps=1.0, temperature_K=300.0)
+    runner = replica_runner(topology, start_nm, 3, settings, ("amber14-all.xml", "implicit/obc2.xml"),
+                            platform=platform, layout="single-copy", slow_force_interval=2)
+    assert isinstance(runner, SingleCopyRunner)
+    single = runner.replicas.single_system  # its forces already split into the r-RESPA groups
+    contexts = []
+    for copy in range(3):  # the reference: a Context and an integrator of its own for every replica
+        integrator = integrator_for(single, settings, 2)
+        context = openmm.Context(single, integrator, *openmm_platform(platform, threads=1))
+        restart(integrator)
+        context.setPositions(frames[copy])
+        context.setVelocitiesToTemperature(300.0, 7 + copy)
+        contexts.append((context, integrator))
+    runner._start(frames, 300.0, seed=7)
+    pushes = 80.0 * np.random.default_rng(3).standard_normal((7, *frames.shape))
+
+    def reference_state():
+        shape = (3, *start_nm.shape)
+        positions, velocities = np.empty(shape), np.empty(shape)
+        for copy, (context, _) in enumerate(contexts):
+            positions_and_velocities(context, len(start_nm), positions[copy], velocities[copy])
+        return positions, velocities
+
+    for step, push in enumerate(pushes):
+        runner._step(push)
+        for (context, integrator), forces in zip(contexts, push):
+            set_control_forces(integrator, forces)
+            integrator.step(1)
+        if step == 3:  # replica 1 back to its start at rest, in both
+            positions, velocities = runner._state()
+            positions[1], velocities[1] = frames[1], 0.0
+            runner._reset(np.array([False, True, False]), positions, velocities)
+            contexts[1][0].setPositions(frames[1])
+            contexts[1][0].setVelocities(np.zeros_like(frames[1]))
+        for found, expected in zip(runner._state(), reference_state()):
+            assert np.array_equal(found, expected), step
+    assert np.abs(runner._state()[0] - frames).max() > 1e-4  # they moved
 
 
 def test_a_copy_out_of_its_slot_counts_as_blown_up():
@@ -137,15 +186,16 @@ def test_unknown_replica_layout_is_refused_by_name():
     from mlpot.pips.molecular.replicas import build_replicas
 
     transition, topology, start_nm, _ = transition_and_frames("polyproline")
-    with pytest.raises(ValueError, match="unknown replica layout 'one-box'; known: one-context, context-per-replica"):
+    with pytest.raises(ValueError, match="unknown replica layout 'one-box'; known: one-context, single-copy"):
         build_replicas(topology, start_nm, 2, transition.forcefield_files, layout="one-box")
 
 
-def test_context_per_replica_layout_runs_without_any_cutoff():
+@pytest.mark.parametrize("layout", ["single-copy", "context-per-replica"])  # and under its older name
+def test_the_single_copy_layout_runs_without_any_cutoff(layout):
     from mlpot.pips.molecular.replicas import SeparateReplicas, build_replicas
 
     transition, topology, start_nm, _ = transition_and_frames("chignolin")
-    replicas = build_replicas(topology, start_nm, 2, transition.forcefield_files, layout="context-per-replica")
+    replicas = build_replicas(topology, start_nm, 2, transition.forcefield_files, layout=layout)
     assert isinstance(replicas, SeparateReplicas)
     methods = {type(force).__name__: force.getNonbondedMethod() for force in replicas.single_system.getForces()
                if hasattr(force, "getNonbondedMethod")}
@@ -159,7 +209,7 @@ def test_auto_platform_times_the_platforms_here_and_takes_the_fastest():
 
     _, topology, start_nm, _ = transition_and_frames("polyproline")
     replicas = build_replicas(topology, start_nm, 2, ("amber14-all.xml", "implicit/obc2.xml"),
-                              layout="context-per-replica")
+                              layout="single-copy")
     choice = choose_platform(replicas.single_system, start_nm, "auto", trial_steps=5)
     assert {"CPU", "Reference"} <= set(choice.ms_per_step)
     assert choice.ms_per_step[choice.name] == min(choice.ms_per_step.values())
@@ -169,9 +219,9 @@ def test_auto_platform_times_the_platforms_here_and_takes_the_fastest():
     assert named.name == "Reference" and named.ms_per_step == {}
     runner = replica_runner(topology, start_nm, 2, langevin_settings(0.001, 1.0, 300.0),
                             ("amber14-all.xml", "implicit/obc2.xml"), platform="Reference",
-                            layout="context-per-replica")
+                            layout="single-copy")
     assert runner.platform_choice.name == "Reference"
-    assert all(context.getPlatform().getName() == "Reference" for context in runner.contexts)
+    assert runner.context.getPlatform().getName() == "Reference"
 
 
 @pytest.mark.parametrize("interval", [1, 2])
@@ -191,10 +241,10 @@ def test_the_platform_trial_times_the_integrator_the_rollouts_use(monkeypatch, i
     monkeypatch.setattr(rollout, "choose_platform", recording_choice)
     _, topology, start_nm, _ = transition_and_frames("chignolin")
     runner = rollout.replica_runner(topology, start_nm, 2, langevin_settings(0.001, 1.0, 300.0),
-                                    ("amber14-all.xml", "implicit/obc2.xml"), layout="context-per-replica",
+                                    ("amber14-all.xml", "implicit/obc2.xml"), layout="single-copy",
                                     slow_force_interval=interval)
     assert runner.replicas.single_system.getNumConstraints() == 0
-    trial, run = timed["integrator"], runner.integrators[0]
+    trial, run = timed["integrator"], runner.integrator
     for integrator in (trial, run):
         names = {integrator.getGlobalVariableName(i) for i in range(integrator.getNumGlobalVariables())}
         assert (SLOW_STEP in names) == (interval > 1)

@@ -17,7 +17,7 @@ from mlpot.pips.molecular.replicas import build_replicas
 def alanine():
     transition = peptide_transition("alanine-dipeptide")
     topology, start, target = transition.load()
-    system = build_replicas(topology, start, 1, layout="context-per-replica").single_system  # amber14, vacuum
+    system = build_replicas(topology, start, 1, layout="single-copy").single_system  # amber14, vacuum
     return transition, system, start, target
 
 

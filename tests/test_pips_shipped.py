@@ -182,7 +182,7 @@ def test_a_run_saved_before_a_setting_existed_keeps_its_old_dynamics_while_new_r
     shipped = load_run(SHIPPED_ALANINE.parent / "pips_polyproline", purpose="test")
     saved = torch.load(SHIPPED_ALANINE.parent / "pips_polyproline" / "checkpoint.pt", weights_only=True)["config"]
     assert "slow_force_interval" not in saved and "network_dtype" not in saved
-    integrator = shipped.runner(2).integrators[0]
+    integrator = shipped.runner(2).integrator
     counters = [integrator.getGlobalVariableName(i) for i in range(integrator.getNumGlobalVariables())]
     assert shipped.config.slow_force_interval == 1 and SLOW_STEP not in counters
     assert shipped.config.network_dtype == "float64"

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -105,7 +105,9 @@ class Rollout:
       evaluate the policy again with gradients);
     - ``controls`` (n, s, *dof): the control force u that was applied (no graph);
     - ``noises`` (n, s, *dof): the recorded controlled-channel kicks dW_c (momentum units);
-    - ``final_velocities`` (n, *dof).
+    - ``final_velocities`` (n, *dof);
+    - ``policy_inputs`` (optional): the policy's θ-independent inputs at every control evaluation, each
+      (n, s, ...) (:func:`mlpot.pips.policy.splits_inputs`), so that the loss need not compute them again.
     """
 
     positions: torch.Tensor
@@ -116,6 +118,7 @@ class Rollout:
     noises: torch.Tensor
     final_velocities: torch.Tensor
     timestep: float
+    policy_inputs: Optional[Dict[str, torch.Tensor]] = None
 
     @property
     def n_paths(self) -> int:
@@ -147,7 +150,9 @@ class Rollout:
         copy) when a mask keeps every path."""
         if isinstance(keep, torch.Tensor) and keep.dtype == torch.bool and bool(keep.all()):
             return self
+        inputs = None if self.policy_inputs is None else \
+            {name: value[keep] for name, value in self.policy_inputs.items()}
         return Rollout(positions=self.positions[keep], control_positions=self.control_positions[keep],
                        control_velocities=self.control_velocities[keep], control_times=self.control_times,
                        controls=self.controls[keep], noises=self.noises[keep],
-                       final_velocities=self.final_velocities[keep], timestep=self.timestep)
+                       final_velocities=self.final_velocities[keep], timestep=self.timestep, policy_inputs=inputs)

@@ -50,7 +50,7 @@ import torch
 
 from mlpot.pips.cost import path_cost
 from mlpot.pips.dynamics import Rollout
-from mlpot.pips.loss import log_variance_loss, pice_surrogate_loss, policy_controls
+from mlpot.pips.loss import log_variance_loss, pice_surrogate_of_work, policy_controls, policy_work
 from mlpot.pips.replay import ReplayBatch, ReplayBuffer
 from mlpot.pips.weights import effective_sample_size, importance_weights, tempered_weights
 from mlpot.runs import RunLock, StopRequests, atomic_save, read_checkpoint, refuse_changed_settings
@@ -340,8 +340,8 @@ class PiceTrainer:
         # the loss needs every finite path for the baseline, else only those whose weight is not negligible
         in_loss = finite if self.config.baseline else tempered.weights > NEGLIGIBLE_WEIGHT
         kept = rollout.subset(in_loss)
-        loss = pice_surrogate_loss(policy_controls(self.policy, kept), kept.noises, tempered.weights[in_loss],
-                                   self.control_weight, self.config.lam, baseline=self.config.baseline)
+        work = policy_work(self.policy, kept, kept.noises * self.control_weight)
+        loss = pice_surrogate_of_work(work, tempered.weights[in_loss], self.config.lam, baseline=self.config.baseline)
         return loss, {"temperature": tempered.temperature, "paths_in_loss": int(in_loss.sum())}
 
     def log_variance_loss(self, batch: ReplayBatch | Rollout,

@@ -15,7 +15,8 @@ radius ``or + 0.009`` nm and scale ``sr / or``), so the energy is the file's to 
 round-off (tested), and a step is several times cheaper: one chignolin copy (138 atoms, 1 CPU thread,
 ``NoCutoff``) took 0.8 against 3.7 ms per step, and a PIPS iteration of 16 × 1000 steps 12.4 s against
 53.5 s for GBn2 (``benchmarks/pips_speed.py --solvents gbn2 obc2``). Under a cutoff the native
-force loses much of its lead (24.7 s in one Context), so the peptides run it one Context per replica.
+force loses much of its lead (24.7 s in one Context), so the peptides run it on the single-copy System
+(layout ``single-copy``), replica by replica.
 GBn2 has no native force and stays a ``CustomGBForce``.
 
 Units: nm, kJ/mol (OpenMM's).

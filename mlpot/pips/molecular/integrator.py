@@ -47,6 +47,7 @@ SLOW_STEP = "steps_since_slow_impulse"
 FAST_FORCE_GROUP, SLOW_FORCE_GROUP = 0, 1
 BONDED_FORCES = (openmm.HarmonicBondForce, openmm.HarmonicAngleForce, openmm.PeriodicTorsionForce,
                  openmm.CMAPTorsionForce, openmm.RBTorsionForce)
+MIN_DAMPING_FOR_MERGED_STEP = 0.5  # a = exp(−γ dt) at least this (γ dt ≤ ln 2): the two-pass step without constraints
 MOLAR_GAS_CONSTANT_KJ_PER_MOL_PER_K = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 
 
@@ -63,7 +64,9 @@ def controlled_langevin_integrator(settings: LangevinSettings, constraint_tolera
     ``slow_force_interval`` n > 1 the forces of group 1 act every n-th step (impulse r-RESPA), and the
     System's forces must be in groups 0 and 1 (:func:`split_force_groups`). ``constraints=False`` (only for a
     System without constraints, :func:`integrator_for`) leaves out the constraint steps, which would change
-    nothing there: the same trajectory, ~0.02 ms per step less (138 atoms, CPU platform)."""
+    nothing there (the same trajectory, ~0.02 ms per step less for 138 atoms on the CPU platform), and takes the
+    kick, drifts and O step in two per-DOF passes instead of four (:func:`_add_merged_kick_and_drift`: the same scheme
+    to round-off, ~0.015 ms per step less)."""
     check_slow_force_interval(slow_force_interval)
     integrator = openmm.CustomIntegrator(settings.timestep)
     damping = settings.velocity_damping
@@ -74,16 +77,19 @@ def controlled_langevin_integrator(settings: LangevinSettings, constraint_tolera
     if constraints:
         integrator.addPerDofVariable("x_before_constraints", 0.0)
     integrator.addUpdateContextState()
-    if slow_force_interval == 1:
-        integrator.addComputePerDof("v", "v + dt*f/m")
-    else:
+    fast_force = "f" if slow_force_interval == 1 else f"f{FAST_FORCE_GROUP}"
+    if slow_force_interval > 1:
         integrator.addGlobalVariable(SLOW_STEP, 0)  # steps since the last slow impulse
-        integrator.addComputePerDof("v", f"v + dt*f{FAST_FORCE_GROUP}/m")
         integrator.beginIfBlock(f"{SLOW_STEP} = 0")
         integrator.addComputePerDof("v", f"v + {slow_force_interval}*dt*f{SLOW_FORCE_GROUP}/m")
         integrator.endBlock()
         integrator.addComputeGlobal(SLOW_STEP, f"select(step({SLOW_STEP} + 1 - {slow_force_interval}), 0, "
                                                f"{SLOW_STEP} + 1)")
+    integrator.setConstraintTolerance(constraint_tolerance)
+    if not constraints and damping >= MIN_DAMPING_FOR_MERGED_STEP:
+        _add_merged_kick_and_drift(integrator, fast_force, settings.controlled_noise_fraction < 1.0)
+        return integrator
+    integrator.addComputePerDof("v", f"v + dt*{fast_force}/m")
     if constraints:
         integrator.addConstrainVelocities()
     integrator.addComputePerDof("x", "x + 0.5*dt*v")
@@ -93,8 +99,26 @@ def controlled_langevin_integrator(settings: LangevinSettings, constraint_tolera
         integrator.addComputePerDof("x_before_constraints", "x")
         integrator.addConstrainPositions()
         integrator.addComputePerDof("v", "v + (x - x_before_constraints)/dt")
-    integrator.setConstraintTolerance(constraint_tolerance)
     return integrator
+
+
+def _add_merged_kick_and_drift(integrator: openmm.CustomIntegrator, fast_force: str, thermal_noise: bool) -> None:
+    """The B, A, O, A updates of a step without constraints (after the slow impulse, if any) as two per-DOF passes:
+
+        v ← a (v + dt F/m) + η + dt c/m,    x ← x + ½ dt (v₁ + v),   v₁ = (v − η − dt c/m) / a,
+
+    where v₁ = v + dt F/m is the velocity after the kick, η the thermal noise b √(kT_th/m) N(0,1) (kept in a per-DOF
+    variable when kT_th > 0, so that both passes see the same draw) and c the control force. Both half-drifts of the
+    four-pass form add up to this x (no force is evaluated between them), so it is the same scheme; v₁ is recovered
+    from v instead of stored, which costs one rounding of relative size ~1/a (a ≥ :data:`MIN_DAMPING_FOR_MERGED_STEP`).
+    Each per-DOF pass costs ~7 µs for 138 atoms on the CPU platform: 15 of ~400 µs per chignolin step."""
+    kick = f"dt*{CONTROL_FORCE}/m"  # the controlled kick per unit mass: u dt + dW_c over m
+    if thermal_noise:
+        integrator.addPerDofVariable("thermal_kick", 0.0)
+        integrator.addComputePerDof("thermal_kick", "b*sqrt(kT_thermal/m)*gaussian")
+        kick = f"thermal_kick + {kick}"
+    integrator.addComputePerDof("v", f"a*(v + dt*{fast_force}/m) + {kick}")
+    integrator.addComputePerDof("x", f"x + 0.5*dt*((v - ({kick}))/a + v)")
 
 
 def integrator_for(system: openmm.System, settings: LangevinSettings,
@@ -120,9 +144,18 @@ def split_force_groups(system: openmm.System) -> None:
 
 def restart(integrator: openmm.CustomIntegrator) -> None:
     """The next step is a rollout's first: with multiple time steps it gives the slow impulse."""
+    index = slow_step_variable(integrator)
+    if index is not None:
+        integrator.setGlobalVariable(index, 0.0)
+
+
+def slow_step_variable(integrator: openmm.CustomIntegrator) -> int | None:
+    """The index of the integrator's global variable counting steps since the last slow impulse (None without
+    multiple time steps), for ``getGlobalVariable``/``setGlobalVariable``."""
     for index in range(integrator.getNumGlobalVariables()):
         if integrator.getGlobalVariableName(index) == SLOW_STEP:
-            integrator.setGlobalVariable(index, 0.0)
+            return index
+    return None
 
 
 def set_control_forces(integrator: openmm.CustomIntegrator, forces_kj_mol_nm: np.ndarray) -> None:

@@ -218,12 +218,12 @@ class PeptideTransition:
         return basin.radius_rad if basin is not None and basin.dihedrals == (self.phi, self.psi) else None
 
 
-# PIPS runs the implicit-solvent peptides in OBC2 as OpenMM's native GBSAOBCForce, one Context per replica
-# (no cutoff): per iteration of 16 x 1000 steps, 4.3x (chignolin, 53.5 -> 12.4 s) and 2.6x (polyproline, 15.5 ->
-# 5.9 s) cheaper than GBn2 in one Context under a cutoff, timed interleaved on a loaded 2-core machine
-# (benchmarks/pips_speed.py --solvents gbn2 obc2; mlpot/pips/molecular/implicit_solvent.py). GBn2, the force
-# field the structures were built in, stays available: implicit_solvent: gbn2.
-_OBC2_RUNS = {"implicit_solvent": "obc2", "replica_layout": "context-per-replica"}
+# PIPS runs the implicit-solvent peptides in OBC2 as OpenMM's native GBSAOBCForce, on the single-copy System (no
+# cutoff; then with one Context per replica): per iteration of 16 x 1000 steps, 4.3x (chignolin, 53.5 -> 12.4 s) and
+# 2.6x (polyproline, 15.5 -> 5.9 s) cheaper than GBn2 in one Context under a cutoff, timed interleaved on a loaded
+# 2-core machine (benchmarks/pips_speed.py --solvents gbn2 obc2; mlpot/pips/molecular/implicit_solvent.py). GBn2, the
+# force field the structures were built in, stays available: implicit_solvent: gbn2.
+_OBC2_RUNS = {"implicit_solvent": "obc2", "replica_layout": "single-copy"}
 # their policy networks (54 and 138 atoms: 325 and 829 inputs) run in float32: half the weights' memory and half the
 # matrix-product time, about 0.4 s of a chignolin iteration; geometry, forces, kicks and path weights stay float64
 _FLOAT32_NETWORK = {"network_dtype": "float32"}

@@ -45,7 +45,9 @@ from torch import nn
 
 from mlpot.pips.geometry import aligned_squared_deviation_gradient, centred, kabsch_rotation, pairwise_distances
 from mlpot.pips.gradients import negative_gradient
-from mlpot.pips.policy import mlp
+from mlpot.pips.policy import PolicyInputs, mlp, splits_inputs
+
+SOFTPLUS_OF_ZERO = float(nn.functional.softplus(torch.zeros((), dtype=torch.float64)))  # ln 2: κ's unit
 
 
 def in_network_precision(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
@@ -104,16 +106,43 @@ class AlignedForcePolicy(nn.Module):
         n_coordinates = self.reference.numel()
         self.network = mlp([n_coordinates * (2 if use_velocities else 1) + 1, *hidden, n_coordinates])
 
-    def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
+    def splits_inputs(self) -> bool:
+        return True
+
+    def invariant_inputs(self, positions: torch.Tensor, velocities: torch.Tensor,
+                         time_fraction: torch.Tensor) -> PolicyInputs:
+        """The network's input (aligned positions and velocities, t/T; in the network's dtype) and the rotation
+        (n, 3, 3) onto the reference: what the control is computed from, independent of the weights."""
         mobile = centred(positions)
         rotation = kabsch_rotation(mobile.detach(), self.reference.to(positions.dtype))  # (n, 3, 3)
         parts = [(mobile @ rotation).flatten(start_dim=1) / self.length_scale]
         if self.use_velocities:
             parts.append((velocities @ rotation).flatten(start_dim=1) / self.velocity_scale)
         parts.append(time_fraction[:, None].to(positions.dtype))
-        force = self.force_scale * in_network_precision(self.network, torch.cat(parts, dim=1)).reshape(positions.shape)
+        network_dtype = next(self.network.parameters()).dtype
+        return {"network_input": torch.cat(parts, dim=1).to(network_dtype), "rotation": rotation}
+
+    def controls_from_inputs(self, inputs: PolicyInputs) -> torch.Tensor:
+        """u (n, n_atoms, 3) from :meth:`invariant_inputs`, with a graph to the weights."""
+        rotation = inputs["rotation"]
+        output = self.network(inputs["network_input"]).to(rotation.dtype)  # as in_network_precision
+        force = self.force_scale * output.reshape(len(rotation), -1, 3)
         force = force - force.mean(dim=1, keepdim=True)  # no net force
         return force @ rotation.transpose(-1, -2)  # back from the reference frame (rotation is orthogonal)
+
+    def controls_dot(self, inputs: PolicyInputs, directions: torch.Tensor) -> torch.Tensor:
+        """u · d per state (n,) for directions d (n, n_atoms, 3) without a graph, with a graph to the weights; u is
+        not formed: with F the network's forces in the reference frame, u = (F − F̄) Rᵀ, so u · d = Σ_a F_a · (e_a − ē)
+        with e = d R (:func:`mlpot.pips.loss.policy_work`). The products are in the network's dtype."""
+        rotation = inputs["rotation"]
+        output = self.network(inputs["network_input"])  # (n, n_atoms × 3)
+        with torch.no_grad():
+            in_frame = directions @ rotation
+            in_frame = (in_frame - in_frame.mean(dim=1, keepdim=True)).flatten(start_dim=1).to(output.dtype)
+        return self.force_scale * (output * in_frame).sum(dim=1).to(rotation.dtype)
+
+    def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
+        return self.controls_from_inputs(self.invariant_inputs(positions, velocities, time_fraction))
 
 
 class TargetGuidedPolicy(nn.Module):
@@ -155,13 +184,44 @@ class TargetGuidedPolicy(nn.Module):
         lower = position.floor().long().clamp(max=len(knots) - 2)
         fraction = (position - lower).to(knots.dtype)
         value = knots[lower] * (1.0 - fraction) + knots[lower + 1] * fraction
-        unit = nn.functional.softplus(torch.zeros((), dtype=value.dtype))
-        return self.strength * nn.functional.softplus(value) / unit
+        return self.strength * nn.functional.softplus(value) / SOFTPLUS_OF_ZERO
+
+    def splits_inputs(self) -> bool:
+        return splits_inputs(self.residual)
+
+    def invariant_inputs(self, positions: torch.Tensor, velocities: torch.Tensor,
+                         time_fraction: torch.Tensor) -> PolicyInputs:
+        """The residual's inputs, the pull's direction ∂RMSD²_atoms/∂x (n, n_pull_atoms, 3) and t/T (n,)
+        (only for a residual that :func:`~mlpot.pips.policy.splits_inputs`)."""
+        inputs = self.residual.invariant_inputs(positions, velocities, time_fraction)
+        inputs["pull_gradient"] = self._pull_gradient(positions)
+        inputs["time_fraction"] = time_fraction
+        return inputs
+
+    def controls_from_inputs(self, inputs: PolicyInputs) -> torch.Tensor:
+        """u from :meth:`invariant_inputs`, with a graph to the pull strengths and the residual's weights."""
+        return self._add_pull(self.residual.controls_from_inputs(inputs), inputs["pull_gradient"],
+                              inputs["time_fraction"])
+
+    def controls_dot(self, inputs: PolicyInputs, directions: torch.Tensor) -> torch.Tensor:
+        """u · d per state (n,) (:meth:`AlignedForcePolicy.controls_dot`): the residual's, minus κ(t) times the pull
+        direction's."""
+        gradient = inputs["pull_gradient"]
+        with torch.no_grad():
+            pull_dot = (gradient * directions.index_select(-2, self.atoms)).flatten(start_dim=1).sum(dim=1)
+        strength = self.pull_strength(inputs["time_fraction"]).to(gradient.dtype)
+        return self.residual.controls_dot(inputs, directions) - strength * pull_dot
 
     def forward(self, positions: torch.Tensor, velocities: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
-        # the pull acts on ``atoms`` only: computed on them and added to their rows of the residual
-        gradient = aligned_squared_deviation_gradient(positions.detach().index_select(-2, self.atoms),
-                                                      self.target.to(positions.dtype).index_select(-2, self.atoms))
-        strength = self.pull_strength(time_fraction).to(positions.dtype)
-        return self.residual(positions, velocities, time_fraction).index_add(-2, self.atoms,
-                                                                             -strength[:, None, None] * gradient)
+        return self._add_pull(self.residual(positions, velocities, time_fraction), self._pull_gradient(positions),
+                              time_fraction)
+
+    def _pull_gradient(self, positions: torch.Tensor) -> torch.Tensor:
+        """∂RMSD²_atoms/∂x on ``atoms`` only (n, n_pull_atoms, 3)."""
+        return aligned_squared_deviation_gradient(positions.detach().index_select(-2, self.atoms),
+                                                  self.target.to(positions.dtype).index_select(-2, self.atoms))
+
+    def _add_pull(self, residual: torch.Tensor, gradient: torch.Tensor, time_fraction: torch.Tensor) -> torch.Tensor:
+        """The residual's control plus the pull, which acts on ``atoms`` only (added to their rows)."""
+        strength = self.pull_strength(time_fraction).to(gradient.dtype)
+        return residual.index_add(-2, self.atoms, -strength[:, None, None] * gradient)

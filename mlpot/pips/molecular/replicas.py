@@ -33,10 +33,12 @@ chignolin's extended start spans 3.12 nm, so at 2.0 nm its forces differ by up t
 cutoff, but no longer the NoCutoff molecule. :attr:`Replicas.single_system` is always the
 NoCutoff copy, so path energies and their metrics do not depend on the layout.
 
-**One System per copy** (:class:`SeparateReplicas`, layout ``"context-per-replica"``): N Contexts
-over the NoCutoff single-copy System (:mod:`mlpot.pips.molecular.rollout`), for whoever needs
-implicit solvent without any cutoff; N times the per-step Python and OpenMM call overhead.
-:func:`build_replicas` builds the layout asked for.
+**The single-copy System** (:class:`SeparateReplicas`, layout ``"single-copy"``): every replica is the NoCutoff
+single-copy System, stepped in turn through one Context (:class:`~mlpot.pips.molecular.rollout.SingleCopyRunner`),
+for whoever needs implicit solvent without any cutoff; N times the per-step Python and OpenMM call overhead. The
+layout was called ``"context-per-replica"`` while it held one Context per replica (the same trajectories); runs saved
+under that name load as ``"single-copy"`` (:data:`RENAMED_LAYOUTS`). :func:`build_replicas` builds the layout asked
+for.
 
 No ``CMMotionRemover`` is added in either layout: over N copies it would couple them (it removes
 the *total* centre-of-mass velocity), and the single-copy layout must be the same dynamics.
@@ -62,7 +64,8 @@ from mlpot.pips.molecular.one_core import on_one_core
 DEFAULT_SPACING_NM = 10.0  # copies of a vacuum force field or an mlpot model
 DEFAULT_IMPLICIT_CUTOFF_NM = 4.0  # above chignolin's 3.12 nm extent, the largest shipped molecule
 SLOT_MARGIN_NM = 1.0  # default room on each side of a copy's slot (drift, unfolding) under a cutoff
-REPLICA_LAYOUTS = ("one-context", "context-per-replica")
+REPLICA_LAYOUTS = ("one-context", "single-copy")
+RENAMED_LAYOUTS = {"context-per-replica": "single-copy"}  # older names of a layout (runs saved under them load)
 AUTO_PLATFORMS = ("CUDA", "OpenCL", "CPU", "Reference")  # what ``platform="auto"`` times (choose_platform)
 
 
@@ -163,7 +166,7 @@ def _forcefield_system(forcefield_files, topology: app.Topology, cutoff_nm: Opti
     if uncut:
         raise NotImplementedError(f"{', '.join(uncut)} of {', '.join(forcefield_files)} did not take the "
                                   "CutoffNonPeriodic cutoff, so copies in one System would feel each other: use "
-                                  "layout='context-per-replica'")
+                                  "layout='single-copy'")
     return system
 
 
@@ -264,7 +267,7 @@ def build_replica_system(topology: app.Topology, positions_nm: np.ndarray, n_cop
     if coupling:
         raise NotImplementedError(f"copies in one System cannot be kept apart with a {', '.join(coupling)} "
                                   f"({', '.join(forcefield_files)}, e.g. implicit solvent) without a cutoff: give "
-                                  "cutoff_nm, or run one Context per replica (build_replicas)")
+                                  "cutoff_nm, or run the single-copy layout (build_replicas)")
     system = _forcefield_system(forcefield_files, replicated_topology(topology, positions_nm, n_copies, spacing_nm))
     for force in system.getForces():
         if isinstance(force, openmm.NonbondedForce):
@@ -323,13 +326,13 @@ def build_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: i
     - ``"one-context"`` (default): one System (:func:`build_replica_system`); an mlpot ``model``
       or a vacuum force field exactly as they are, a force field that couples every pair
       (implicit solvent) with ``CutoffNonPeriodic`` at ``cutoff_nm`` (module docstring);
-    - ``"context-per-replica"``: :class:`SeparateReplicas` over the single copy without any cutoff."""
-    if layout not in REPLICA_LAYOUTS:
-        raise ValueError(f"unknown replica layout {layout!r}; known: {', '.join(REPLICA_LAYOUTS)}")
+    - ``"single-copy"`` (also under its older name, :data:`RENAMED_LAYOUTS`): :class:`SeparateReplicas` over the
+      single copy without any cutoff."""
+    layout = replica_layout(layout)
     if n_copies < 1:
         raise ValueError(f"need at least one replica, got n_copies={n_copies}")
     _require_non_periodic(topology)
-    if layout == "context-per-replica":
+    if layout == "single-copy":
         if model is None:
             single = _forcefield_system(forcefield_files, topology)
         else:
@@ -339,6 +342,14 @@ def build_replicas(topology: app.Topology, positions_nm: np.ndarray, n_copies: i
     if model is None and couples_every_pair(_forcefield_system(forcefield_files, topology)):
         return build_replica_system(topology, positions_nm, n_copies, forcefield_files, None, spacing_nm, cutoff_nm)
     return build_replica_system(topology, positions_nm, n_copies, forcefield_files, model, spacing_nm)
+
+
+def replica_layout(name: str) -> str:
+    """The layout ``name`` stands for (its current name if it was renamed); ValueError in one line if unknown."""
+    layout = RENAMED_LAYOUTS.get(name, name)
+    if layout not in REPLICA_LAYOUTS:
+        raise ValueError(f"unknown replica layout {name!r}; known: {', '.join(REPLICA_LAYOUTS)}")
+    return layout
 
 
 def openmm_platform(name: str = "CPU", threads: int = 1) -> tuple[openmm.Platform, dict]:

@@ -3,8 +3,8 @@ polyproline, chignolin: :mod:`mlpot.pips.molecular.peptides`).
 
 The loop, checkpoints and exact resume are :class:`mlpot.pips.trainer.PiceTrainer`'s; this module
 supplies the OpenMM rollouts (:mod:`mlpot.pips.molecular.rollout`: N replicas in one Context, in implicit
-solvent under a non-periodic cutoff, or one Context per replica with ``replica_layout``), the
-terminal cost and the path metrics. Units are OpenMM's throughout (nm, ps, kJ/mol, kJ/mol/nm;
+solvent under a non-periodic cutoff, or the single-copy System stepped replica by replica with
+``replica_layout``), the terminal cost and the path metrics. Units are OpenMM's throughout (nm, ps, kJ/mol, kJ/mol/nm;
 see :mod:`mlpot.pips.molecular.rollout`); λ is in nm², the unit of the terminal cost.
 
 Terminal cost φ (``terminal_cost``), over the **heavy atoms** (``terminal_atoms="heavy"``, 10 of
@@ -112,7 +112,7 @@ class MolecularTrainConfig(PiceTrainConfig):
     ema_decay: float = 0.9
     min_ess_fraction: float = 0.25
     # implicit-solvent replicas: "one-context" (all copies in one Context, 4 nm non-periodic cutoff) or
-    # "context-per-replica" (no cutoff); see mlpot.pips.molecular.replicas
+    # "single-copy" (no cutoff; "context-per-replica" in older runs); see mlpot.pips.molecular.replicas
     replica_layout: str = "one-context"
     # the system's implicit solvent (None), or "gbn2", "obc2" (native GBSAOBCForce), "vacuum"; see
     # mlpot.pips.molecular.implicit_solvent
@@ -217,7 +217,7 @@ class MolecularTrainer(PiceTrainer):
         if config.endpoints == "minimised":
             shipped_start = self.transition.start_positions_nm
             system = build_replicas(self.topology, shipped_start, 1, self.forcefield_files, self.potential,
-                                    layout="context-per-replica").single_system
+                                    layout="single-copy").single_system
         return transition_endpoints(self.transition, system, config.endpoints)
 
     def _build_policy(self, config: MolecularTrainConfig, target_nm: np.ndarray) -> torch.nn.Module:
@@ -272,10 +272,12 @@ class MolecularTrainer(PiceTrainer):
     # ---- what the loop needs
     def rollout(self, n_paths: int | None = None, generator: torch.Generator | None = None,
                 averaged: bool = False) -> Tuple[Rollout, Dict[str, float]]:
-        """Controlled paths of the current (or averaged) policy in OpenMM, and where the time went."""
+        """Controlled paths of the current (or averaged) policy in OpenMM, and where the time went. The current
+        policy's paths carry its recorded inputs for the PICE loss (:attr:`Rollout.policy_inputs`)."""
         policy = self.average.module if averaged else self.policy
+        record_inputs = not averaged and self.config.objective == "pice"
         result = self.runner(n_paths or self.config.n_paths).run(policy, self.start_nm, self.config.n_steps,
-                                                                  generator or self.generator)
+                                                                  generator or self.generator, record_inputs)
         return result.rollout, result.bookkeeping()
 
     def terminal_cost(self, rollout: Rollout) -> torch.Tensor:
