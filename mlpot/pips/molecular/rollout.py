@@ -187,7 +187,8 @@ class ReplicaRunner:
                   for name in ("control_positions", "control_velocities", "controls", "noises")}
         positions_record = torch.empty((n_paths, n_steps + 1, n_atoms, 3), dtype=torch.float64)
         inputs_record: Dict[str, torch.Tensor] = {}
-        split = record_policy_inputs and splits_inputs(control)
+        splits = splits_inputs(control)
+        record_inputs = record_policy_inputs and splits
         control_times = torch.arange(n_steps, dtype=torch.float64) * dt
         alive = np.ones(n_paths, dtype=bool)
         dead: Optional[torch.Tensor] = None  # (n_paths,) bool once a replica has blown up
@@ -201,8 +202,10 @@ class ReplicaRunner:
             x, v = torch.from_numpy(positions), torch.from_numpy(velocities)
             time_fraction = torch.full((n_paths,), step / n_steps, dtype=torch.float64)
             clock = time.perf_counter()
-            with torch.no_grad():
-                if split:
+            # inference mode keeps no autograd bookkeeping at all (~0.1 ms less per step for 16 chignolin replicas); a
+            # policy that does not split may differentiate inside (the distance-energy one does), so it runs in no_grad
+            with torch.inference_mode() if splits else torch.no_grad():
+                if record_inputs:
                     inputs = control.invariant_inputs(x, v, time_fraction)
                     u = control.controls_from_inputs(inputs)
                 else:
@@ -213,7 +216,7 @@ class ReplicaRunner:
             for name, value in (("control_positions", x), ("control_velocities", v), ("controls", u),
                                 ("noises", kick)):
                 record[name][:, step] = _blanked(value, dead)
-            if split:
+            if record_inputs:
                 for name, value in inputs.items():
                     if name not in inputs_record:
                         inputs_record[name] = torch.empty((n_paths, n_steps, *value.shape[1:]), dtype=value.dtype)
