@@ -320,11 +320,12 @@ class SingleCopyRunner(ReplicaRunner):
     controlled integrator, reused for every rollout: before its step a replica's positions and velocities (and the
     r-RESPA step counter) are set, after it they are read back. Copy k's velocities are drawn from seed + k.
 
-    OpenMM keeps positions and velocities in double precision here, so this is exactly one Context per replica (the
-    same trajectories, bit for bit: tested) at a fraction of the cost: setting a 138-atom state takes ~2 µs, while
-    16 Contexts, each with the CPU platform's worker thread, take turns in the caches (chignolin, 16 × 1000 steps:
-    0.4 s less per iteration). With a thermal-noise fraction (``controlled_noise_fraction`` < 1), the integrator's
-    own Gaussian stream runs on from replica to replica, so no two replicas draw the same numbers."""
+    The CPU and Reference platforms keep positions and velocities in double precision, so this is exactly one Context
+    per replica (the same trajectories, bit for bit: tested; a GPU platform in single precision rounds a replica's
+    state to float32 when it is set, as its own steps do) at a fraction of the cost: setting a 138-atom state takes
+    ~2 µs, while 16 Contexts, each with the CPU platform's worker thread, take turns in the caches (chignolin,
+    16 × 1000 steps: 0.4 s less per iteration). With a thermal-noise fraction (``controlled_noise_fraction`` < 1), the
+    integrator's own Gaussian stream runs on from replica to replica, so no two replicas draw the same numbers."""
 
     def __init__(self, replicas: Replicas, settings: LangevinSettings, platform: str = "CPU",
                  threads: int = 1, blowup_kinetic_factor: float = 50.0, slow_force_interval: int = 1):
