@@ -60,7 +60,7 @@ def energy_trace(system: openmm.System, state: openmm.State, interval: int, pico
                  platform: openmm.Platform, solvent_interval: int | None = None) -> tuple[np.ndarray, float]:
     """Total energy (kJ/mol) every ~:data:`ENERGY_EVERY_FS` fs of NVE r-RESPA from ``state``, and the time between
     readings (ps). ``solvent_interval``: the implicit solvent every that many fs in a group of its own (None: with the
-    rest of group 1)."""
+    rest of group 1); the implicit solvent's force group in ``system`` is set accordingly."""
     apart = solvent_interval is not None
     for force in system.getForces():
         if isinstance(force, IMPLICIT_SOLVENT_FORCES):

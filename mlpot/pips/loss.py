@@ -34,7 +34,7 @@ import torch
 
 from mlpot.pips.cost import path_cost
 from mlpot.pips.dynamics import Rollout
-from mlpot.pips.policy import splits_inputs
+from mlpot.pips.policy import PolicyInputs, splits_inputs
 
 
 def policy_controls(policy: torch.nn.Module, rollout: Rollout) -> torch.Tensor:
@@ -47,14 +47,22 @@ def policy_controls(policy: torch.nn.Module, rollout: Rollout) -> torch.Tensor:
     the same controls without computing those inputs again."""
     n_paths, n_steps = rollout.n_paths, rollout.n_steps
     dof = rollout.control_positions.shape[2:]
-    recorded = getattr(rollout, "policy_inputs", None)
-    if recorded is not None and splits_inputs(policy):
-        controls = policy.controls_from_inputs({name: value.flatten(0, 1) for name, value in recorded.items()})
-        return controls.reshape(n_paths, n_steps, *dof)
+    inputs = recorded_inputs(policy, rollout)
+    if inputs is not None:
+        return policy.controls_from_inputs(inputs).reshape(n_paths, n_steps, *dof)
     time_fraction = (rollout.control_times / rollout.duration).repeat(n_paths)
     controls = policy(rollout.control_positions.reshape(n_paths * n_steps, *dof),
                       rollout.control_velocities.reshape(n_paths * n_steps, *dof), time_fraction)
     return controls.reshape(n_paths, n_steps, *dof)
+
+
+def recorded_inputs(policy: torch.nn.Module, rollout: Rollout) -> PolicyInputs | None:
+    """The policy inputs ``rollout`` recorded, flattened over paths and steps (n_paths × n_steps, ...), if it recorded
+    any and ``policy`` :func:`~mlpot.pips.policy.splits_inputs`; else None (a ReplayBatch records none)."""
+    recorded = getattr(rollout, "policy_inputs", None)
+    if recorded is None or not splits_inputs(policy):
+        return None
+    return {name: value.flatten(0, 1) for name, value in recorded.items()}
 
 
 def policy_work(policy: torch.nn.Module, rollout: Rollout, directions: torch.Tensor) -> torch.Tensor:
@@ -65,9 +73,8 @@ def policy_work(policy: torch.nn.Module, rollout: Rollout, directions: torch.Ten
     without forming u (:meth:`mlpot.pips.molecular.policy.AlignedForcePolicy.controls_dot` turns d into the
     network's frame instead of its output into the lab's, so the backward pass runs through the network and one
     product): 0.3 s less per 16 × 1000-step chignolin iteration. Otherwise u from :func:`policy_controls` times d."""
-    recorded = getattr(rollout, "policy_inputs", None)
-    if recorded is not None and splits_inputs(policy) and hasattr(policy, "controls_dot"):
-        inputs = {name: value.flatten(0, 1) for name, value in recorded.items()}
+    inputs = recorded_inputs(policy, rollout)
+    if inputs is not None and hasattr(policy, "controls_dot"):
         return policy.controls_dot(inputs, directions.flatten(0, 1)).reshape(rollout.n_paths, -1).sum(dim=1)
     return (policy_controls(policy, rollout) * directions).flatten(start_dim=1).sum(dim=1)
 

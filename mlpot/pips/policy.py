@@ -15,9 +15,9 @@ Two kinds, as in the PIPS paper:
 does: ``policy.invariant_inputs(x, v, t)`` returns a dict of tensors (batch first; e.g. the superposed coordinates
 and the rotation), ``policy.controls_from_inputs(inputs)`` the control from them, with a graph to θ, and
 ``policy(x, v, t)`` is the two in turn (:func:`splits_inputs` tells whether a policy does). A rollout then records the
-inputs at every step, and the loss evaluates the policy again from them instead of from the raw states (:func:`
-mlpot.pips.loss.policy_controls`), which saves the superpositions over all recorded states: 0.4 s of a 16 × 1000-step
-chignolin iteration. The inputs are functions of the state alone, so recording them changes no number.
+inputs at every step, and the loss evaluates the policy again from them instead of from the raw states
+(:func:`mlpot.pips.loss.recorded_inputs`), which saves the superpositions over all recorded states: 0.4 s of a
+16 × 1000-step chignolin iteration. The inputs are functions of the state alone, so recording them changes no number.
 
 This module holds the network every policy is built from; the 2D toy policies are in
 :mod:`mlpot.pips.toy.policy`, the invariant molecular ones in :mod:`mlpot.pips.molecular.policy`.
